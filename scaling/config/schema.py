@@ -1,0 +1,228 @@
+"""Typed configuration: the single source of truth for a run.
+
+Every field has a default so a TOML file only states what differs. ``validate`` methods return a list
+of one-line problems, each naming its dotted key; nothing is checked anywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ModelConfig:
+    family: str = "vqgan"  # LlamaGen-style 2D CNN VQ tokenizer
+    base_channels: int = 128
+    channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
+    num_res_blocks: int = 2
+    z_channels: int = 256
+    dropout: float = 0.0
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+    def validate(self) -> list[str]:
+        errs = []
+        if self.family not in ("vqgan",):
+            errs.append(f"model.family: unknown family {self.family!r} (known: vqgan)")
+        if not self.channel_mult:
+            errs.append("model.channel_mult: must not be empty")
+        if any(m <= 0 for m in self.channel_mult):
+            errs.append("model.channel_mult: every multiplier must be positive")
+        for key in ("base_channels", "num_res_blocks", "z_channels"):
+            if getattr(self, key) <= 0:
+                errs.append(f"model.{key}: must be positive, got {getattr(self, key)}")
+        if self.base_channels % 32:
+            errs.append(f"model.base_channels: must be a multiple of 32 (GroupNorm groups), got {self.base_channels}")
+        if not 0.0 <= self.dropout < 1.0:
+            errs.append(f"model.dropout: must be in [0, 1), got {self.dropout}")
+        return errs
+
+
+@dataclass
+class QuantizerConfig:
+    kind: str = "vq"
+    codebook_size: int = 16384
+    code_dim: int = 8
+    beta: float = 0.25  # commitment weight
+    l2_norm: bool = True
+
+    def validate(self) -> list[str]:
+        errs = []
+        if self.kind not in ("vq",):
+            errs.append(f"quantizer.kind: unknown quantizer {self.kind!r} (known: vq)")
+        if self.codebook_size < 2:
+            errs.append(f"quantizer.codebook_size: must be at least 2, got {self.codebook_size}")
+        if self.code_dim <= 0:
+            errs.append(f"quantizer.code_dim: must be positive, got {self.code_dim}")
+        if self.beta < 0:
+            errs.append(f"quantizer.beta: must be >= 0, got {self.beta}")
+        return errs
+
+
+@dataclass
+class LossConfig:
+    recon: str = "l2"
+    recon_weight: float = 1.0
+    codebook_weight: float = 1.0
+    entropy_weight: float = 0.0
+    entropy_temperature: float = 0.01
+    perceptual_weight: float = 1.0
+    vgg_weights: str = ""  # local torchvision VGG16 state dict
+    lpips_weights: str = ""  # local LPIPS linear-head state dict (lpips package's vgg.pth)
+    gan_weight: float = 0.5
+    gan_start: int = 20000
+    disc_layers: int = 3
+    disc_channels: int = 64
+
+    def validate(self) -> list[str]:
+        errs = []
+        if self.recon not in ("l1", "l2"):
+            errs.append(f"loss.recon: must be 'l1' or 'l2', got {self.recon!r}")
+        for key in ("recon_weight", "codebook_weight", "entropy_weight", "perceptual_weight", "gan_weight"):
+            if getattr(self, key) < 0:
+                errs.append(f"loss.{key}: must be >= 0, got {getattr(self, key)}")
+        if self.entropy_temperature <= 0:
+            errs.append(f"loss.entropy_temperature: must be > 0, got {self.entropy_temperature}")
+        if self.gan_start < 0:
+            errs.append(f"loss.gan_start: must be >= 0, got {self.gan_start}")
+        if self.disc_layers < 1 or self.disc_channels < 1:
+            errs.append("loss.disc_layers/disc_channels: must be positive")
+        if self.perceptual_weight > 0:
+            for key in ("vgg_weights", "lpips_weights"):
+                if not getattr(self, key):
+                    errs.append(f"loss.{key}: required when loss.perceptual_weight > 0 (a local weight file)")
+        return errs
+
+
+@dataclass
+class DataConfig:
+    train: str = ""  # MDS split: local directory or remote URI
+    val: str = ""
+    image_size: int = 256
+    crop_min: float = 0.8  # random crop of crop_min..1.0 of the side (GigaTok)
+    hflip: bool = True
+    num_workers: int = 0
+    val_samples: int = 64
+    cache_dir: str = ""  # local cache for remote splits; default: inside the run directory
+
+    def validate(self) -> list[str]:
+        errs = []
+        if not self.train:
+            errs.append("data.train: required (path or URI of the MDS training split)")
+        if not self.val:
+            errs.append("data.val: required (path or URI of the MDS validation split)")
+        if self.image_size <= 0:
+            errs.append(f"data.image_size: must be positive, got {self.image_size}")
+        if not 0.0 < self.crop_min <= 1.0:
+            errs.append(f"data.crop_min: must be in (0, 1], got {self.crop_min}")
+        if self.num_workers < 0:
+            errs.append(f"data.num_workers: must be >= 0, got {self.num_workers}")
+        if self.val_samples <= 0:
+            errs.append(f"data.val_samples: must be positive, got {self.val_samples}")
+        return errs
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    min_lr: float = 1e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 1e-4
+    grad_clip: float = 10.0  # 0 disables clipping
+    schedule: str = "cosine"  # cosine | constant | wsd
+    warmup_steps: int = 0
+    decay_fraction: float = 0.2  # wsd: share of steps spent decaying at the end
+    disc_lr: float = 1e-4
+
+    def validate(self) -> list[str]:
+        errs = []
+        if self.lr <= 0:
+            errs.append(f"optim.lr: must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            errs.append(f"optim.min_lr: must be in [0, optim.lr], got {self.min_lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            errs.append(f"optim.betas: must be two numbers in [0, 1), got {list(self.betas)}")
+        if self.weight_decay < 0:
+            errs.append(f"optim.weight_decay: must be >= 0, got {self.weight_decay}")
+        if self.grad_clip < 0:
+            errs.append(f"optim.grad_clip: must be >= 0, got {self.grad_clip}")
+        if self.schedule not in ("cosine", "constant", "wsd"):
+            errs.append(f"optim.schedule: must be cosine, constant or wsd, got {self.schedule!r}")
+        if self.warmup_steps < 0:
+            errs.append(f"optim.warmup_steps: must be >= 0, got {self.warmup_steps}")
+        if not 0 < self.decay_fraction <= 1:
+            errs.append(f"optim.decay_fraction: must be in (0, 1], got {self.decay_fraction}")
+        if self.disc_lr <= 0:
+            errs.append(f"optim.disc_lr: must be > 0, got {self.disc_lr}")
+        return errs
+
+
+@dataclass
+class TrainConfig:
+    run_dir: str = "runs/default"
+    steps: int = 1000
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    ema_decay: float = 0.0  # 0 disables the EMA copy
+    log_every: int = 10
+    val_every: int = 500
+    ckpt_every: int = 500
+    keep_last: int = 2  # newest checkpoints kept besides milestones
+    milestone_every: int = 0  # 0: no milestones
+    progress: bool = True
+
+    def validate(self) -> list[str]:
+        errs = []
+        if not self.run_dir:
+            errs.append("train.run_dir: required")
+        for key in ("steps", "batch_size", "log_every", "val_every", "ckpt_every", "keep_last"):
+            if getattr(self, key) <= 0:
+                errs.append(f"train.{key}: must be positive, got {getattr(self, key)}")
+        if self.milestone_every < 0:
+            errs.append(f"train.milestone_every: must be >= 0, got {self.milestone_every}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            errs.append(f"train.device: must be auto, cpu or cuda, got {self.device!r}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            errs.append(f"train.precision: must be auto, fp32 or bf16, got {self.precision!r}")
+        if not 0 <= self.ema_decay < 1:
+            errs.append(f"train.ema_decay: must be in [0, 1), got {self.ema_decay}")
+        return errs
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = ""  # empty: MLFLOW_TRACKING_URI, else MLflow's default local store
+    experiment: str = "scaling"
+    run_name: str = ""  # empty: the run directory's name
+
+    def validate(self) -> list[str]:
+        return [] if self.experiment else ["tracking.experiment: must not be empty"]
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def validate(self) -> list[str]:
+        errs = []
+        for section in (self.model, self.quantizer, self.loss, self.data, self.optim, self.train, self.tracking):
+            errs += section.validate()
+        down = self.model.downsample
+        if self.data.image_size % down:
+            errs.append(
+                f"data.image_size: {self.data.image_size} is not divisible by the model's downsampling "
+                f"factor {down} (2^(len(model.channel_mult)-1))"
+            )
+        if self.optim.warmup_steps >= self.train.steps and self.optim.warmup_steps > 0:
+            errs.append(f"optim.warmup_steps: {self.optim.warmup_steps} must be below train.steps {self.train.steps}")
+        return errs
