@@ -16,6 +16,7 @@ class ModelConfig:
     channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
     num_res_blocks: int = 2
     z_channels: int = 256
+    norm_groups: int = 32
     dropout: float = 0.0
 
     @property
@@ -33,8 +34,9 @@ class ModelConfig:
         for key in ("base_channels", "num_res_blocks", "z_channels"):
             if getattr(self, key) <= 0:
                 errs.append(f"model.{key}: must be positive, got {getattr(self, key)}")
-        if self.base_channels % 32:
-            errs.append(f"model.base_channels: must be a multiple of 32 (GroupNorm groups), got {self.base_channels}")
+        if self.norm_groups <= 0 or self.base_channels % self.norm_groups:
+            errs.append(f"model.base_channels: {self.base_channels} is not a multiple of model.norm_groups "
+                        f"{self.norm_groups} (GroupNorm)")
         if not 0.0 <= self.dropout < 1.0:
             errs.append(f"model.dropout: must be in [0, 1), got {self.dropout}")
         return errs
@@ -70,7 +72,7 @@ class LossConfig:
     entropy_temperature: float = 0.01
     perceptual_weight: float = 1.0
     vgg_weights: str = ""  # local torchvision VGG16 state dict
-    lpips_weights: str = ""  # local LPIPS linear-head state dict (lpips package's vgg.pth)
+    lpips_weights: str = ""  # LPIPS linear heads; empty: the vgg.pth the lpips package ships
     gan_weight: float = 0.5
     gan_start: int = 20000
     disc_layers: int = 3
@@ -89,10 +91,8 @@ class LossConfig:
             errs.append(f"loss.gan_start: must be >= 0, got {self.gan_start}")
         if self.disc_layers < 1 or self.disc_channels < 1:
             errs.append("loss.disc_layers/disc_channels: must be positive")
-        if self.perceptual_weight > 0:
-            for key in ("vgg_weights", "lpips_weights"):
-                if not getattr(self, key):
-                    errs.append(f"loss.{key}: required when loss.perceptual_weight > 0 (a local weight file)")
+        if self.perceptual_weight > 0 and not self.vgg_weights:
+            errs.append("loss.vgg_weights: required when loss.perceptual_weight > 0 (a local VGG16 weight file)")
         return errs
 
 

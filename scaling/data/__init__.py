@@ -1,0 +1,1 @@
+"""Datasets: procedural synthetic images, ImageFolder conversion, MDS shards and streaming input."""

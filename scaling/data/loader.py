@@ -1,0 +1,97 @@
+"""Training and validation input through mosaicml-streaming.
+
+The stream yields uint8 images at their stored size; augmentation (GigaTok: random crop of
+``crop_min``..1.0 of the side, horizontal flip) runs in the training loop from a generator whose state
+is checkpointed, so a resumed run draws exactly the crops an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from streaming import StreamingDataLoader, StreamingDataset
+
+from scaling.config import DataConfig
+from scaling.data.mds import verify_split
+
+
+class ImageStream(StreamingDataset):
+    """MDS samples as (uint8 CxHxW tensor, label)."""
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:  # type: ignore[override]
+        sample = super().__getitem__(idx)
+        image = np.asarray(sample["image"].convert("RGB"))
+        return torch.from_numpy(image.copy()).permute(2, 0, 1), int(sample["label"])
+
+
+def _stream_kwargs(split: str, cache_dir: Path) -> dict:
+    if "://" in split:
+        return {"remote": split, "local": str(cache_dir), "validate_hash": "xxh64"}
+    return {"local": split}
+
+
+def train_loader(cfg: DataConfig, batch_size: int, seed: int, cache_root: Path) -> StreamingDataLoader:
+    """A resumable, shuffled loader over the training split (``state_dict`` holds its position)."""
+    dataset = ImageStream(
+        **_stream_kwargs(cfg.train, Path(cfg.cache_dir or cache_root) / "train"),
+        shuffle=True, shuffle_seed=seed, batch_size=batch_size, num_canonical_nodes=1,
+    )
+    return StreamingDataLoader(
+        dataset, batch_size=batch_size, num_workers=cfg.num_workers, drop_last=True,
+        persistent_workers=False, pin_memory=torch.cuda.is_available(),
+    )
+
+
+def validation_images(cfg: DataConfig, cache_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``val_samples`` validation images (uint8, NCHW, at ``image_size``) and labels."""
+    dataset = ImageStream(**_stream_kwargs(cfg.val, Path(cfg.cache_dir or cache_root) / "val"), shuffle=False)
+    n = min(cfg.val_samples, len(dataset))
+    images, labels = zip(*(dataset[i] for i in range(n)))
+    batch = torch.stack(images)
+    if batch.shape[-1] != cfg.image_size or batch.shape[-2] != cfg.image_size:
+        batch = resize_uint8(batch, cfg.image_size)
+    return batch, torch.tensor(labels)
+
+
+def check_splits(cfg: DataConfig, *, hashes: bool = True) -> None:
+    """Fail early, with the shard named, on a missing or corrupt split."""
+    verify_split(cfg.train, hashes=hashes)
+    verify_split(cfg.val, hashes=hashes)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def augment(images: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> torch.Tensor:
+    """Random crop of ``crop_min``..1 of the side, resized to ``image_size``; random horizontal flip.
+
+    Input uint8 NCHW; output float in [-1, 1]. Draws come from ``generator`` only.
+    """
+    n, _, h, w = images.shape
+    side = min(h, w)
+    frac = cfg.crop_min + (1 - cfg.crop_min) * torch.rand(n, generator=generator)
+    crop = (frac * side).round().long().clamp_(1, side)
+    fy, fx = torch.rand(n, generator=generator), torch.rand(n, generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    out = []
+    for i in range(n):
+        c = int(crop[i])
+        y0, x0 = int(fy[i] * (h - c + 1)), int(fx[i] * (w - c + 1))
+        patch = images[i : i + 1, :, y0 : y0 + c, x0 : x0 + c].float()
+        if c != cfg.image_size:
+            patch = F.interpolate(patch, size=(cfg.image_size,) * 2, mode="bilinear", antialias=True,
+                                  align_corners=False)
+        if cfg.hflip and flip[i]:
+            patch = patch.flip(-1)
+        out.append(patch)
+    return torch.cat(out).div_(127.5).sub_(1.0).clamp_(-1, 1)

@@ -1,0 +1,1 @@
+"""Training losses: reconstruction, perceptual (LPIPS), adversarial (PatchGAN, hinge)."""

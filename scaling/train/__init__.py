@@ -1,0 +1,1 @@
+"""Training: the loop, checkpoints, schedules and the run directory."""

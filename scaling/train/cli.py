@@ -1,0 +1,32 @@
+"""``scaling train CONFIG [--section.key value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a tokenizer (re-running resumes)",
+                       description="Train a tokenizer. CONFIG is a TOML file or a shipped config name "
+                                   "(e.g. tiny). Override any key with --section.key VALUE.")
+    p.add_argument("config")
+    p.set_defaults(func=_train, accepts_overrides=True)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from scaling.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    from scaling.train.trainer import train  # heavy imports only once the config is valid
+
+    result = train(cfg)
+    from scaling.tracking.mlflow_tracker import tracking_uri
+
+    uri = tracking_uri(cfg.tracking) or "sqlite:///mlflow.db"
+    print(f"run directory:   {result.run_dir}")
+    print(f"reconstructions: {result.run_dir / 'reconstructions'}")
+    print(f"MLflow run:      {result.run_id} (experiment {cfg.tracking.experiment!r}, store {uri})")
+    print(f"  browse it:     mlflow ui --backend-store-uri {uri}")
+    if result.val:
+        print(f"validation:      PSNR {result.val['val/psnr']:.2f} dB, codebook usage {result.val['val/codebook_usage']:.1%}")
+    return 0

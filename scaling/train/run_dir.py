@@ -1,0 +1,50 @@
+"""A run directory: claimed once, resumed by the same config, never overwritten by another."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from scaling.config import Config
+from scaling.config.loader import config_to_dict, dump_toml, flatten, read_toml
+from scaling.errors import UserError
+
+CONFIG_FILE = "config.toml"
+# Keys that may differ on resume: they change neither the model nor the sample stream.
+RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.log_every", "data.num_workers", "data.cache_dir",
+                     "tracking.uri")
+
+
+def check_run_dir(cfg: Config) -> bool:
+    """Read-only checks; True when the directory holds this run already (a resume)."""
+    run_dir = Path(cfg.train.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"train.run_dir: {run_dir} exists and is not a directory")
+    saved = run_dir / CONFIG_FILE
+    if saved.is_file():
+        old, new = flatten(read_toml(saved)), flatten(config_to_dict(cfg))
+        for key in sorted(set(old) | set(new)):
+            if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
+                raise UserError(
+                    f"train.run_dir: {run_dir} holds a run with {key} = {old.get(key)!r}, not {new.get(key)!r}; "
+                    "resume with the same config or choose a new train.run_dir")
+        return True
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        raise UserError(f"train.run_dir: {run_dir} is not empty and holds no scaling run; choose a new directory")
+    return False
+
+
+def claim_run_dir(cfg: Config) -> Path:
+    """Create the directory (checking that it is writable) and save the resolved config."""
+    run_dir = Path(cfg.train.run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+        tmp = run_dir / (CONFIG_FILE + ".tmp")
+        tmp.write_text(dump_toml(cfg))
+        os.replace(tmp, run_dir / CONFIG_FILE)
+    except OSError as e:
+        raise UserError(f"train.run_dir: {run_dir} is not writable ({e.strerror})") from None
+    return run_dir
