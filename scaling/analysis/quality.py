@@ -1,0 +1,107 @@
+"""Warnings about weak fits: what a reader should know before trusting a fitted law."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scaling.analysis.fit import FitResult
+from scaling.analysis.isoflop import IsoflopResult
+from scaling.analysis.spec import FitOutcome
+from scaling.analysis.words import interval, num
+
+# Fewer points per parameter than this gives a weakly constrained fit.
+POINTS_PER_PARAM = 3
+# Fewer distinct scales than this makes the curvature of a saturating law guesswork.
+FEW_SCALES = 5
+# Equally good minima that disagree by more than this (relative) mean a parameter is not identified.
+SPREAD_TOLERANCE = 0.05
+# Predictions further than this factor beyond the largest sampled scale are flagged.
+FAR_EXTRAPOLATION = 10.0
+
+
+def _convergence(out: FitOutcome) -> list[str]:
+    res = out.result
+    if not isinstance(res, FitResult):
+        return []
+    notes = []
+    if res.stuck_at_start:
+        notes.append(f"the best fit stopped at its start after {res.iterations} iteration(s)")
+    elif not res.converged:
+        notes.append(
+            f"the fit did not converge: gradient norm {num(res.grad_norm)} after {res.iterations} "
+            f"iterations ({res.message})"
+        )
+    for name, spread in res.spread.items():
+        if spread > SPREAD_TOLERANCE:
+            notes.append(
+                f"equally good minima differ by {spread:.0%} in {name}: {name} is poorly identified"
+            )
+    return notes
+
+
+def _sampling(out: FitOutcome) -> list[str]:
+    n_params = len(out.params)
+    notes = []
+    if out.n_points < POINTS_PER_PARAM * n_params:
+        notes.append(
+            f"only {out.n_points} points for {n_params} parameters: treat the intervals as rough"
+        )
+    for row, name in zip(np.atleast_2d(out.xs), out.spec.inputs):
+        k = np.unique(row).size
+        if k < FEW_SCALES:
+            notes.append(f"only {k} distinct values of {name}: the curve's shape rests on few scales")
+    return notes
+
+
+def _bootstrap(out: FitOutcome) -> list[str]:
+    if out.boot is None:
+        return ["no bootstrap: the parameters have no intervals"]
+    b, notes = out.boot, []
+    if b.n_failed:
+        notes.append(
+            f"{b.n_failed} of {b.n_replicates} bootstrap replicates did not converge and are left out"
+        )
+    if b.n_degenerate:
+        notes.append(
+            f"{b.n_degenerate} of {b.n_replicates} bootstrap resamples had too few distinct scales "
+            "to fit and are left out"
+        )
+    for key in ("alpha", "beta", "a"):
+        lo, hi = out.ci(key)
+        if key in out.params and math.isfinite(lo) and lo <= 0 <= hi:
+            notes.append(f"the 95% interval of {key} {interval(lo, hi)} includes 0: no clear scaling")
+    if "E" in out.params:
+        lo, hi = out.ci("E")
+        if math.isfinite(lo) and hi - lo > out.params["E"]:
+            notes.append(f"the floor E is poorly identified: 95% interval {interval(lo, hi)}")
+    return notes
+
+
+def _extrapolation(out: FitOutcome) -> list[str]:
+    target = out.spec.target
+    if not target:
+        return []
+    notes = []
+    for t, row, name in zip(target, np.atleast_2d(out.xs), out.spec.inputs):
+        factor = t / row.max()
+        if factor > FAR_EXTRAPOLATION:
+            notes.append(
+                f"the prediction extrapolates {factor:.0f}x beyond the largest sampled {name}"
+            )
+    return notes
+
+
+def _budgets(out: FitOutcome) -> list[str]:
+    res = out.result
+    if not isinstance(res, IsoflopResult) or len(res.profiles) >= FEW_SCALES:
+        return []
+    return [f"only {len(res.profiles)} compute budgets: the exponent rests on few points"]
+
+
+def warnings_for(out: FitOutcome) -> list[str]:
+    """Every warning that applies to ``out``, most serious first."""
+    if isinstance(out.result, IsoflopResult):
+        return _bootstrap(out) + _budgets(out)
+    return _convergence(out) + _bootstrap(out) + _sampling(out) + _extrapolation(out)
