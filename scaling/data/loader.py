@@ -39,9 +39,12 @@ def train_loader(cfg: DataConfig, batch_size: int, seed: int, cache_root: Path) 
         **_stream_kwargs(cfg.train, Path(cfg.cache_dir or cache_root) / "train"),
         shuffle=True, shuffle_seed=seed, batch_size=batch_size, num_canonical_nodes=1,
     )
+    # Its own generator: each new iterator draws a worker seed, which must not move the global RNG
+    # (a resumed run creates one more iterator than an uninterrupted one).
     return StreamingDataLoader(
         dataset, batch_size=batch_size, num_workers=cfg.num_workers, drop_last=True,
         persistent_workers=False, pin_memory=torch.cuda.is_available(),
+        generator=torch.Generator().manual_seed(seed),
     )
 
 

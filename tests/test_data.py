@@ -1,0 +1,140 @@
+"""Datasets as MDS: deterministic synthesis, ImageFolder conversion, shard verification, exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from scaling.config import DataConfig
+from scaling.data import synth
+from scaling.data.build import build_synthetic, convert_image_folder
+from scaling.data.loader import augment, check_splits, train_loader, validation_images
+from scaling.errors import UserError
+
+
+def test_synthetic_samples_are_deterministic_and_class_dependent() -> None:
+    styles = synth.class_styles(10, seed=3)
+    a, la = synth.sample(5, 7, styles, 32)
+    b, lb = synth.sample(5, 7, styles, 32)
+    assert np.array_equal(a, b) and la == lb
+    c, _ = synth.sample(6, 7, styles, 32)
+    assert not np.array_equal(a, c)
+    assert a.shape == (32, 32, 3) and a.dtype == np.uint8
+    big, _ = synth.sample(5, 7, styles, 96)  # any resolution
+    assert big.shape == (96, 96, 3)
+    labels = [synth.sample(i, 1, styles, 16)[1] for i in range(400)]
+    counts = np.bincount(labels, minlength=10)
+    assert counts.min() > 20  # every class present, roughly balanced
+    assert len({(s.shape, s.texture) for s in styles}) == 10  # each class its own shape+texture
+
+
+def test_synth_writes_identical_shards_for_the_same_seed(tmp_path: Path) -> None:
+    a = build_synthetic(tmp_path / "a", train=40, val=8, size=16, seed=1, workers=1, progress=False)
+    b = build_synthetic(tmp_path / "b", train=40, val=8, size=16, seed=1, workers=2, progress=False)
+    for split in ("train", "val"):
+        va, la = validation_images(DataConfig(train="x", val=str(a / split), image_size=16, val_samples=100), tmp_path)
+        vb, lb = validation_images(DataConfig(train="x", val=str(b / split), image_size=16, val_samples=100), tmp_path)
+        assert torch.equal(va, vb) and torch.equal(la, lb)
+    assert len(va) == 8
+    # A second call on a complete dataset is a no-op (the study re-runs it).
+    stamp = (a / "dataset.json").stat().st_mtime_ns
+    build_synthetic(tmp_path / "a", train=40, val=8, size=16, seed=1, workers=1, progress=False)
+    assert (a / "dataset.json").stat().st_mtime_ns == stamp
+
+
+def test_convert_image_folder_keeps_labels_and_resizes(tmp_path: Path) -> None:
+    src = tmp_path / "imagenet"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 5), ("val", 2)):
+        for cls, colour in (("n01", (255, 0, 0)), ("n02", (0, 0, 255))):
+            folder = src / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                w, h = int(rng.integers(40, 80)), int(rng.integers(40, 80))
+                Image.new("RGB", (w, h), colour).save(folder / f"{i}.JPEG")
+    out = convert_image_folder(src, tmp_path / "mds", size=32, workers=2, progress=False)
+    assert json.loads((out / "classes.json").read_text()) == ["n01", "n02"]
+    images, labels = validation_images(DataConfig(train="x", val=str(out / "val"), image_size=32, val_samples=10),
+                                       tmp_path)
+    assert images.shape == (4, 3, 32, 32)
+    for img, label in zip(images, labels):
+        red, blue = img[0].float().mean(), img[2].float().mean()
+        assert (red > blue) == (label == 0)
+    with pytest.raises(UserError, match="exists and is not empty"):
+        convert_image_folder(src, out, size=32, workers=1, progress=False)
+
+
+def _corrupt(path: Path, at: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_or_missing_shards_are_named(tmp_path: Path) -> None:
+    root = build_synthetic(tmp_path / "d", train=40, val=8, size=16, seed=0, workers=1, progress=False)
+    cfg = DataConfig(train=str(root / "train"), val=str(root / "val"), image_size=16)
+    check_splits(cfg)
+    shard = next((root / "train").rglob("*.mds"))
+    _corrupt(shard, shard.stat().st_size // 2)
+    with pytest.raises(UserError, match=rf"data shard {shard}: corrupt, xxh64 hash"):
+        check_splits(cfg)
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(UserError, match=rf"data shard {shard}: corrupt, \d+ bytes where the index says"):
+        check_splits(cfg)
+    shard.unlink()
+    with pytest.raises(UserError, match=rf"data shard {shard}: missing"):
+        check_splits(cfg)
+    with pytest.raises(UserError, match="directory not found"):
+        check_splits(DataConfig(train=str(tmp_path / "nope"), val=str(root / "val")))
+
+
+def _labels_and_sums(batches) -> list[tuple[int, int]]:
+    return [(int(l), int(x.sum())) for images, labels in batches for x, l in zip(images, labels)]
+
+
+def test_loader_resumes_mid_epoch_and_across_epochs_without_replay_or_skip(synth_data: Path, tmp_path: Path) -> None:
+    cfg = DataConfig(train=str(synth_data / "train"), val=str(synth_data / "val"), image_size=32)
+    per_epoch = 600 // 32  # drop_last
+
+    def stream(loader, n):
+        out = []
+        while len(out) < n:
+            for batch in loader:
+                out.append(batch)
+                if len(out) == n:
+                    break
+        return out
+
+    full = train_loader(cfg, 32, seed=4, cache_root=tmp_path)
+    reference = []
+    for _ in range(2):  # two whole epochs
+        reference += list(full)
+    assert len(reference) == 2 * per_epoch
+    first_epoch = _labels_and_sums(reference[:per_epoch])
+    assert len(set(first_epoch)) > 0.9 * len(first_epoch)  # a permutation, not repeats
+    assert _labels_and_sums(reference[per_epoch:]) != first_epoch  # reshuffled each epoch
+
+    cut = per_epoch - 3  # stop 3 batches before the epoch ends
+    head_loader = train_loader(cfg, 32, seed=4, cache_root=tmp_path)
+    head = stream(head_loader, cut)
+    state = head_loader.state_dict()
+    del head_loader
+    tail_loader = train_loader(cfg, 32, seed=4, cache_root=tmp_path)
+    tail_loader.load_state_dict(state)
+    tail = list(tail_loader) + list(tail_loader)  # rest of epoch 0, then all of epoch 1
+    assert _labels_and_sums(head + tail) == _labels_and_sums(reference)
+
+
+def test_augment_is_a_pure_function_of_the_generator_state() -> None:
+    cfg = DataConfig(train="x", val="y", image_size=24, crop_min=0.8)
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
+    a, b = augment(images, cfg, g1), augment(images, cfg, g2)
+    assert torch.equal(a, b) and a.shape == (6, 3, 24, 24)
+    assert a.min() >= -1 and a.max() <= 1
+    assert not torch.equal(augment(images, cfg, g1), a)  # the generator moved on
