@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -55,7 +56,8 @@ class PerceptualLoss(nn.Module):
         # pnet_rand: build VGG without torchvision's download; pretrained=False: load nothing implicitly.
         self.lpips = lpips.LPIPS(net="vgg", pretrained=False, pnet_rand=True, verbose=False)
         self.lpips.load_state_dict(lin_state, strict=False)
-        missing = [k for k in self.lpips.state_dict() if k.startswith("lin") and k not in lin_state]
+        # lin0..lin4 hold the heads (``lins.N`` are aliases of the same modules)
+        missing = [k for k in self.lpips.state_dict() if re.match(r"lin\d\.", k) and k not in lin_state]
         if missing:
             raise UserError(f"loss.lpips_weights: {lin_path} lacks {missing[0]} (not an LPIPS-VGG weight file)")
         vgg_state = vgg_to_lpips_keys(_load_state(vgg_path, "loss.vgg_weights"))

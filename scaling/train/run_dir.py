@@ -10,9 +10,10 @@ from scaling.config.loader import config_to_dict, dump_toml, flatten, read_toml
 from scaling.errors import UserError
 
 CONFIG_FILE = "config.toml"
-# Keys that may differ on resume: they change neither the model nor the sample stream.
-RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.log_every", "data.num_workers", "data.cache_dir",
-                     "tracking.uri")
+# Keys that may differ on resume: they change neither the model nor the sample stream (a dataset may
+# move, e.g. from local disk to object storage; its shards are verified wherever it is).
+RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.log_every", "data.train", "data.val",
+                     "data.num_workers", "data.cache_dir", "tracking.uri")
 
 
 def check_run_dir(cfg: Config) -> bool:

@@ -45,9 +45,9 @@ class TrainResult:
 
 def train(cfg: Config) -> TrainResult:
     # ---- checks that must pass before anything is written or trained
-    resuming = check_run_dir(cfg)
     check_splits(cfg.data)
     perceptual = PerceptualLoss(cfg.loss.vgg_weights, cfg.loss.lpips_weights) if cfg.loss.perceptual_weight else None
+    resuming = check_run_dir(cfg)
     run_dir = claim_run_dir(cfg)
 
     # ---- device, precision, determinism

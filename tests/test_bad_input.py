@@ -1,0 +1,97 @@
+"""Bad input: one clear line, a non-zero exit before any training step, and an existing run left untouched."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from scaling.cli import main
+from tests.conftest import tiny_args
+
+
+def _snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    return {str(p.relative_to(root)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def existing_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    tmp = tmp_path_factory.mktemp("existing")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    assert main(["train", "tiny", *tiny_args(synth_data, tmp / "run", uri, **{"train.steps": 2, "optim.warmup_steps": 0,
+                                                                             "train.ckpt_every": 1})]) == 0
+    return tmp / "run", uri
+
+
+def _fails_with(capsys: pytest.CaptureFixture, argv: list[str], *needles: str) -> None:
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("scaling: error: ")
+    for needle in needles:
+        assert needle in err, err
+
+
+def _corrupt_copy(data: Path, tmp: Path) -> Path:
+    import shutil
+
+    copy = tmp / "corrupt"
+    shutil.copytree(data, copy)
+    shard = sorted((copy / "train").rglob("*.mds"))[0]
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    shard.write_bytes(bytes(raw))
+    return shard
+
+
+CASES = {
+    "unknown key": ({"optim.learning_rate": 0.1}, ["optim.learning_rate: unknown key"]),
+    "wrong type": ({"train.batch_size": "big"}, ["train.batch_size: expected int, got str 'big'"]),
+    "impossible shape": ({"data.image_size": 34}, ["data.image_size: 34 is not divisible", "factor 4"]),
+    "missing data": ({"data.train": "/nonexistent/train"}, ["data split /nonexistent/train: directory not found"]),
+    "missing weights": ({"loss.perceptual_weight": 1.0, "loss.vgg_weights": "/nonexistent/vgg16.pth"},
+                        ["loss.vgg_weights: weight file /nonexistent/vgg16.pth not found"]),
+    "different config": ({"optim.lr": 0.005}, ["holds a run with optim.lr = 0.001, not 0.005"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_against_an_existing_run_fails_cleanly(case: str, existing_run: tuple[Path, str], synth_data: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    run_dir, uri = existing_run
+    before = _snapshot(run_dir)
+    overrides, needles = CASES[case]
+    args = tiny_args(synth_data, run_dir, uri, **{"train.steps": 2, "optim.warmup_steps": 0, "train.ckpt_every": 1})
+    for key, value in overrides.items():  # later overrides win
+        args += [f"--{key}", f'"{value}"' if isinstance(value, str) else str(value)]
+    _fails_with(capsys, ["train", "tiny", *args], *needles)
+    assert _snapshot(run_dir) == before
+
+
+def test_corrupt_shard_is_named_before_training(synth_data: Path, tmp_path: Path, mlflow_uri: str,
+                                                capsys: pytest.CaptureFixture) -> None:
+    shard = _corrupt_copy(synth_data, tmp_path)
+    _fails_with(capsys, ["train", "tiny", *tiny_args(tmp_path / "corrupt", tmp_path / "run", mlflow_uri)],
+                f"data shard {shard}: corrupt")
+    assert not (tmp_path / "run").exists()  # nothing was created
+
+
+def test_unwritable_run_directory(synth_data: Path, tmp_path: Path, mlflow_uri: str,
+                                  capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    _fails_with(capsys, ["train", "tiny", *tiny_args(synth_data, blocker / "run", mlflow_uri)],
+                f"train.run_dir: {blocker / 'run'} is not writable")
+
+
+def test_foreign_directory_is_not_taken_over(synth_data: Path, tmp_path: Path, mlflow_uri: str,
+                                             capsys: pytest.CaptureFixture) -> None:
+    foreign = tmp_path / "thesis"
+    foreign.mkdir()
+    (foreign / "chapter1.tex").write_text("precious")
+    _fails_with(capsys, ["train", "tiny", *tiny_args(synth_data, foreign, mlflow_uri)],
+                "is not empty and holds no scaling run")
+    assert [p.name for p in foreign.iterdir()] == ["chapter1.tex"]
