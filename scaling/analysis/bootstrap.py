@@ -14,8 +14,9 @@ import numpy as np
 from scaling.analysis.derived import Derive
 from scaling.analysis.fit import FitResult, Loss, fit, single_threaded_blas
 
-# Random restarts around the full-data optimum, per replicate (plus the optimum itself).
-PERTURBED_STARTS = 3
+# Random restarts around the full-data optimum, per replicate (plus the optimum itself), by number of
+# input variables: a one-variable law's optimum moves little between resamples.
+PERTURBED_STARTS = {1: 1, 2: 3}
 # Standard deviations of the perturbations: offset e, log-coefficients, exponents.
 E_JITTER, COEF_JITTER, EXPONENT_JITTER = 0.3, 0.5, 0.1
 
@@ -44,8 +45,10 @@ class BootstrapResult:
         }
 
     def se(self) -> dict[str, float]:
-        """Bootstrap standard errors (sample standard deviation of the replicates)."""
-        return {k: float(np.std(v, ddof=1)) if v.size > 1 else np.nan for k, v in self.samples.items()}
+        """Bootstrap standard errors (sample standard deviation of the replicates); a replicate of a
+        poorly identified law can put a coefficient near 1e300, which makes its SE infinite."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return {k: float(np.std(v, ddof=1)) if v.size > 1 else np.nan for k, v in self.samples.items()}
 
     def summary(self) -> dict[str, object]:
         return {
@@ -60,7 +63,7 @@ class BootstrapResult:
 
 
 def perturbed_starts(
-    full: FitResult, logx: np.ndarray, rng: np.random.Generator, extra: int = PERTURBED_STARTS
+    full: FitResult, logx: np.ndarray, rng: np.random.Generator, extra: int
 ) -> np.ndarray:
     """The full-data optimum and ``extra`` jittered copies of it.
 
@@ -96,18 +99,22 @@ def bootstrap(
     derive: Derive | None = None,
     loss: Loss = "huber",
     min_distinct: int = 3,
-    extra_starts: int = PERTURBED_STARTS,
+    extra_starts: int | None = None,
 ) -> BootstrapResult:
     """Refit ``n`` row-resamples of (xs, y), starting from ``full``'s optimum.
 
     ``derive(params)`` adds derived quantities (exponent ratios, a prediction at a target scale),
-    computed from the same replicates as the parameters. Resamples with fewer than ``min_distinct``
-    distinct values of an input are degenerate (the law is not identified) and are not fitted.
+    computed from the same replicates as the parameters. ``extra_starts`` perturbed starts join the
+    full-data optimum (default: PERTURBED_STARTS for the form). Resamples with fewer than
+    ``min_distinct`` distinct values of an input are degenerate (the law is not identified) and are
+    not fitted.
     """
     xs = np.atleast_2d(np.asarray(xs, dtype=float))
     y = np.asarray(y, dtype=float)
     rng = np.random.default_rng(seed)
     logx = np.log(xs)
+    if extra_starts is None:
+        extra_starts = PERTURBED_STARTS[full.form.variables]
     rows: list[dict[str, float]] = []
     failures: list[str] = []
     degenerate = 0

@@ -79,18 +79,19 @@ def run_fit(args: argparse.Namespace) -> int:
     import json
 
     from scaling.analysis import expressions, table
-    from scaling.analysis.fitting import fit_table
+    from scaling.analysis.fitting import check_spec, fit_table
     from scaling.analysis.spec import FitSpec
 
-    df = table.read_csv(args.csv)
-    for spec in args.derive:
-        df = expressions.derive(df, spec)
-    table.require_columns(df, [c for c in (args.x, args.y, args.x2, args.group) if c])
-    df = table.drop_top(df, args.y, args.drop_top_loss)
     spec = FitSpec(
         form=args.form, x=args.x, y=args.y, x2=args.x2, group=args.group,
         offset=not args.no_offset, loss=args.loss, grid=args.grid, target=_targets(args.target),
     )
+    check_spec(spec)
+    df = table.read_csv(args.csv)
+    for derivation in args.derive:
+        df = expressions.derive(df, derivation)
+    table.require_columns(df, [c for c in (args.x, args.y, args.x2, args.group) if c])
+    df = table.drop_top(df, args.y, args.drop_top_loss)
     out = fit_table(
         df, spec, bootstrap=args.bootstrap, seed=args.seed,
         sensitivity=args.sensitivity, dropna=args.dropna,

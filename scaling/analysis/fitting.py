@@ -18,7 +18,8 @@ from scaling.analysis.words import describe
 from scaling.errors import UserError
 
 
-def _check_spec(spec: FitSpec) -> None:
+def check_spec(spec: FitSpec) -> None:
+    """A UserError for a spec that asks for an inconsistent fit."""
     if spec.form == "chinchilla" and not spec.x2:
         raise UserError("--form chinchilla needs --x2 COLUMN (the data axis D; --x is N)")
     if spec.form != "chinchilla" and spec.x2:
@@ -100,7 +101,7 @@ def fit_table(
     dropna: bool = False,
 ) -> FitOutcome:
     """Fit ``spec`` to ``df`` with ``bootstrap`` replicates; a UserError for unusable input."""
-    _check_spec(spec)
+    check_spec(spec)
     if bootstrap < 0:
         raise UserError(f"--bootstrap must be >= 0, got {bootstrap}")
     if spec.form == "isoflop":

@@ -98,10 +98,17 @@ class Form:
 
     def predict(self, params: dict[str, float], xs: np.ndarray) -> np.ndarray:
         """y for ``xs`` (variables x n) in natural units."""
+        return self.predict_many({k: np.array([v]) for k, v in params.items()}, xs)[0]
+
+    def predict_many(self, samples: dict[str, np.ndarray], xs: np.ndarray) -> np.ndarray:
+        """Predictions (replicates x n) for parameter arrays, e.g. bootstrap replicates."""
         xs = np.atleast_2d(np.asarray(xs, dtype=float))
-        y = np.full(xs.shape[1], params.get("E", 0.0) if self.offset else 0.0)
+        y = np.zeros((len(samples[self.param_names[-1]]), xs.shape[1]))
+        if self.offset:
+            y += samples["E"][:, None]
         for i in range(self.variables):
-            y = y + params[COEF_NAMES[i]] * xs[i] ** -params[EXPONENT_NAMES[i]]
+            coef, expo = samples[COEF_NAMES[i]][:, None], samples[EXPONENT_NAMES[i]][:, None]
+            y += coef * xs[i][None, :] ** -expo
         return y
 
     def start_grid(self, logx: np.ndarray, logy: np.ndarray) -> np.ndarray:

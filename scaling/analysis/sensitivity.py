@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from scaling.analysis.fit import FitResult, fit
+from scaling.analysis.forms import COEF_NAMES
 from scaling.analysis.words import num
 
 # Robust z-score beyond which a point counts as an outlier; 1.4826 * MAD estimates a normal SD.
@@ -48,7 +49,13 @@ def _row(name: str, note: str, res: FitResult | None, base: FitResult) -> dict[s
     row: dict[str, object] = {"variant": name, "note": note}
     if res is None:
         return row | {"n_points": base.n_points, "params": None, "converged": None}
-    change = {k: (v - base.params[k]) / abs(base.params[k]) for k, v in res.params.items()}
+    # Coefficients (A, B) trade off against exponents along a flat valley, so the change that
+    # matters is that of the exponents and the floor E.
+    change = {
+        k: (v - base.params[k]) / abs(base.params[k])
+        for k, v in res.params.items()
+        if k not in COEF_NAMES and base.params[k] != 0
+    }
     return row | {
         "n_points": res.n_points,
         "params": res.params,

@@ -17,8 +17,15 @@ def num(v: float, digits: int = 3) -> str:
     return f"{v:#.{digits}g}".rstrip(".")
 
 
+# A lower bound this small relative to the upper one is zero for a reader (E pinned at its bound).
+NEGLIGIBLE = 1e-4
+
+
 def interval(lo: float, hi: float) -> str:
-    return f"[{num(lo)}, {num(hi)}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return ""
+    low = "~0" if 0 < lo < NEGLIGIBLE * abs(hi) else num(lo)
+    return f"[{low}, {num(hi)}]"
 
 
 def _exponent(out: FitOutcome, key: str, var: str) -> tuple[str, str]:
@@ -28,10 +35,12 @@ def _exponent(out: FitOutcome, key: str, var: str) -> tuple[str, str]:
     return ("falls", f"{var}^-{v:.2f}{pm}") if v >= 0 else ("rises", f"{var}^{-v:.2f}{pm}")
 
 
-def _prediction(out: FitOutcome, what: str) -> str:
+def _prediction(out: FitOutcome, what: str, names: dict[str, str]) -> str:
     if "prediction" not in out.derived or not out.spec.target:
         return ""
-    at = ", ".join(f"{name} = {num(t)}" for name, t in zip(_target_names(out), out.spec.target))
+    at = ", ".join(
+        f"{names.get(name, name)} = {num(t)}" for name, t in zip(_target_names(out), out.spec.target)
+    )
     lo, hi = out.ci("prediction")
     return f" At {at} the fit predicts {what} = {num(out.derived['prediction'])} {interval(lo, hi)}."
 
@@ -40,24 +49,28 @@ def _target_names(out: FitOutcome) -> list[str]:
     return [out.spec.group or "C"] if out.spec.form == "isoflop" else out.spec.inputs
 
 
-def describe(out: FitOutcome) -> str:
-    """One or two sentences stating the law with bootstrap SEs and 95% intervals."""
+def describe(out: FitOutcome, names: dict[str, str] | None = None) -> str:
+    """One or two sentences stating the law with bootstrap SEs and 95% intervals; ``names`` maps
+    column names to how the text should call them (e.g. params_total -> N)."""
+    names = names or {}
     s = out.spec
+    x, y, x2 = (names.get(c, c) if c else c for c in (s.x, s.y, s.x2))
     if s.form == "isoflop":
         a = _exponent_plain(out, "a")
-        return f"The loss-optimal {s.x} grows as C^{a}." + _prediction(out, f"optimal {s.x}")
-    verb, term = _exponent(out, "alpha", s.x)
-    text = f"{s.y} {verb} as {term}"
+        return f"The loss-optimal {x} grows as C^{a}." + _prediction(out, f"optimal {x}", names)
+    verb, term = _exponent(out, "alpha", x)
+    text = f"{y} {verb} as {term}"
     if s.form == "chinchilla":
-        verb2, term2 = _exponent(out, "beta", s.x2 or "D")
+        verb2, term2 = _exponent(out, "beta", x2 or "D")
         text += f" and {term2}" if verb2 == verb else f" and {verb2} as {term2}"
     if s.offset:
         lo, hi = out.ci("E")
-        text += f", towards a floor of {num(out.params['E'])} {interval(lo, hi)}".rstrip()
+        where = "towards a floor of" if verb == "falls" else "from a base of"
+        text += f", {where} {num(out.params['E'])} {interval(lo, hi)}".rstrip()
     text += "."
     if s.form == "chinchilla":
-        text += f" Compute-optimal {s.x} grows as C^{_exponent_plain(out, 'a')} (C = 6 {s.x} {s.x2})."
-    return text + _prediction(out, s.y)
+        text += f" Compute-optimal {x} grows as C^{_exponent_plain(out, 'a')} (C = 6 {x} {x2})."
+    return text + _prediction(out, y, names)
 
 
 def _exponent_plain(out: FitOutcome, key: str) -> str:

@@ -1,0 +1,192 @@
+"""``scaling analyze``: from runs (MLflow or CSV) to fits, figures, a CSV of parameters and an HTML report.
+
+Per metric and per semantic-regularisation group, the metric is fitted as y = E + A N^-alpha against
+tokenizer size N (counted parameters); linear-probe accuracy is fitted as its error, 1 - accuracy, so
+that every fitted metric falls with scale. When images seen vary across runs too, the reconstruction
+loss also gets the two-variable Chinchilla fit in (N, images seen).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling.analysis import plots, tradeoff
+from scaling.analysis.fitting import fit_table
+from scaling.analysis.report import Analysis, FitEntry, write_report
+from scaling.analysis.runs import load_runs
+from scaling.analysis.spec import FitOutcome, FitSpec
+from scaling.analysis.words import describe
+from scaling.errors import UserError
+
+LABELS = {
+    "eval/rfid": "rFID",
+    "eval/lpips": "LPIPS",
+    "eval/psnr": "PSNR",
+    "eval/ssim": "SSIM",
+    "val/recon_loss": "val recon loss",
+    "probe/gfid": "AR-probe gFID",
+    "probe/ar_val_loss": "AR val loss",
+    "probe/linear_acc": "linear-probe acc.",
+    "probe/linear_err": "linear-probe error",
+}
+FITTED = ("eval/rfid", "eval/lpips", "val/recon_loss", "probe/gfid", "probe/ar_val_loss", "probe/linear_err")
+DATA_AXIS = "train/images_seen"
+# The metric that also gets the (N, images seen) Chinchilla fit, first one present.
+TWO_VARIABLE = ("val/recon_loss", "eval/rfid")
+MIN_TWO_VARIABLE_RUNS = 9
+
+
+@dataclass(frozen=True)
+class AnalyzeOptions:
+    size: str = "params_total"
+    target_scale: float | None = None
+    bootstrap: int = 400
+    seed: int | None = 0
+    semantic: str = tradeoff.SEMANTIC_WEIGHT
+    encoder: str = "params_encoder"
+    decoder: str = "params_decoder"
+
+
+@dataclass
+class _State:
+    runs: pd.DataFrame
+    groups: pd.Series
+    opts: AnalyzeOptions
+    plot_dir: Path
+    entries: list[FitEntry] = field(default_factory=list)
+
+
+def with_linear_error(df: pd.DataFrame) -> pd.DataFrame:
+    """Add probe/linear_err = 1 - accuracy (or 100 - accuracy for percentages)."""
+    acc = pd.to_numeric(df["probe/linear_acc"], errors="coerce")
+    if acc.isna().all():
+        return df.assign(**{"probe/linear_err": np.nan})
+    full = 100.0 if acc.max() > 1 else 1.0
+    return df.assign(**{"probe/linear_err": full - acc})
+
+
+def _entry(state: _State, spec: FitSpec, group: str, rows: pd.DataFrame, sensitivity: bool) -> FitEntry:
+    """Fit ``spec`` to one group's runs; a fit the data cannot support becomes a skipped entry."""
+    o = state.opts
+    label = LABELS[spec.y]
+    try:
+        out = fit_table(rows, spec, bootstrap=o.bootstrap, seed=o.seed, sensitivity=sensitivity,
+                        dropna=True)
+    except UserError as e:
+        return FitEntry(spec.y, label, group, None, str(e))
+    out.law = describe(out, {o.size: "N", DATA_AXIS: "D", spec.y: label})
+    return FitEntry(spec.y, label, group, out, None)
+
+
+def _scaling(state: _State) -> list[plots.Figure]:
+    """Power-law fits and one figure per metric that has data."""
+    figures = []
+    size = state.opts.size
+    for metric in FITTED:
+        data = state.runs[[size, metric]].assign(**{tradeoff.GROUP: state.groups.to_numpy()})
+        data = data.dropna()
+        if data.empty:
+            continue
+        fits: dict[str, FitOutcome] = {}
+        target = (state.opts.target_scale,) if state.opts.target_scale else None
+        spec = FitSpec(form="power", x=size, y=metric, target=target)
+        for group, rows in data.groupby(tradeoff.GROUP):
+            entry = _entry(state, spec, str(group), rows, sensitivity=True)
+            state.entries.append(entry)
+            if entry.outcome is not None:
+                fits[str(group)] = entry.outcome
+        stem = state.plot_dir / f"scaling_{metric.replace('/', '_')}"
+        figures.append(plots.scaling_plot(data, metric, LABELS[metric], size, fits,
+                                          state.opts.target_scale, stem))
+    return figures
+
+
+def _two_variable(state: _State) -> None:
+    """Chinchilla fit in (N, images seen) for the reconstruction loss when both vary."""
+    size, runs = state.opts.size, state.runs
+    metric = next((m for m in TWO_VARIABLE if runs[m].notna().sum() >= MIN_TWO_VARIABLE_RUNS), None)
+    if metric is None or runs[DATA_AXIS].nunique() < 3:
+        return
+    spec = FitSpec(form="chinchilla", x=size, x2=DATA_AXIS, y=metric)
+    for group, rows in runs.assign(**{tradeoff.GROUP: state.groups.to_numpy()}).groupby(tradeoff.GROUP):
+        state.entries.append(_entry(state, spec, str(group), rows, sensitivity=False))
+
+
+def _tradeoffs(state: _State, analysis: Analysis) -> list[plots.Figure]:
+    size, runs, opts = state.opts.size, state.runs, state.opts
+    metrics = [m for m in tradeoff.RECONSTRUCTION + tradeoff.GENERATION if runs[m].notna().any()]
+    table = tradeoff.per_size(runs, size, metrics, state.groups)
+    analysis.per_size = table
+    figures = []
+    gens = [g for g in tradeoff.GENERATION if g in table.columns]
+    recon = next((r for r in tradeoff.RECONSTRUCTION if r in table.columns), None)
+    if recon and gens:
+        analysis.pareto = table[tradeoff.pareto_front(table, [recon, gens[0]])]
+        figures.append(plots.tradeoff_plot(table, size, recon, gens, LABELS, state.plot_dir / "tradeoff"))
+    analysis.flags = tradeoff.dilemma(table, size)
+    analysis.trends = tradeoff.trends(table, size)
+    if metrics:
+        figures.append(plots.dilemma_plot(table, size, metrics, LABELS, analysis.flags,
+                                          state.plot_dir / "metrics_by_size"))
+    grouped = runs.assign(**{tradeoff.GROUP: state.groups.to_numpy()})
+    for metric in ("probe/gfid", "eval/rfid"):
+        found = [
+            r for group, rows in grouped.groupby(tradeoff.GROUP)
+            if (r := tradeoff.encoder_decoder(rows, metric, str(group), opts.encoder, opts.decoder))
+        ]
+        if found:
+            analysis.encoder_decoder += found
+            analysis.figures.setdefault("encoder_decoder", []).append(plots.encoder_decoder_plot(
+                grouped, metric, LABELS[metric], opts.encoder, opts.decoder,
+                state.plot_dir / f"encoder_decoder_{metric.replace('/', '_')}"))
+    return figures
+
+
+def write_fits_csv(entries: list[FitEntry], path: Path) -> None:
+    """One row per fitted parameter or derived quantity, values as repr (full precision)."""
+    cols = ["metric", "group", "form", "x", "x2", "n_points", "objective", "converged", "kind",
+            "name", "value", "ci_low", "ci_high", "se"]
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(cols)
+        for e in entries:
+            if e.outcome is None:
+                continue
+            o = e.outcome
+            head = [e.metric, e.group, o.spec.form, o.spec.x, o.spec.x2 or "", o.n_points,
+                    repr(o.objective), o.converged]
+            for kind, values in (("param", o.params), ("derived", o.derived)):
+                for name, value in values.items():
+                    lo, hi = o.ci(name)
+                    w.writerow(head + [kind, name, repr(value), repr(lo), repr(hi), repr(o.se(name))])
+
+
+def analyze(
+    source: str, out_dir: str | Path, *, tracking_uri: str | None = None,
+    options: AnalyzeOptions = AnalyzeOptions(),
+) -> Path:
+    """Write ``report.html``, ``plots/``, ``fits.csv``, ``fits.json`` and ``runs.csv`` under
+    ``out_dir``; return the report's path."""
+    runs = with_linear_error(load_runs(source, tracking_uri))
+    if options.size not in runs.columns or runs[options.size].notna().sum() == 0:
+        raise UserError(f"no values in size column {options.size!r} (choose one with --size)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _State(runs, tradeoff.semantic_groups(runs, options.semantic), options, out / "plots")
+    analysis = Analysis(source=source, runs=runs, size=options.size, target=options.target_scale,
+                        bootstrap=options.bootstrap)
+    analysis.figures["scaling"] = _scaling(state)
+    _two_variable(state)
+    analysis.figures["tradeoff"] = _tradeoffs(state, analysis)
+    analysis.fits = state.entries
+    runs.to_csv(out / "runs.csv", index=False)
+    write_fits_csv(state.entries, out / "fits.csv")
+    payload = [e.outcome.to_dict() | {"semantic_group": e.group} for e in state.entries if e.outcome]
+    (out / "fits.json").write_text(json.dumps(payload, indent=1, allow_nan=False))
+    return write_report(analysis, out / "report.html", LABELS)

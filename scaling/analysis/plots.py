@@ -1,0 +1,262 @@
+"""Report figures (matplotlib, Agg backend), each saved as PNG and SVG.
+
+- scaling: a metric against tokenizer size per group, with the fitted law, its 95% bootstrap band
+  and its extrapolation (dashed) to a target size;
+- trade-off: reconstruction against each generation metric, sizes joined in order, Pareto front;
+- dilemma: every metric against size, with and without semantic regularisation, flagged steps in red;
+- encoder/decoder: sizes of both halves coloured by a metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display, same output everywhere
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+from scaling.analysis.spec import FitOutcome  # noqa: E402
+from scaling.analysis.tradeoff import GROUP, DilemmaFlag, pareto_front  # noqa: E402
+
+COLORS = {"with": "#1f77b4", "without": "#d62728", "all runs": "#2ca02c"}
+FALLBACK = "#7f7f7f"
+FLAG_COLOR = "#d62728"
+BAND_LEVEL = 95
+GRID_POINTS = 200
+# A y range narrower than this factor reads better on a linear axis than on a log one.
+LOG_Y_SPAN = 3.0
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A saved figure: its title, caption, and PNG and SVG paths."""
+
+    title: str
+    caption: str
+    png: Path
+    svg: Path
+
+
+def size_label(v: float) -> str:
+    """136M, 2.9B: parameter counts as people write them."""
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
+def _log_ticks(axis: matplotlib.axis.Axis, label: Callable[[float], str]) -> None:
+    """Ticks at 1, 2, 5 x 10^k with ``label``; unlabelled minor ticks (they overlap otherwise)."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: label(v)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def size_axis(ax: plt.Axes, which: str = "x") -> None:
+    """Log axis of parameter counts labelled 100M, 2B, ..."""
+    if which == "x":
+        ax.set_xscale("log")
+        _log_ticks(ax.xaxis, size_label)
+    else:
+        ax.set_yscale("log")
+        _log_ticks(ax.yaxis, size_label)
+
+
+def value_axis(ax: plt.Axes, values: np.ndarray) -> None:
+    """Log y axis with plain labels when the values span a factor LOG_Y_SPAN, else linear."""
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size and values.max() / values.min() >= LOG_Y_SPAN:
+        ax.set_yscale("log")
+        _log_ticks(ax.yaxis, lambda v: f"{v:g}")
+
+
+def _padded(ax: plt.Axes, lo: float, hi: float, pad: float = 0.08) -> tuple[float, float]:
+    """(lo, hi) widened by ``pad`` of the range, in log space on a log axis."""
+    if ax.get_yscale() == "log" and lo > 0:
+        span = np.log(hi / lo) * pad
+        return lo * np.exp(-span), hi * np.exp(span)
+    span = (hi - lo) * pad
+    return lo - span, hi + span
+
+
+def _save(fig: plt.Figure, stem: Path, title: str, caption: str) -> Figure:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
+    fig.savefig(png, dpi=130, bbox_inches="tight")
+    fig.savefig(svg, bbox_inches="tight")
+    plt.close(fig)
+    return Figure(title, caption, png, svg)
+
+
+def _group_label(group: str) -> str:
+    return {"with": "with semantic reg.", "without": "without semantic reg."}.get(group, group)
+
+
+def _band(out: FitOutcome, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    if out.boot is None or not len(out.boot.samples.get("alpha", [])):
+        return None
+    form = out.result.form  # type: ignore[union-attr]
+    preds = form.predict_many(out.boot.samples, grid[None])
+    tail = (100 - BAND_LEVEL) / 2
+    return np.percentile(preds, tail, axis=0), np.percentile(preds, 100 - tail, axis=0)
+
+
+def _draw_fit(ax: plt.Axes, out: FitOutcome, color: str, target: float | None) -> np.ndarray:
+    """Draw the law, its band and its prediction; return the central values (for axis limits)."""
+    x = out.xs[0]
+    hi = max(x.max(), target or 0)
+    grid = np.geomspace(x.min(), hi, GRID_POINTS)
+    form = out.result.form  # type: ignore[union-attr]
+    pred = form.predict(out.params, grid[None])
+    inside = grid <= x.max() * (1 + 1e-9)
+    alpha, se = out.params["alpha"], out.se("alpha")
+    pm = f" ± {se:.2f}" if np.isfinite(se) else ""
+    ax.plot(grid[inside], pred[inside], color=color, lw=2, label=f"fit: N^{-alpha:.2f}{pm}")
+    if (~inside).any():
+        ax.plot(grid[~inside], pred[~inside], color=color, lw=2, ls="--")
+    band = _band(out, grid)
+    if band is not None:
+        ax.fill_between(grid, band[0], band[1], color=color, alpha=0.18, lw=0)
+    if target and "prediction" in out.derived:
+        lo, hi_ = out.ci("prediction")
+        y = out.derived["prediction"]
+        err = [[y - lo], [hi_ - y]] if np.isfinite(lo) else None
+        ax.errorbar([target], [y], yerr=err, fmt="D", color=color, ms=6, capsize=4)
+    return pred
+
+
+def scaling_plot(
+    points: pd.DataFrame,
+    metric: str,
+    label: str,
+    size: str,
+    fits: dict[str, FitOutcome],
+    target: float | None,
+    stem: Path,
+) -> Figure:
+    """``label`` against ``size`` per group (points), with each group's fitted law and band."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    # Limits come from the runs and the central curves: a band that widens without bound when
+    # extrapolated would otherwise flatten everything else.
+    shown = [points[metric].to_numpy(dtype=float)]
+    for group, rows in points.groupby(GROUP):
+        color = COLORS.get(str(group), FALLBACK)
+        ax.scatter(rows[size], rows[metric], color=color, s=28, zorder=3,
+                   label=f"{_group_label(str(group))} runs")
+        if str(group) in fits:
+            shown.append(_draw_fit(ax, fits[str(group)], color, target))
+    values = np.concatenate(shown)
+    values = values[np.isfinite(values) & (values > 0)]
+    size_axis(ax)
+    value_axis(ax, values)
+    if values.size:
+        ax.set_ylim(_padded(ax, values.min(), values.max()))
+    if target:
+        ax.axvline(target, color="#555", ls=":", lw=1)
+    ax.set_xlabel(f"tokenizer parameters N ({size})")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} against tokenizer size")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=8, frameon=False)
+    caption = (
+        f"Points are runs; lines are fitted laws y = E + A N^-alpha with {BAND_LEVEL}% bootstrap bands"
+        + ("; dashed: extrapolation, diamond: prediction at the target size." if target else ".")
+    )
+    return _save(fig, stem, f"{label} vs size", caption)
+
+
+def _annotated_path(ax: plt.Axes, rows: pd.DataFrame, x: str, y: str, size: str, color: str) -> None:
+    rows = rows.sort_values(size)
+    ax.plot(rows[x], rows[y], "-o", color=color, ms=5, lw=1.2, alpha=0.9)
+    for _, r in rows.iterrows():
+        ax.annotate(size_label(r[size]), (r[x], r[y]), textcoords="offset points", xytext=(4, 4),
+                    fontsize=7, color=color)
+
+
+def tradeoff_plot(
+    table: pd.DataFrame, size: str, recon: str, gens: list[str], labels: dict[str, str], stem: Path
+) -> Figure:
+    """One panel per generation metric: it against ``recon``, per group, with the Pareto front."""
+    fig, axes = plt.subplots(1, len(gens), figsize=(4.6 * len(gens), 4.0), squeeze=False)
+    for ax, gen in zip(axes[0], gens):
+        data = table.dropna(subset=[recon, gen])
+        for group, rows in data.groupby(GROUP):
+            _annotated_path(ax, rows, recon, gen, size, COLORS.get(str(group), FALLBACK))
+            ax.plot([], [], "-o", color=COLORS.get(str(group), FALLBACK), label=_group_label(str(group)))
+        front = data[pareto_front(data, [recon, gen])].sort_values(recon)
+        ax.scatter(front[recon], front[gen], s=140, facecolors="none", edgecolors="black", lw=1.2,
+                   label="Pareto front", zorder=4)
+        ax.set_xlabel(labels.get(recon, recon))
+        ax.set_ylabel(labels.get(gen, gen))
+        ax.grid(True, alpha=0.25)
+    axes[0][0].legend(fontsize=8, frameon=False)
+    fig.suptitle(f"Reconstruction ({labels.get(recon, recon)}) against generation, by tokenizer size")
+    fig.tight_layout()
+    caption = "Each line joins one group's sizes from small to large; circled points are Pareto-optimal."
+    return _save(fig, stem, "Reconstruction vs generation", caption)
+
+
+def dilemma_plot(
+    table: pd.DataFrame, size: str, metrics: list[str], labels: dict[str, str],
+    flags: list[DilemmaFlag], stem: Path,
+) -> Figure:
+    """Each metric against size per group; steps where generation worsens while rFID improves in red."""
+    cols = min(3, len(metrics))
+    nrows = -(-len(metrics) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.3 * cols, 3.3 * nrows), squeeze=False)
+    for ax, metric in zip(axes.flat, metrics):
+        for group, rows in table.dropna(subset=[metric]).groupby(GROUP):
+            rows = rows.sort_values(size)
+            ax.plot(rows[size], rows[metric], "-o", ms=4, color=COLORS.get(str(group), FALLBACK),
+                    label=_group_label(str(group)))
+        for f in flags:
+            if f.gen_metric == metric:
+                ax.plot([f.size_from, f.size_to], [f.gen_from, f.gen_to], color=FLAG_COLOR, lw=7,
+                        alpha=0.3, solid_capstyle="round", zorder=1)
+        size_axis(ax)
+        ax.set_title(labels.get(metric, metric), fontsize=10)
+        ax.grid(True, alpha=0.25)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    if flags:
+        axes[0][0].plot([], [], color=FLAG_COLOR, lw=7, alpha=0.3, label="dilemma step")
+    axes[0][0].legend(fontsize=8, frameon=False)
+    fig.supxlabel(f"tokenizer parameters N ({size})", fontsize=9)
+    fig.tight_layout()
+    caption = ("Metrics against size, with and without semantic regularisation; red: a step where "
+               "rFID improves while this generation metric worsens (GigaTok's dilemma).")
+    return _save(fig, stem, "Metrics by size", caption)
+
+
+def encoder_decoder_plot(
+    df: pd.DataFrame, metric: str, label: str, enc: str, dec: str, stem: Path
+) -> Figure:
+    """Encoder against decoder size per group, each size pair coloured and labelled by the mean
+    ``metric`` of its runs."""
+    data = df.dropna(subset=[metric, enc, dec]).groupby([GROUP, enc, dec], as_index=False)[metric].mean()
+    groups = list(data.groupby(GROUP))
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.4 * len(groups) + 1, 3.8), squeeze=False)
+    norm = plt.Normalize(data[metric].min(), data[metric].max())
+    for ax, (group, rows) in zip(axes[0], groups):
+        sc = ax.scatter(rows[enc], rows[dec], c=rows[metric], cmap="viridis_r", norm=norm, s=110,
+                        edgecolors="black", zorder=3)
+        for _, r in rows.iterrows():
+            ax.annotate(f"{r[metric]:.3g}", (r[enc], r[dec]), textcoords="offset points",
+                        xytext=(7, 5), fontsize=8)
+        size_axis(ax)
+        size_axis(ax, "y")
+        ax.set_title(_group_label(str(group)), fontsize=10)
+        ax.set_xlabel(f"encoder parameters ({enc})")
+        ax.grid(True, which="both", alpha=0.25)
+    axes[0][0].set_ylabel(f"decoder parameters ({dec})")
+    fig.colorbar(sc, ax=list(axes[0]), label=label)
+    fig.suptitle(f"{label} by encoder and decoder size", fontsize=11)
+    return _save(fig, stem, f"Encoder vs decoder: {label}", "Each point is the mean over runs of one "
+                 "encoder/decoder pair; labels give the metric.")

@@ -1,0 +1,293 @@
+"""The HTML report: one self-contained page (inline CSS) with figures referenced relative to it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from scaling.analysis.plots import Figure, size_label
+from scaling.analysis.runs import SIZE_PARAMS
+from scaling.analysis.spec import FitOutcome
+from scaling.analysis.forms import COEF_NAMES
+from scaling.analysis.tradeoff import (
+    GENERATION, GROUP, TREND_RHO, DilemmaFlag, EncoderDecoder, Trend,
+)
+from scaling.analysis.words import interval, num
+
+# Columns of the runs table shown in the report (when present), in this order.
+RUN_COLUMNS = ("run_name", "sweep", "params_total", "params_encoder", "params_decoder",
+               "loss.semantic_weight", "train/images_seen", "train/flops", "val/recon_loss",
+               "eval/rfid", "eval/lpips", "eval/psnr", "probe/gfid", "probe/ar_val_loss",
+               "probe/linear_acc")
+STYLE = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#222;margin:0;
+ background:#fafafa;line-height:1.45}
+main{max-width:1120px;margin:0 auto;padding:24px 32px 48px;background:#fff}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:32px 0 10px;border-bottom:2px solid #e5e5e5;
+ padding-bottom:4px}h3{font-size:16px;margin:18px 0 6px}
+.meta{color:#666;font-size:13px;margin-bottom:12px}
+ul.laws{padding-left:20px}ul.laws li{margin:6px 0}
+.warn{background:#fff7e0;border-left:4px solid #f0b400;padding:6px 10px;margin:4px 0 10px;font-size:13px}
+.flag{background:#fdecec;border-left:4px solid #d62728;padding:6px 10px;margin:4px 0;font-size:13px}
+.ok{background:#eef7ee;border-left:4px solid #2ca02c;padding:6px 10px;margin:4px 0;font-size:13px}
+.skip{color:#777;font-size:13px}
+table{border-collapse:collapse;font-size:12.5px;margin:8px 0 16px;width:100%}
+th,td{border:1px solid #ddd;padding:4px 7px;text-align:right;white-space:nowrap}
+th{background:#f2f2f2}td.l,th.l{text-align:left}tr:nth-child(even) td{background:#fafafa}
+.figs{display:flex;flex-wrap:wrap;gap:18px}
+figure{margin:0;flex:1 1 480px;max-width:100%}figure img{width:100%;border:1px solid #eee}
+figcaption{font-size:12.5px;color:#555}
+.wide figure{flex-basis:100%}
+.scroll{overflow-x:auto}
+code{background:#f3f3f3;padding:0 3px;border-radius:3px}
+"""
+
+
+@dataclass
+class FitEntry:
+    """One attempted fit: its outcome, or why it was skipped."""
+
+    metric: str
+    label: str
+    group: str
+    outcome: FitOutcome | None
+    skipped: str | None
+
+
+@dataclass
+class Analysis:
+    """Everything the report shows."""
+
+    source: str
+    runs: pd.DataFrame
+    size: str
+    target: float | None
+    bootstrap: int
+    fits: list[FitEntry] = field(default_factory=list)
+    figures: dict[str, list[Figure]] = field(default_factory=dict)
+    per_size: pd.DataFrame | None = None
+    pareto: pd.DataFrame | None = None
+    flags: list[DilemmaFlag] = field(default_factory=list)
+    trends: list[Trend] = field(default_factory=list)
+    encoder_decoder: list[EncoderDecoder] = field(default_factory=list)
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _group_name(group: str) -> str:
+    return {"with": "with semantic reg.", "without": "without semantic reg."}.get(group, group)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return esc(num(value))
+    return esc(value)
+
+
+def _table(df: pd.DataFrame, left: tuple[str, ...] = ()) -> str:
+    head = "".join(f'<th class="{"l" if c in left else ""}">{esc(c)}</th>' for c in df.columns)
+    rows = []
+    for _, r in df.iterrows():
+        cells = "".join(
+            f'<td class="{"l" if c in left else ""}">{_cell(r[c])}</td>' for c in df.columns
+        )
+        rows.append(f"<tr>{cells}</tr>")
+    return f'<div class="scroll"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
+
+
+def _figures(figs: list[Figure], base: Path, wide: bool = False) -> str:
+    parts = []
+    for f in figs:
+        png, svg = (os.path.relpath(p, base) for p in (f.png, f.svg))
+        parts.append(
+            f'<figure><img src="{esc(png)}" alt="{esc(f.title)}"><figcaption><b>{esc(f.title)}.</b> '
+            f'{esc(f.caption)} <a href="{esc(svg)}">SVG</a></figcaption></figure>'
+        )
+    return f'<div class="figs{" wide" if wide else ""}">{"".join(parts)}</div>'
+
+
+def _laws(a: Analysis) -> str:
+    items = []
+    for e in a.fits:
+        title = f"<b>{esc(e.label)}</b>, {esc(_group_name(e.group))}"
+        if e.outcome is None:
+            items.append(f'<li>{title}: <span class="skip">not fitted: {esc(e.skipped)}</span></li>')
+            continue
+        o = e.outcome
+        form = "" if o.spec.form == "power" else f", {o.spec.form} form in (N, D)"
+        warns = ""
+        if o.warnings:
+            warns = '<div class="warn">Weak fit: ' + "; ".join(esc(w) for w in o.warnings) + ".</div>"
+        items.append(f"<li>{title}{esc(form)} ({o.n_points} runs): {esc(o.law)}{warns}</li>")
+    return f'<ul class="laws">{"".join(items)}</ul>' if items else "<p>No metric could be fitted.</p>"
+
+
+def _fit_table(a: Analysis) -> str:
+    rows = []
+    for e in a.fits:
+        if e.outcome is None:
+            continue
+        o = e.outcome
+        row = {"metric": e.label, "group": _group_name(e.group), "form": o.spec.form, "runs": o.n_points}
+        shown = {k: v for k, v in o.params.items() if k not in COEF_NAMES} | o.derived
+        for name, value in shown.items():
+            row[name] = f"{num(value)} {interval(*o.ci(name))}".strip()
+        row["converged"] = "yes" if o.converged else "NO"
+        if o.boot is not None:
+            row["replicates used / failed"] = f"{o.boot.summary()['used']} / {o.boot.n_failed}"
+        rows.append(row)
+    if not rows:
+        return ""
+    return (
+        "<h3>Fitted parameters (95% bootstrap intervals)</h3>"
+        + _table(pd.DataFrame(rows).fillna(""), left=("metric", "group", "form"))
+        + '<p class="skip">Coefficients A, B and every value at full precision are in '
+        "<code>fits.csv</code> and <code>fits.json</code>.</p>"
+    )
+
+
+def _sensitivity(a: Analysis) -> str:
+    rows = []
+    for e in a.fits:
+        o = e.outcome
+        if o is None or not o.sensitivity:
+            continue
+        row = {"metric": e.label, "group": _group_name(e.group)}
+        for s in o.sensitivity:
+            params = s.get("params")
+            cell = "skipped"
+            if params:
+                exps = ", ".join(f"{k} {num(params[k])}" for k in ("alpha", "beta") if k in params)
+                floor = f", E {num(params['E'])}" if "E" in params else ""
+                cell = f"{exps}{floor} ({s['n_points']} runs)"
+            row[str(s["variant"])] = cell
+        rows.append(row)
+    if not rows:
+        return "<p>No fits.</p>"
+    return (
+        "<p>Each fit redone with squared error instead of Huber, without outliers (log residual "
+        "beyond 3 robust SDs), and without the largest size. Large moves mean the law rests on a "
+        "few points or on the loss choice.</p>" + _table(pd.DataFrame(rows), left=("metric", "group"))
+    )
+
+
+def _trend_text(a: Analysis, labels: dict[str, str]) -> str:
+    """One line per group: how every metric moved from the smallest to the largest size."""
+    parts = []
+    by_group: dict[str, list[Trend]] = {}
+    for t in a.trends:
+        by_group.setdefault(t.group, []).append(t)
+    for group, trends in by_group.items():
+        first = trends[0]
+        recon = labels.get(first.recon_metric, first.recon_metric)
+        moves = [f"{esc(recon)} {num(first.recon[0])} &rarr; {num(first.recon[1])}"] + [
+            f"{esc(labels.get(t.gen_metric, t.gen_metric))} {num(t.gen[0])} &rarr; {num(t.gen[1])}"
+            for t in trends
+        ]
+        head = (f"{esc(_group_name(group))}, from {size_label(first.smallest)} to "
+                f"{size_label(first.largest)}: {', '.join(moves)}.")
+        worse = [esc(labels.get(t.gen_metric, t.gen_metric)) for t in trends if t.dilemma]
+        if worse:
+            parts.append(f'<div class="flag"><b>Dilemma.</b> {head} Reconstruction improves with size '
+                         f"while {', '.join(worse)} worsen(s) (rank correlation with size beyond "
+                         f"{TREND_RHO}).</div>")
+        else:
+            parts.append(f'<div class="ok">{head}</div>')
+    return "".join(parts)
+
+
+def _steps(a: Analysis, labels: dict[str, str]) -> str:
+    """Consecutive-size steps where rFID improves, with the generation metrics that worsened."""
+    if not a.flags:
+        return ""
+    rows: dict[tuple[str, float, float], dict[str, str]] = {}
+    for f in a.flags:
+        key = (f.group, f.size_from, f.size_to)
+        row = rows.setdefault(key, {
+            "group": _group_name(f.group),
+            "step": f"{size_label(f.size_from)} \u2192 {size_label(f.size_to)}",
+            labels.get(f.recon_metric, f.recon_metric): f"{num(f.recon_from)} \u2192 {num(f.recon_to)}",
+        })
+        row[labels.get(f.gen_metric, f.gen_metric)] = f"{num(f.gen_from)} \u2192 {num(f.gen_to)}"
+    cols = ["group", "step", labels.get("eval/rfid", "eval/rfid")] + [labels.get(g, g) for g in GENERATION]
+    df = pd.DataFrame(list(rows.values())).reindex(columns=cols).dropna(axis=1, how="all").fillna("")
+    return ("<h3>Size steps where reconstruction improved but generation worsened</h3>"
+            "<p class='skip'>Blank: that metric did not worsen on this step. Small steps can be noise; "
+            "the trend lines above use every size.</p>" + _table(df, left=("group", "step")))
+
+
+def _tradeoff_text(a: Analysis, labels: dict[str, str]) -> str:
+    parts = [_trend_text(a, labels)]
+    for ed in a.encoder_decoder:
+        parts.append(f'<div class="ok">Encoder vs decoder ({esc(_group_name(ed.group))}): '
+                     f"{esc(ed.verdict(labels.get(ed.metric, ed.metric)))}.</div>")
+    parts.append(_steps(a, labels))
+    if a.pareto is not None and not a.pareto.empty:
+        parts.append("<h3>Pareto front (rFID against the first generation metric)</h3>"
+                     + _table(_readable(a.pareto, a.size, labels), left=("group",)))
+    if a.per_size is not None and not a.per_size.empty:
+        parts.append("<h3>Mean metrics per size</h3>"
+                     + _table(_readable(a.per_size, a.size, labels), left=("group",)))
+    return "".join(parts)
+
+
+def _readable(df: pd.DataFrame, size: str, labels: dict[str, str]) -> pd.DataFrame:
+    out = df.copy()
+    out[size] = out[size].map(size_label)
+    out[GROUP] = out[GROUP].map(_group_name)
+    return out.rename(columns={size: "N", GROUP: "group"} | labels)
+
+
+def _runs(a: Analysis) -> str:
+    cols = [c for c in RUN_COLUMNS if c in a.runs.columns and a.runs[c].notna().any()]
+    df = a.runs[cols].sort_values(a.size) if a.size in cols else a.runs[cols].copy()
+    for col in SIZE_PARAMS:
+        if col in df.columns:
+            df[col] = df[col].map(lambda v: size_label(v) if pd.notna(v) else "")
+    return _table(df, left=("run_name", "sweep"))
+
+
+def _method(a: Analysis) -> str:
+    return (
+        "<p>N is the counted parameter total of the tokenizer (<code>"
+        f"{esc(a.size)}</code>). Each law is fitted by minimising the Huber loss (delta 1e-3) of log "
+        "residuals summed over runs, with L-BFGS-B from a grid of starts; coefficients are "
+        "log-parameterised. Intervals are 95% percentile intervals from "
+        f"{a.bootstrap} bootstrap resamples of runs; replicates start from the full-data optimum and "
+        "random perturbations of it, and those that do not converge are left out (and counted). "
+        "Linear-probe accuracy is fitted as its error, 1 - accuracy, so that every fitted metric "
+        "falls with scale when it improves.</p>"
+    )
+
+
+def write_report(a: Analysis, path: Path, labels: dict[str, str]) -> Path:
+    """Render ``a`` to ``path`` and return it; ``labels`` name metric columns for people."""
+    base = path.parent
+    when = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    target = f" &middot; extrapolated to N = {size_label(a.target)}" if a.target else ""
+    sections = [
+        f"<h1>Scaling report</h1><div class='meta'>source <code>{esc(a.source)}</code> &middot; "
+        f"{len(a.runs)} runs &middot; {a.bootstrap} bootstrap replicates per fit{target} &middot; {when}</div>",
+        "<h2>Fitted laws</h2>" + _laws(a),
+        "<h2>Scaling with tokenizer size</h2>" + _figures(a.figures.get("scaling", []), base) + _fit_table(a),
+        "<h2>Reconstruction vs generation</h2>" + _tradeoff_text(a, labels)
+        + _figures(a.figures.get("tradeoff", []), base, wide=True)
+        + _figures(a.figures.get("encoder_decoder", []), base),
+        "<h2>Sensitivity of the fits</h2>" + _sensitivity(a),
+        "<h2>Runs</h2>" + _runs(a),
+        "<h2>Method</h2>" + _method(a),
+    ]
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Scaling report: "
+        f"{esc(a.source)}</title><style>{STYLE}</style></head><body><main>{''.join(sections)}</main>"
+        "</body></html>"
+    )
+    path.write_text(page, encoding="utf-8")
+    return path

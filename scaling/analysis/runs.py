@@ -1,0 +1,142 @@
+"""The runs table: one row per training run from MLflow (an experiment, or a sweep's child runs).
+
+Columns: ``run_id``, ``run_name``, ``status``, ``sweep``, ``parent_run_id``; every logged param under
+its dotted config key (numbers parsed); every metric's final value (at its last step) under its own
+name and, for metrics logged at several steps, its best value under ``<name>@best``; plus the
+metrics the analysis expects (``KNOWN_METRICS``), as NaN where a run did not log them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scaling.errors import UserError
+
+SIZE_PARAMS = ("params_total", "params_encoder", "params_decoder")
+KNOWN_METRICS = (
+    "train/loss", "train/recon", "train/images_seen", "train/flops",
+    "val/psnr", "val/recon_loss", "val/codebook_usage", "val/perplexity",
+    "eval/rfid", "eval/lpips", "eval/psnr", "eval/ssim",
+    "probe/ar_val_loss", "probe/gfid", "probe/linear_acc",
+)
+# Metrics where larger is better; every other metric is best at its minimum.
+HIGHER_IS_BETTER = frozenset(
+    {"val/psnr", "val/codebook_usage", "val/perplexity", "eval/psnr", "eval/ssim", "probe/linear_acc"}
+)
+BEST_SUFFIX = "@best"
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_PAGE = 1000
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.removesuffix(BEST_SUFFIX) in HIGHER_IS_BETTER
+
+
+def _number(text: str) -> object:
+    """A param string as int or float when it is one, else the string (MLflow stores strings)."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(text, text)
+
+
+def _metric_columns(client: object, run: object) -> dict[str, float]:
+    """Final (last step) and best values of every metric of ``run``."""
+    out: dict[str, float] = {}
+    for key in run.data.metrics:  # type: ignore[attr-defined]
+        history = client.get_metric_history(run.info.run_id, key)  # type: ignore[attr-defined]
+        values = [(m.step, m.timestamp, m.value) for m in history if not math.isnan(m.value)]
+        if not values:
+            out[key] = math.nan
+            continue
+        out[key] = max(values)[2]
+        if len(values) > 1:
+            pick = max if higher_is_better(key) else min
+            out[key + BEST_SUFFIX] = pick(v[2] for v in values)
+    return out
+
+
+def _row(client: object, run: object) -> dict[str, object]:
+    info, data = run.info, run.data  # type: ignore[attr-defined]
+    row: dict[str, object] = {
+        "run_id": info.run_id,
+        "run_name": info.run_name,
+        "status": info.status,
+        "sweep": data.tags.get("sweep"),
+        "parent_run_id": data.tags.get("mlflow.parentRunId"),
+    }
+    row |= {key: _number(value) for key, value in data.params.items()}
+    return row | _metric_columns(client, run)
+
+
+def _search(client: object, experiment_ids: list[str], filter_string: str = "") -> list[object]:
+    runs, token = [], None
+    while True:
+        page = client.search_runs(  # type: ignore[attr-defined]
+            experiment_ids, filter_string=filter_string, max_results=_PAGE, page_token=token
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _find_runs(client: object, source: str) -> list[object]:
+    """Runs named by ``source``: an experiment name, a parent run id, or a ``sweep`` tag value."""
+    exp = client.get_experiment_by_name(source)  # type: ignore[attr-defined]
+    if exp is not None:
+        runs = _search(client, [exp.experiment_id])
+        parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
+        return [r for r in runs if r.info.run_id not in parents]  # a sweep's parent holds no results
+    all_ids = [e.experiment_id for e in client.search_experiments()]  # type: ignore[attr-defined]
+    if _RUN_ID.match(source) and all_ids:
+        children = _search(client, all_ids, f"tags.`mlflow.parentRunId` = '{source}'")
+        if children:
+            return children
+    if all_ids and "'" not in source:
+        tagged = _search(client, all_ids, f"tags.sweep = '{source}'")
+        if tagged:
+            return tagged
+    return []
+
+
+def runs_table(source: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """The runs table of an MLflow experiment name, sweep parent run id or sweep tag."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    runs = _find_runs(client, source)
+    if not runs:
+        where = tracking_uri or "the default MLflow store"
+        raise UserError(
+            f"no experiment, sweep parent run or sweep tag {source!r} with runs in {where} "
+            "(pass a CSV path, or --tracking-uri)"
+        )
+    return complete(pd.DataFrame([_row(client, r) for r in runs]))
+
+
+def complete(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every expected size and metric column present (NaN where absent), numbers parsed."""
+    df = df.copy()
+    for col in SIZE_PARAMS + KNOWN_METRICS:
+        if col not in df.columns:
+            df[col] = np.nan
+    for col in SIZE_PARAMS + KNOWN_METRICS:
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def load_runs(source: str, tracking_uri: str | None = None) -> pd.DataFrame:
+    """A runs CSV (a path ending in .csv) or the MLflow runs named by ``source``."""
+    if source.endswith(".csv") or Path(source).is_file():
+        from scaling.analysis.table import read_csv
+
+        return complete(read_csv(source))
+    return runs_table(source, tracking_uri)

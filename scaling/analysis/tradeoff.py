@@ -1,0 +1,196 @@
+"""Reconstruction against generation: per-size tables, the Pareto front, GigaTok's dilemma, and
+encoder-vs-decoder scaling.
+
+GigaTok found that, without semantic regularisation, growing the tokenizer improves reconstruction
+(rFID falls) while the generation it enables worsens (AR-probe gFID and AR val loss rise, linear probe
+falls). ``dilemma`` flags exactly that between consecutive sizes, per regularisation group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from scaling.analysis.runs import higher_is_better
+
+RECONSTRUCTION = ("eval/rfid", "eval/lpips", "eval/psnr")
+GENERATION = ("probe/gfid", "probe/ar_val_loss", "probe/linear_acc")
+SEMANTIC_WEIGHT = "loss.semantic_weight"
+GROUP = "semantic reg"
+NO_SPLIT = "all runs"
+
+
+def semantic_groups(df: pd.DataFrame, column: str = SEMANTIC_WEIGHT) -> pd.Series:
+    """'with' / 'without' semantic regularisation per run (weight > 0), or one group if unknown."""
+    if column not in df.columns:
+        return pd.Series(NO_SPLIT, index=df.index)
+    weight = pd.to_numeric(df[column], errors="coerce")
+    if weight.isna().all():
+        return pd.Series(NO_SPLIT, index=df.index)
+    return pd.Series(np.where(weight.fillna(0) > 0, "with", "without"), index=df.index)
+
+
+def per_size(df: pd.DataFrame, size: str, metrics: list[str], groups: pd.Series) -> pd.DataFrame:
+    """Mean of each metric per (group, size), with the number of runs averaged."""
+    present = [m for m in metrics if m in df.columns and df[m].notna().any()]
+    frame = df[[size] + present].assign(**{GROUP: groups.to_numpy()})
+    table = frame.groupby([GROUP, size], as_index=False).agg(
+        **{m: (m, "mean") for m in present}, runs=(size, "size")
+    )
+    return table.sort_values([GROUP, size]).reset_index(drop=True)
+
+
+def pareto_front(df: pd.DataFrame, objectives: list[str]) -> pd.Series:
+    """True for rows no other row beats on every objective (direction from the metric name)."""
+    data = df[objectives].to_numpy(dtype=float)
+    signs = np.array([-1.0 if higher_is_better(m) else 1.0 for m in objectives])
+    costs = data * signs  # lower is better for every column now
+    valid = ~np.isnan(costs).any(axis=1)
+    front = np.zeros(len(df), dtype=bool)
+    for i in np.flatnonzero(valid):
+        others = costs[valid]
+        dominated = ((others <= costs[i]).all(axis=1) & (others < costs[i]).any(axis=1)).any()
+        front[i] = not dominated
+    return pd.Series(front, index=df.index)
+
+
+@dataclass(frozen=True)
+class DilemmaFlag:
+    """Between two consecutive sizes of one group, reconstruction improved and generation worsened."""
+
+    group: str
+    size_from: float
+    size_to: float
+    recon_metric: str
+    recon_from: float
+    recon_to: float
+    gen_metric: str
+    gen_from: float
+    gen_to: float
+
+    def to_dict(self) -> dict[str, object]:
+        return self.__dict__.copy()
+
+
+def _improves(metric: str, before: float, after: float) -> bool:
+    return after > before if higher_is_better(metric) else after < before
+
+
+def dilemma(table: pd.DataFrame, size: str, recon: str = "eval/rfid") -> list[DilemmaFlag]:
+    """Flags for every consecutive size pair where ``recon`` improves but a generation metric worsens."""
+    if recon not in table.columns:
+        return []
+    flags = []
+    for group, rows in table.groupby(GROUP):
+        rows = rows.sort_values(size)
+        for (_, a), (_, b) in zip(rows.iloc[:-1].iterrows(), rows.iloc[1:].iterrows()):
+            if not _improves(recon, a[recon], b[recon]):
+                continue
+            for gen in GENERATION:
+                if gen in rows.columns and _improves(gen, b[gen], a[gen]):  # b is worse than a
+                    flags.append(
+                        DilemmaFlag(str(group), a[size], b[size], recon, a[recon], b[recon],
+                                    gen, a[gen], b[gen])
+                    )
+    return flags
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Over all sizes of one group: how reconstruction and one generation metric move with size.
+
+    ``recon_rho`` and ``gen_rho`` are Spearman correlations of each metric's *quality* (sign-adjusted
+    so that positive means better) with size; the dilemma is recon_rho > 0 with gen_rho < 0.
+    """
+
+    group: str
+    recon_metric: str
+    gen_metric: str
+    smallest: float
+    largest: float
+    recon: tuple[float, float]
+    gen: tuple[float, float]
+    recon_rho: float
+    gen_rho: float
+
+    @property
+    def dilemma(self) -> bool:
+        return self.recon_rho >= TREND_RHO and self.gen_rho <= -TREND_RHO
+
+
+# A trend counts when the rank correlation of quality with size is at least this strong.
+TREND_RHO = 0.6
+
+
+def _quality_rho(metric: str, size: pd.Series, values: pd.Series) -> float:
+    rho = size.rank().corr(values.rank())
+    return float(rho if higher_is_better(metric) else -rho)
+
+
+def trends(table: pd.DataFrame, size: str, recon: str = "eval/rfid") -> list[Trend]:
+    """Per group and generation metric, the size trend of both (groups with >= 3 sizes)."""
+    if recon not in table.columns:
+        return []
+    out = []
+    for group, rows in table.groupby(GROUP):
+        for gen in GENERATION:
+            if gen not in rows.columns:
+                continue
+            data = rows.dropna(subset=[recon, gen]).sort_values(size)
+            if len(data) < 3:
+                continue
+            first, last = data.iloc[0], data.iloc[-1]
+            out.append(Trend(
+                str(group), recon, gen, first[size], last[size], (first[recon], last[recon]),
+                (first[gen], last[gen]), _quality_rho(recon, data[size], data[recon]),
+                _quality_rho(gen, data[size], data[gen]),
+            ))
+    return out
+
+
+@dataclass(frozen=True)
+class EncoderDecoder:
+    """log metric = c + enc * log N_encoder + dec * log N_decoder, fitted by least squares."""
+
+    metric: str
+    group: str
+    enc: float
+    dec: float
+    runs: int
+    r2: float
+
+    def verdict(self, label: str) -> str:
+        """Which side's growth helps the metric (called ``label``) more, per doubling."""
+        sign = -1.0 if higher_is_better(self.metric) else 1.0
+        gain_enc, gain_dec = -sign * self.enc, -sign * self.dec  # positive: doubling helps
+        better = "decoder" if gain_dec > gain_enc else "encoder"
+        pct = {k: 100 * (2.0**v - 1) for k, v in (("enc", self.enc), ("dec", self.dec))}
+        return (
+            f"doubling the encoder changes {label} by {pct['enc']:+.1f}%, doubling the decoder by "
+            f"{pct['dec']:+.1f}%: scaling the {better} helps more (R^2 = {self.r2:.2f}, {self.runs} runs)"
+        )
+
+
+def encoder_decoder(
+    df: pd.DataFrame, metric: str, group: str = NO_SPLIT,
+    enc: str = "params_encoder", dec: str = "params_decoder",
+) -> EncoderDecoder | None:
+    """Elasticities of ``metric`` to encoder and decoder size within one group of runs, if both
+    sizes vary independently."""
+    if not {metric, enc, dec} <= set(df.columns):
+        return None
+    data = df[[metric, enc, dec]].apply(pd.to_numeric, errors="coerce").dropna()
+    data = data[(data > 0).all(axis=1)]
+    if len(data) < 4 or data[enc].nunique() < 2 or data[dec].nunique() < 2:
+        return None
+    design = np.column_stack([np.ones(len(data)), np.log(data[enc]), np.log(data[dec])])
+    if np.linalg.matrix_rank(design) < 3:
+        return None  # encoder and decoder grew together: their effects cannot be told apart
+    target = np.log(data[metric].to_numpy())
+    coef, *_ = np.linalg.lstsq(design, target, rcond=None)
+    resid = target - design @ coef
+    total = ((target - target.mean()) ** 2).sum()
+    r2 = 1 - (resid**2).sum() / total if total > 0 else 1.0
+    return EncoderDecoder(metric, group, float(coef[1]), float(coef[2]), len(data), float(r2))
