@@ -9,17 +9,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from scaling.errors import UserError
+from scaling.errors import UserError, require_file
 
 # torchvision's vgg16().features indices -> the lpips package's five slices.
 _SLICE_STARTS = (0, 4, 9, 16, 23, 30)
-
-
-def _check_file(path: str, key: str) -> Path:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"{key}: weight file {p} not found")
-    return p
 
 
 def _load_state(path: Path, key: str) -> dict[str, torch.Tensor]:
@@ -49,8 +42,8 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         import lpips
 
-        vgg_path = _check_file(vgg_weights, "loss.vgg_weights")
-        lin_path = _check_file(lpips_weights, "loss.lpips_weights") if lpips_weights else Path(
+        vgg_path = require_file(vgg_weights, "loss.vgg_weights")
+        lin_path = require_file(lpips_weights, "loss.lpips_weights") if lpips_weights else Path(
             os.path.dirname(lpips.__file__), "weights", "v0.1", "vgg.pth")
         lin_state = _load_state(lin_path, "loss.lpips_weights")
         # pnet_rand: build VGG without torchvision's download; pretrained=False: load nothing implicitly.

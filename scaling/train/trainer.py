@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from scaling.config import Config
 from scaling.config.loader import config_to_dict, flatten
-from scaling.data.loader import augment, check_splits, to_float, train_loader, validation_images
+from scaling.data.loader import augment, to_float, train_loader, validation_images
 from scaling.eval.images import save_recon_grid
 from scaling.eval.metrics import psnr
 from scaling.losses.gan import PatchDiscriminator, hinge_d_loss, hinge_g_loss
@@ -31,7 +31,9 @@ from scaling.models.quantizers import codebook_stats
 from scaling.models.vqgan import VQTokenizer
 from scaling.tracking.mlflow_tracker import Tracker
 from scaling.train.checkpoint import CheckpointStore
-from scaling.train.run_dir import check_run_dir, claim_run_dir
+from scaling.train.preemption import PreemptionFlag
+from scaling.train.preflight import preflight
+from scaling.train.run_dir import claim_run_dir
 from scaling.train.schedule import lr_multiplier
 
 
@@ -45,9 +47,8 @@ class TrainResult:
 
 def train(cfg: Config) -> TrainResult:
     # ---- checks that must pass before anything is written or trained
-    check_splits(cfg.data)
+    resuming = preflight(cfg)
     perceptual = PerceptualLoss(cfg.loss.vgg_weights, cfg.loss.lpips_weights) if cfg.loss.perceptual_weight else None
-    resuming = check_run_dir(cfg)
     run_dir = claim_run_dir(cfg)
 
     # ---- device, precision, determinism
@@ -105,6 +106,7 @@ def train(cfg: Config) -> TrainResult:
         tracker.log_metrics(validate(model, val_x, cfg, device, autocast, run_dir, 0, tracker), step=0)
 
     # ---- train
+    preempt = PreemptionFlag()
     batches = endless(loader)
     bar = tqdm(total=cfg.train.steps, initial=step, disable=not cfg.train.progress, unit="step", dynamic_ncols=True)
     t0, images_at_t0 = time.perf_counter(), step * cfg.train.batch_size
@@ -149,7 +151,8 @@ def train(cfg: Config) -> TrainResult:
             val_metrics = validate(ema.module if ema is not None else model, val_x, cfg, device, autocast,
                                    run_dir, step, tracker)
             tracker.log_metrics(val_metrics, step)
-        if step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
+        preempted = preempt.agreed()
+        if preempted or step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
             tracker.flush()  # what is still pending goes into the checkpoint, so no point is lost
             state = {name: obj.state_dict() for name, obj in stateful.items() if obj is not None}
             state |= {"aug_gen": aug_gen.get_state(), "rng": get_rng_state(), "step": step,
@@ -157,6 +160,10 @@ def train(cfg: Config) -> TrainResult:
             path = store.save(step, state)
             (run_dir / "last_checkpoint").write_text(str(path.resolve()))
         bar.update(1)
+        if preempted:
+            bar.close()
+            tracker.finish(status="KILLED")  # reopened as RUNNING by the requeued job
+            preempt.hand_over()
     bar.close()
 
     tracker.log_artifact(run_dir / "last_checkpoint")

@@ -1,0 +1,1 @@
+"""Launching training jobs through submitit: cluster profiles, the job callable, the launch command."""

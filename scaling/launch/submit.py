@@ -1,0 +1,62 @@
+"""Build a submitit executor from a profile and submit a training job, after every pre-flight check."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import submitit
+
+from scaling.config import Config
+from scaling.config.loader import config_to_dict
+from scaling.errors import UserError
+from scaling.launch.job import TrainJob
+from scaling.launch.profile import ClusterProfile
+from scaling.train.preflight import preflight
+from scaling.train.run_dir import claim_run_dir
+
+
+def make_executor(profile: ClusterProfile, folder: Path) -> submitit.Executor:
+    if profile.executor == "slurm" and not _has_slurm():
+        raise UserError("profile executor = 'slurm', but no Slurm here (sbatch not found); use slurm/local.toml")
+    cluster = "local" if profile.executor == "local" else "slurm"
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=profile.max_requeues)
+    params = dict(timeout_min=profile.time_min, nodes=profile.nodes, tasks_per_node=profile.tasks_per_node,
+                  cpus_per_task=profile.cpus_per_task, name="scaling")
+    if profile.gpus_per_node:
+        params["gpus_per_node"] = profile.gpus_per_node
+    if profile.mem_gb:
+        params["mem_gb"] = profile.mem_gb
+    if profile.executor == "slurm":
+        slurm = {"partition": profile.partition, "account": profile.account, "qos": profile.qos,
+                 "constraint": profile.constraint}
+        params |= {f"slurm_{k}": v for k, v in slurm.items() if v}
+        params |= {"slurm_signal_delay_s": profile.signal_delay_s, "slurm_setup": profile.setup, "slurm_additional_parameters": dict(profile.sbatch)}
+        if profile.exclusive:
+            params["slurm_exclusive"] = True
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit(cfg: Config, profile: ClusterProfile, profile_name: str) -> submitit.Job:
+    """Everything that can fail fails here, before anything is queued."""
+    preflight(cfg)
+    run_dir = claim_run_dir(cfg)
+    executor = make_executor(profile, run_dir / "submitit")
+    job = executor.submit(TrainJob(), config_to_dict(cfg))
+    record_job(run_dir, str(job.job_id), profile.executor, profile_name)
+    return job
+
+
+def record_job(run_dir: Path, job_id: str, executor: str, profile: str) -> None:
+    """Append to the run's job history (a run may span several jobs: requeues, relaunches)."""
+    with open(run_dir / "jobs.jsonl", "a") as f:
+        f.write(json.dumps({"job_id": job_id, "executor": executor, "profile": profile,
+                            "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+
+
+def _has_slurm() -> bool:
+    import shutil
+
+    return shutil.which("sbatch") is not None

@@ -1,0 +1,27 @@
+"""Checks that must pass before anything is written, queued or trained: the same on a login node
+(``scaling launch``) as in the job (``scaling train``)."""
+
+from __future__ import annotations
+
+from scaling.config import Config
+from scaling.data.loader import check_splits
+from scaling.errors import require_file
+from scaling.train.run_dir import check_run_dir
+
+
+def weight_files(cfg: Config) -> list[tuple[str, str]]:
+    """(config key, path) of every pretrained-weight file the config needs."""
+    files = []
+    if cfg.loss.perceptual_weight:
+        files.append(("loss.vgg_weights", cfg.loss.vgg_weights))
+        if cfg.loss.lpips_weights:
+            files.append(("loss.lpips_weights", cfg.loss.lpips_weights))
+    return files
+
+
+def preflight(cfg: Config) -> bool:
+    """Data shards, weight files, run directory; True when the run directory holds this run (resume)."""
+    check_splits(cfg.data)
+    for key, path in weight_files(cfg):
+        require_file(path, key)
+    return check_run_dir(cfg)
