@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +48,8 @@ class AnalyzeOptions:
     target_scale: float | None = None
     bootstrap: int = 400
     seed: int | None = 0
+    sensitivity: bool = True
+    metrics: tuple[str, ...] | None = None  # columns to fit against size (default: FITTED)
     semantic: str = tradeoff.SEMANTIC_WEIGHT
     encoder: str = "params_encoder"
     decoder: str = "params_decoder"
@@ -71,10 +73,15 @@ def with_linear_error(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(**{"probe/linear_err": full - acc})
 
 
+def _fit_column(metric: str) -> str:
+    """The column fitted for ``metric``: accuracy is fitted as error so that it falls with scale."""
+    return "probe/linear_err" if metric == "probe/linear_acc" else metric
+
+
 def _entry(state: _State, spec: FitSpec, group: str, rows: pd.DataFrame, sensitivity: bool) -> FitEntry:
     """Fit ``spec`` to one group's runs; a fit the data cannot support becomes a skipped entry."""
     o = state.opts
-    label = LABELS[spec.y]
+    label = LABELS.get(spec.y, spec.y)
     try:
         out = fit_table(rows, spec, bootstrap=o.bootstrap, seed=o.seed, sensitivity=sensitivity,
                         dropna=True)
@@ -88,7 +95,7 @@ def _scaling(state: _State) -> list[plots.Figure]:
     """Power-law fits and one figure per metric that has data."""
     figures = []
     size = state.opts.size
-    for metric in FITTED:
+    for metric in state.opts.metrics or FITTED:
         data = state.runs[[size, metric]].assign(**{tradeoff.GROUP: state.groups.to_numpy()})
         data = data.dropna()
         if data.empty:
@@ -97,12 +104,12 @@ def _scaling(state: _State) -> list[plots.Figure]:
         target = (state.opts.target_scale,) if state.opts.target_scale else None
         spec = FitSpec(form="power", x=size, y=metric, target=target)
         for group, rows in data.groupby(tradeoff.GROUP):
-            entry = _entry(state, spec, str(group), rows, sensitivity=True)
+            entry = _entry(state, spec, str(group), rows, sensitivity=state.opts.sensitivity)
             state.entries.append(entry)
             if entry.outcome is not None:
                 fits[str(group)] = entry.outcome
         stem = state.plot_dir / f"scaling_{metric.replace('/', '_')}"
-        figures.append(plots.scaling_plot(data, metric, LABELS[metric], size, fits,
+        figures.append(plots.scaling_plot(data, metric, LABELS.get(metric, metric), size, fits,
                                           state.opts.target_scale, stem))
     return figures
 
@@ -143,7 +150,7 @@ def _tradeoffs(state: _State, analysis: Analysis) -> list[plots.Figure]:
         if found:
             analysis.encoder_decoder += found
             analysis.figures.setdefault("encoder_decoder", []).append(plots.encoder_decoder_plot(
-                grouped, metric, LABELS[metric], opts.encoder, opts.decoder,
+                grouped, metric, LABELS.get(metric, metric), opts.encoder, opts.decoder,
                 state.plot_dir / f"encoder_decoder_{metric.replace('/', '_')}"))
     return figures
 
@@ -176,6 +183,11 @@ def analyze(
     runs = with_linear_error(load_runs(source, tracking_uri))
     if options.size not in runs.columns or runs[options.size].notna().sum() == 0:
         raise UserError(f"no values in size column {options.size!r} (choose one with --size)")
+    if options.metrics:
+        options = replace(options, metrics=tuple(_fit_column(m) for m in options.metrics))
+        missing = [m for m in options.metrics if m not in runs.columns]
+        if missing:
+            raise UserError(f"no column {missing[0]!r} among the runs (for --metrics)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = _State(runs, tradeoff.semantic_groups(runs, options.semantic), options, out / "plots")

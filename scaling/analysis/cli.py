@@ -66,6 +66,11 @@ def _add_analyze_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="params_total", help="size column (default params_total)")
     p.add_argument("--bootstrap", type=int, default=400, metavar="N", help="replicates per fit")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-sensitivity", action="store_true", help="skip the sensitivity refits (faster)")
+    p.add_argument(
+        "--metrics", help="comma-separated columns to fit against size (default: rFID, LPIPS, val "
+        "recon loss, gFID, AR val loss, linear-probe error)",
+    )
     p.set_defaults(func=run_analyze)
 
 
@@ -104,7 +109,9 @@ def run_analyze(args: argparse.Namespace) -> int:
     from scaling.analysis.analyze import AnalyzeOptions, analyze
 
     options = AnalyzeOptions(
-        size=args.size, target_scale=args.target_scale, bootstrap=args.bootstrap, seed=args.seed
+        size=args.size, target_scale=args.target_scale, bootstrap=args.bootstrap, seed=args.seed,
+        sensitivity=not args.no_sensitivity,
+        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None,
     )
     report = analyze(args.source, args.out, tracking_uri=args.tracking_uri, options=options)
     print(report)

@@ -170,7 +170,7 @@ def _sensitivity(a: Analysis) -> str:
             row[str(s["variant"])] = cell
         rows.append(row)
     if not rows:
-        return "<p>No fits.</p>"
+        return "<p>No sensitivity refits (none requested, or no fit succeeded).</p>"
     return (
         "<p>Each fit redone with squared error instead of Huber, without outliers (log residual "
         "beyond 3 robust SDs), and without the largest size. Large moves mean the law rests on a "

@@ -1,0 +1,61 @@
+"""`scaling analyze` on a CSV of synthetic runs writes plots, an HTML report and a parameter CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from scaling.analysis.demo import demo_runs
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, cli) -> Path:
+    """One analyze run for every test here: 12 runs (6 sizes, with and without semantic reg.)."""
+    root = tmp_path_factory.mktemp("report")
+    demo_runs(seeds=1).to_csv(root / "runs.csv", index=False)
+    code, out, err = cli(["analyze", str(root / "runs.csv"), "--out", str(root / "out"),
+                          "--target-scale", "1e10", "--bootstrap", "10",
+                          "--metrics", "eval/rfid,probe/gfid,probe/linear_acc"])
+    assert code == 0, err
+    assert out.strip() == str(root / "out" / "report.html")
+    return root / "out"
+
+
+def test_every_plot_exists_is_non_empty_and_is_referenced(report: Path) -> None:
+    page = (report / "report.html").read_text()
+    plots = sorted((report / "plots").iterdir())
+    stems = {p.stem for p in plots}
+    assert {"scaling_eval_rfid", "scaling_probe_gfid", "tradeoff", "metrics_by_size"} <= stems
+    for plot in plots:
+        assert plot.suffix in {".png", ".svg"} and plot.stat().st_size > 5000, plot
+        assert f'"plots/{plot.name}"' in page, plot.name  # relative to the report
+    assert (report / "plots" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    referenced = set(re.findall(r'(?:src|href)="([^"]+)"', page))
+    assert all((report / ref).is_file() for ref in referenced)
+
+
+def test_report_states_laws_and_flags_the_dilemma(report: Path) -> None:
+    page = (report / "report.html").read_text()
+    assert re.search(r"rFID falls as N\^-0\.\d\d ± \d\.\d\d", page)
+    assert "AR-probe gFID rises as N^" in page  # the synthetic runs without semantic regularisation
+    assert "<b>Dilemma.</b> without semantic reg." in page
+    assert "<b>Dilemma.</b> with semantic reg." not in page
+    assert "Weak fit:" in page  # 6 runs per law, 3 parameters: the report must say so
+    assert "squared error" in page and "largest scale dropped" in page  # sensitivity table
+
+
+def test_fitted_parameters_csv_keeps_full_precision(report: Path) -> None:
+    rows = list(csv.DictReader((report / "fits.csv").open()))
+    fits = json.loads((report / "fits.json").read_text())
+    rfid = next(f for f in fits if f["y"] == "eval/rfid" and f["semantic_group"] == "with")
+    alpha = next(r for r in rows if r["metric"] == "eval/rfid" and r["group"] == "with"
+                 and r["name"] == "alpha")
+    assert float(alpha["value"]) == rfid["params"]["alpha"]  # exact: both are repr of one float
+    assert repr(float(alpha["value"])) == alpha["value"]
+    lo, hi = float(alpha["ci_low"]), float(alpha["ci_high"])
+    assert lo < float(alpha["value"]) < hi
+    assert {r["metric"] for r in rows} == {"eval/rfid", "probe/gfid", "probe/linear_err"}
