@@ -24,6 +24,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 
 from scaling.analysis.spec import FitOutcome  # noqa: E402
 from scaling.analysis.tradeoff import GROUP, DilemmaFlag, pareto_front  # noqa: E402
+from scaling.analysis.words import plus_minus  # noqa: E402
 
 COLORS = {"with": "#1f77b4", "without": "#d62728", "all runs": "#2ca02c"}
 FALLBACK = "#7f7f7f"
@@ -116,9 +117,10 @@ def _draw_fit(ax: plt.Axes, out: FitOutcome, color: str, target: float | None) -
     form = out.result.form  # type: ignore[union-attr]
     pred = form.predict(out.params, grid[None])
     inside = grid <= x.max() * (1 + 1e-9)
-    alpha, se = out.params["alpha"], out.se("alpha")
-    pm = f" ± {se:.2f}" if np.isfinite(se) else ""
-    ax.plot(grid[inside], pred[inside], color=color, lw=2, label=f"fit: N^{-alpha:.2f}{pm}")
+    alpha = out.params["alpha"]
+    sign = "-" if alpha >= 0 else ""
+    label = f"fit: N^{sign}{plus_minus(abs(alpha), out.se('alpha'))}"
+    ax.plot(grid[inside], pred[inside], color=color, lw=2, label=label)
     if (~inside).any():
         ax.plot(grid[~inside], pred[~inside], color=color, lw=2, ls="--")
     band = _band(out, grid)

@@ -28,11 +28,18 @@ def interval(lo: float, hi: float) -> str:
     return f"[{low}, {num(hi)}]"
 
 
+def plus_minus(v: float, se: float) -> str:
+    """'0.347 ± 0.015': the value to the decimals of the SE's two significant digits (at least 2)."""
+    if not math.isfinite(se) or se <= 0:
+        return f"{v:.2f}"
+    decimals = max(2, 1 - math.floor(math.log10(se)))
+    return f"{v:.{decimals}f} ± {se:.{decimals}f}"
+
+
 def _exponent(out: FitOutcome, key: str, var: str) -> tuple[str, str]:
     """('falls', 'N^-0.21 ± 0.04'), or ('rises', 'N^0.10 ± 0.05') for a negative exponent."""
     v, se = out.params[key], out.se(key)
-    pm = f" ± {se:.2f}" if math.isfinite(se) else ""
-    return ("falls", f"{var}^-{v:.2f}{pm}") if v >= 0 else ("rises", f"{var}^{-v:.2f}{pm}")
+    return ("falls", f"{var}^-{plus_minus(v, se)}") if v >= 0 else ("rises", f"{var}^{plus_minus(-v, se)}")
 
 
 def _prediction(out: FitOutcome, what: str, names: dict[str, str]) -> str:
@@ -74,6 +81,4 @@ def describe(out: FitOutcome, names: dict[str, str] | None = None) -> str:
 
 
 def _exponent_plain(out: FitOutcome, key: str) -> str:
-    v = out.derived.get(key, out.params.get(key, math.nan))
-    se = out.se(key)
-    return f"{v:.3f}" + (f" ± {se:.3f}" if math.isfinite(se) else "")
+    return plus_minus(out.derived.get(key, out.params.get(key, math.nan)), out.se(key))

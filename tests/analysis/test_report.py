@@ -40,7 +40,7 @@ def test_every_plot_exists_is_non_empty_and_is_referenced(report: Path) -> None:
 
 def test_report_states_laws_and_flags_the_dilemma(report: Path) -> None:
     page = (report / "report.html").read_text()
-    assert re.search(r"rFID falls as N\^-0\.\d\d ± \d\.\d\d", page)
+    assert re.search(r"rFID falls as N\^-0\.\d+ ± \d\.\d+", page)
     assert "AR-probe gFID rises as N^" in page  # the synthetic runs without semantic regularisation
     assert "<b>Dilemma.</b> without semantic reg." in page
     assert "<b>Dilemma.</b> with semantic reg." not in page
