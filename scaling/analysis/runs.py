@@ -2,8 +2,9 @@
 
 Columns: ``run_id``, ``run_name``, ``status``, ``sweep``, ``parent_run_id``; every logged param under
 its dotted config key (numbers parsed); every metric's final value (at its last step) under its own
-name and, for metrics logged at several steps, its best value under ``<name>@best``; plus the
-metrics the analysis expects (``KNOWN_METRICS``), as NaN where a run did not log them.
+name and, for val/, eval/ and probe/ metrics logged at several steps, the best value under
+``<name>@best``; plus the metrics the analysis expects (``KNOWN_METRICS``), as NaN where a run did
+not log them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ HIGHER_IS_BETTER = frozenset(
     {"val/psnr", "val/codebook_usage", "val/perplexity", "eval/psnr", "eval/ssim", "probe/linear_acc"}
 )
 BEST_SUFFIX = "@best"
+# Metrics whose best value over steps is worth a column (not training curves or counters).
+BEST_PREFIXES = ("val/", "eval/", "probe/")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 _PAGE = 1000
 
@@ -48,18 +51,16 @@ def _number(text: str) -> object:
 
 
 def _metric_columns(client: object, run: object) -> dict[str, float]:
-    """Final (last step) and best values of every metric of ``run``."""
-    out: dict[str, float] = {}
-    for key in run.data.metrics:  # type: ignore[attr-defined]
-        history = client.get_metric_history(run.info.run_id, key)  # type: ignore[attr-defined]
-        values = [(m.step, m.timestamp, m.value) for m in history if not math.isnan(m.value)]
-        if not values:
-            out[key] = math.nan
+    """Final values of every metric of ``run`` (MLflow's latest: largest step, then newest) and
+    best values of the evaluation metrics (their histories are short; training curves are not)."""
+    out: dict[str, float] = dict(run.data.metrics)  # type: ignore[attr-defined]
+    for key in list(out):
+        if not key.startswith(BEST_PREFIXES):
             continue
-        out[key] = max(values)[2]
+        history = client.get_metric_history(run.info.run_id, key)  # type: ignore[attr-defined]
+        values = [m.value for m in history if not math.isnan(m.value)]
         if len(values) > 1:
-            pick = max if higher_is_better(key) else min
-            out[key + BEST_SUFFIX] = pick(v[2] for v in values)
+            out[key + BEST_SUFFIX] = max(values) if higher_is_better(key) else min(values)
     return out
 
 
@@ -88,20 +89,24 @@ def _search(client: object, experiment_ids: list[str], filter_string: str = "") 
             return runs
 
 
+def _without_parents(runs: list[object]) -> list[object]:
+    """``runs`` minus the parents of others: a sweep's parent run holds no results of its own."""
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}  # type: ignore[attr-defined]
+    return [r for r in runs if r.info.run_id not in parents]  # type: ignore[attr-defined]
+
+
 def _find_runs(client: object, source: str) -> list[object]:
     """Runs named by ``source``: an experiment name, a parent run id, or a ``sweep`` tag value."""
     exp = client.get_experiment_by_name(source)  # type: ignore[attr-defined]
     if exp is not None:
-        runs = _search(client, [exp.experiment_id])
-        parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
-        return [r for r in runs if r.info.run_id not in parents]  # a sweep's parent holds no results
+        return _without_parents(_search(client, [exp.experiment_id]))
     all_ids = [e.experiment_id for e in client.search_experiments()]  # type: ignore[attr-defined]
     if _RUN_ID.match(source) and all_ids:
         children = _search(client, all_ids, f"tags.`mlflow.parentRunId` = '{source}'")
         if children:
             return children
     if all_ids and "'" not in source:
-        tagged = _search(client, all_ids, f"tags.sweep = '{source}'")
+        tagged = _without_parents(_search(client, all_ids, f"tags.sweep = '{source}'"))
         if tagged:
             return tagged
     return []
