@@ -22,7 +22,8 @@ Loss = Literal["huber", "squared"]
 HUBER_DELTA = 1e-3
 # Minima whose objective is within this relative distance of the best count as "equally good".
 NEAR_BEST_RTOL = 1e-4
-# A fit whose best minimum moved less than this from its start (in theta units) is flagged.
+# An end point closer than this to its start (in theta units), or reached in <= 2 iterations, is
+# "at its start"; flagged as stuck when it is not a minimum.
 STUCK_MOVE = 1e-8
 # Largest acceptable final gradient norm, as a fraction of one typical point's largest possible pull
 # (Huber: delta times the norm of d log y_hat / d theta at that point).
@@ -137,6 +138,36 @@ def _run(fun: Objective, x0: np.ndarray) -> _Run:
     return _Run(x0, res.x, float(res.fun), int(res.nit), str(res.message))
 
 
+class Check(NamedTuple):
+    converged: bool
+    stuck_at_start: bool
+    grad_norm: float
+
+
+def gradient_limit(
+    form: Form, theta: np.ndarray, logx: np.ndarray, logy: np.ndarray, loss: Loss
+) -> float:
+    """The gradient norm below which a point counts as a minimum (see GRAD_TOLERANCE)."""
+    return max(GRAD_TOLERANCE * point_pull(form, theta, logx, logy, loss), MIN_GRAD)
+
+
+def judge(
+    form: Form, theta: np.ndarray, start: np.ndarray, iterations: int,
+    logx: np.ndarray, logy: np.ndarray, loss: Loss = "huber",
+) -> Check:
+    """Whether an optimiser's end point ``theta`` is a minimum of the summed objective.
+
+    The gradient decides, not the optimiser's own verdict: a line search that gives up (ABNORMAL)
+    where the gradient is tiny has converged, and one that stops early because its tolerances were
+    met too soon (the mean-objective bug) has not. ``stuck_at_start`` marks the second case when the
+    end point is at or next to its start.
+    """
+    grad_norm = float(np.linalg.norm(objective(form, logx, logy, loss)(theta)[1]))
+    small = grad_norm <= gradient_limit(form, theta, logx, logy, loss)
+    near_start = iterations <= 2 or float(np.linalg.norm(theta - start)) < STUCK_MOVE
+    return Check(small and iterations < OPTIONS["maxiter"], near_start and not small, grad_norm)
+
+
 def _polish(fun: Objective, best: _Run, limit: float) -> _Run:
     """Restart L-BFGS-B from ``best`` while its gradient is above ``limit`` (at most POLISH times).
 
@@ -184,22 +215,17 @@ def fit(
         best = min(runs, key=lambda r: r.value)
         tol = max(abs(best.value) * NEAR_BEST_RTOL, 1e-15)
         near = [r.theta for r in runs if r.value <= best.value + tol]
-        limit = max(GRAD_TOLERANCE * point_pull(form, best.theta, logx, logy, loss), MIN_GRAD)
-        best = _polish(fun, best, limit)
-    grad_norm = float(np.linalg.norm(fun(best.theta)[1]))
-    stuck = best.iterations <= 2 or float(np.linalg.norm(best.theta - best.start)) < STUCK_MOVE
-    # The gradient and the move from the start decide convergence, not the optimiser's verdict: a
-    # line search that gives up (ABNORMAL) at a point with a tiny gradient has still converged.
-    small_grad = grad_norm <= limit
+        best = _polish(fun, best, gradient_limit(form, best.theta, logx, logy, loss))
+    check = judge(form, best.theta, best.start, best.iterations, logx, logy, loss)
     return FitResult(
         form=form,
         theta=best.theta,
         objective=best.value,
         n_points=logy.size,
         iterations=best.iterations,
-        grad_norm=grad_norm,
-        converged=small_grad and not stuck and best.iterations < OPTIONS["maxiter"],
-        stuck_at_start=stuck,
+        grad_norm=check.grad_norm,
+        converged=check.converged,
+        stuck_at_start=check.stuck_at_start,
         message=best.message,
         n_starts=len(grid),
         n_near_best=len(near),
