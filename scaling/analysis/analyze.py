@@ -57,6 +57,8 @@ class AnalyzeOptions:
 
 @dataclass
 class _State:
+    """What the analysis steps share: the runs, their semantic groups, options, and fits so far."""
+
     runs: pd.DataFrame
     groups: pd.Series
     opts: AnalyzeOptions
@@ -117,7 +119,8 @@ def _scaling(state: _State) -> list[plots.Figure]:
 def _two_variable(state: _State) -> None:
     """Chinchilla fit in (N, images seen) for the reconstruction loss when both vary."""
     size, runs = state.opts.size, state.runs
-    metric = next((m for m in TWO_VARIABLE if runs[m].notna().sum() >= MIN_TWO_VARIABLE_RUNS), None)
+    chosen = [m for m in TWO_VARIABLE if not state.opts.metrics or m in state.opts.metrics]
+    metric = next((m for m in chosen if runs[m].notna().sum() >= MIN_TWO_VARIABLE_RUNS), None)
     if metric is None or runs[DATA_AXIS].nunique() < 3:
         return
     spec = FitSpec(form="chinchilla", x=size, x2=DATA_AXIS, y=metric)
