@@ -1,0 +1,156 @@
+"""Launching through submitit, on the real single-node Slurm dev cluster and on the local executor.
+
+The dev cluster is started by ``slurm/devcluster.sh up`` (Debian packages, root); where it cannot
+start, the Slurm cases are skipped with the script's reason and the local cases still run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from scaling.cli import main
+from scaling.config import load_config
+from scaling.launch.profile import load_profile
+from scaling.launch.submit import submit
+from tests.conftest import REPO, tiny_args
+
+STEPS = 60
+ARGS = {"train.steps": STEPS, "train.ckpt_every": 1000, "train.log_every": 5, "train.val_every": 1000,
+        "optim.warmup_steps": 5}
+
+
+@pytest.fixture(scope="module")
+def dev_cluster() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the Slurm dev cluster needs root (apt and daemons)")
+    proc = subprocess.run(["bash", str(REPO / "slurm" / "devcluster.sh"), "up"], capture_output=True, text=True,
+                          timeout=900)
+    if proc.returncode != 0:
+        pytest.skip(f"Slurm dev cluster could not start: {proc.stderr.strip().splitlines()[-1:]}")
+
+
+@pytest.fixture(params=["local", "dev"])
+def profile(request: pytest.FixtureRequest) -> str:
+    if request.param == "dev":
+        request.getfixturevalue("dev_cluster")
+    return request.param
+
+
+def _config(data: Path, run_dir: Path, uri: str):
+    return load_config("tiny", tiny_args(data, run_dir, uri, **ARGS))
+
+
+def _history_steps(uri: str, key: str) -> list[int]:
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("scaling").experiment_id])
+    return [m.step for m in client.get_metric_history(run.info.run_id, key)]
+
+
+def _status(uri: str) -> str:
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("scaling").experiment_id])
+    return run.info.status
+
+
+def _wait_for_training(run_dir: Path, job, timeout: float = 300) -> None:
+    """Until the job is past its start-up and has logged metrics."""
+    deadline = time.monotonic() + timeout
+    while not (run_dir / "mlflow_run_id").exists():
+        assert not job.done(), job.stderr()
+        assert time.monotonic() < deadline, "job did not start training"
+        time.sleep(0.5)
+    time.sleep(3)
+
+
+def _preempt(job, profile: str) -> None:
+    if profile == "dev":
+        subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
+    else:  # the local controller's child is the training task
+        children = subprocess.run(["pgrep", "-P", str(job._process.pid)], capture_output=True, text=True).stdout
+        for pid in children.split():
+            os.kill(int(pid), signal.SIGUSR2)
+
+
+def _release_requeue_hold(job, profile: str, timeout: float = 120) -> float:
+    """Slurm holds a requeued job (BeginTime) for ~100 s; a dev cluster has no reason to wait. Returns when
+    the requeue happened (monotonic)."""
+    if profile != "dev":
+        return time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = subprocess.run(["squeue", "-h", "-j", str(job.job_id), "-o", "%T %r"], capture_output=True,
+                             text=True).stdout.strip()
+        if out.startswith("PENDING") and "BeginTime" in out:
+            subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True)
+            return time.monotonic()
+        time.sleep(0.5)
+    raise AssertionError("job was not requeued")
+
+
+@pytest.fixture(scope="module")
+def reference(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("ref")
+    assert main(["train", "tiny", *tiny_args(synth_data, tmp / "run", f"sqlite:///{tmp / 'm.db'}", **ARGS)]) == 0
+    return torch.load(tmp / "run" / "checkpoints" / f"step-{STEPS:08d}" / "state.pt", weights_only=False)
+
+
+def test_launched_job_trains_and_records_a_complete_run(profile: str, synth_data: Path, tmp_path: Path,
+                                                        mlflow_uri: str) -> None:
+    cfg = _config(synth_data, tmp_path / "run", mlflow_uri)
+    job = submit(cfg, load_profile(REPO / "slurm" / f"{profile}.toml"), profile)
+    result = job.result()
+    assert result["step"] == STEPS
+    assert _history_steps(mlflow_uri, "train/loss") == list(range(5, STEPS + 1, 5))
+    assert _status(mlflow_uri) == "FINISHED"
+    assert (tmp_path / "run" / "jobs.jsonl").read_text().count(str(job.job_id)) == 1
+
+
+def test_usr2_saves_requeues_and_resumes_bitwise(profile: str, reference: dict, synth_data: Path, tmp_path: Path,
+                                                 mlflow_uri: str) -> None:
+    run_dir = tmp_path / "run"
+    job = submit(_config(synth_data, run_dir, mlflow_uri), load_profile(REPO / "slurm" / f"{profile}.toml"), profile)
+    _wait_for_training(run_dir, job)
+    _preempt(job, profile)
+    _release_requeue_hold(job, profile)
+    result = job.result()
+    assert result["step"] == STEPS
+    saved = sorted(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*"))
+    assert len(saved) == 2 and 0 < saved[0] < STEPS  # the preemption checkpoint, then the final one
+    state = torch.load(run_dir / "checkpoints" / f"step-{STEPS:08d}" / "state.pt", weights_only=False)
+    for key in ("model", "opt_g"):
+        ref, got = reference[key], state[key]
+        flat_ref = ref["state"] if key == "opt_g" else ref
+        flat_got = got["state"] if key == "opt_g" else got
+        for name in flat_ref:
+            a, b = flat_ref[name], flat_got[name]
+            if isinstance(a, dict):
+                assert all(torch.equal(a[k], b[k]) for k in a), name
+            else:
+                assert torch.equal(a, b), name
+    assert _history_steps(mlflow_uri, "train/loss") == list(range(5, STEPS + 1, 5))
+    assert _status(mlflow_uri) == "FINISHED"
+
+
+def test_bad_profile_fails_at_submit_and_queues_nothing(synth_data: Path, tmp_path: Path, mlflow_uri: str,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('executor = "slurm"\npartiton = "gpu"\n')
+    args = ["launch", "tiny", "--profile", str(bad), *tiny_args(synth_data, tmp_path / "run", mlflow_uri)]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"scaling: error: profile {bad}: partiton: unknown key (did you mean 'partition'?)"
+    assert not (tmp_path / "run").exists()
+    missing = ["launch", "tiny", "--profile", str(REPO / "slurm" / "local.toml"),
+               *tiny_args(synth_data, tmp_path / "run", mlflow_uri),
+               "--loss.perceptual_weight", "1", "--loss.vgg_weights", '"/no/vgg.pth"']
+    assert main(missing) == 2
+    assert "loss.vgg_weights: weight file /no/vgg.pth not found" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
