@@ -6,6 +6,7 @@ start, the Slurm cases are skipped with the script's reason and the local cases 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -110,7 +111,8 @@ def test_launched_job_trains_and_records_a_complete_run(profile: str, synth_data
     assert result["step"] == STEPS
     assert _history_steps(mlflow_uri, "train/loss") == list(range(5, STEPS + 1, 5))
     assert _status(mlflow_uri) == "FINISHED"
-    assert (tmp_path / "run" / "jobs.jsonl").read_text().count(str(job.job_id)) == 1
+    jobs = [json.loads(line) for line in (tmp_path / "run" / "jobs.jsonl").read_text().splitlines()]
+    assert [j["job_id"] for j in jobs] == [str(job.job_id)]
 
 
 def test_usr2_saves_requeues_and_resumes_bitwise(profile: str, reference: dict, synth_data: Path, tmp_path: Path,
