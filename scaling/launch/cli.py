@@ -16,6 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--wait", action="store_true", help="wait for the job and print its result")
     p.set_defaults(func=_launch, accepts_overrides=True)
 
+    p = sub.add_parser("status", help="job state, step, last loss and restarts of runs")
+    p.add_argument("paths", nargs="*", type=Path, default=[Path("runs")], help="run directories or roots")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("cancel", help="stop runs cleanly (checkpoint, no requeue)")
+    p.add_argument("run_dirs", nargs="+", type=Path)
+    p.set_defaults(func=_cancel)
+
 
 def _launch(args: argparse.Namespace) -> int:
     from scaling.config import load_config
@@ -33,4 +41,29 @@ def _launch(args: argparse.Namespace) -> int:
     if args.wait:
         result = job.result()
         print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from scaling.launch.status import find_runs, status
+
+    rows = [status(r) for r in find_runs(args.paths)]
+    if not rows:
+        print(f"no runs under {', '.join(map(str, args.paths))}")
+        return 0
+    header = ("RUN", "JOB", "EXECUTOR", "STATE", "STEP", "LOSS", "RESTARTS", "MLFLOW RUN")
+    table = [header] + [(str(r.run_dir), r.job_id, r.executor, r.state, "-" if r.step is None else str(r.step),
+                         "-" if r.last_loss is None else f"{r.last_loss:.4f}", str(r.restarts), r.mlflow_run)
+                        for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from scaling.launch.status import cancel
+
+    for run_dir in args.run_dirs:
+        print(f"{run_dir}: {cancel(run_dir)}")
     return 0

@@ -1,9 +1,10 @@
-"""USR2 -> save -> requeue (lingua style, through submitit).
+"""USR2 -> save -> requeue (lingua style, through submitit); TERM -> save -> stop.
 
-The signal handler only sets a flag. The training loop checks it at the next step boundary, agreed
-across ranks, saves a checkpoint collectively, then hands over to the handler that was installed before
-(submitit's, which requeues the job and exits). Outside submitit there is nothing to requeue: the
-process exits with ``EXIT_PREEMPTED`` once the checkpoint is safe.
+The signal handlers only set a flag. The training loop checks it at the next step boundary, agreed
+across ranks, and saves a checkpoint collectively. After USR2 (Slurm's preemption / time-limit signal)
+it hands over to the handler that was installed before (submitit's, which requeues the job and exits);
+outside submitit there is nothing to requeue and the process exits with ``EXIT_PREEMPTED``. After TERM
+(``scancel``, ``scaling cancel``) it exits cleanly without requeueing.
 """
 
 from __future__ import annotations
@@ -16,29 +17,47 @@ import torch
 import torch.distributed as dist
 
 EXIT_PREEMPTED = 3
+_CODES = {0: None, 1: "preempt", 2: "stop"}
 
 
-class PreemptionFlag:
-    def __init__(self, signum: int = signal.SIGUSR2):
-        self.signum = signum
-        self.requested = False
-        self._previous = signal.getsignal(signum)
-        signal.signal(signum, self._set)
+class StopSignals:
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous = {s: signal.getsignal(s) for s in (signal.SIGUSR2, signal.SIGTERM)}
+        signal.signal(signal.SIGUSR2, self._on_usr2)
+        signal.signal(signal.SIGTERM, self._on_term)
 
-    def _set(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
+    def _on_usr2(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = self.requested or "preempt"
 
-    def agreed(self) -> bool:
-        """True on every rank when any rank was signalled (one all-reduce; free on a single process)."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return self.requested
-        flag = torch.tensor([1.0 if self.requested else 0.0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.item())
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = "stop"  # a cancel wins over a pending preemption
 
-    def hand_over(self) -> None:
-        """After the checkpoint is saved: let submitit requeue (it exits), or exit ourselves."""
-        signal.signal(self.signum, self._previous)
-        if callable(self._previous):
-            self._previous(self.signum, None)
+    def agreed(self) -> str | None:
+        """'preempt', 'stop' or None, the same on every rank (one all-reduce; free on a single process)."""
+        code = {None: 0, "preempt": 1, "stop": 2}[self.requested]
+        if dist.is_available() and dist.is_initialized():
+            flag = torch.tensor([float(code)])
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            code = int(flag.item())
+        return _CODES[code]
+
+    def __enter__(self) -> StopSignals:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.restore()
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def hand_over(self, what: str) -> None:
+        """After the checkpoint is saved: requeue through submitit (it exits), or exit ourselves."""
+        self.restore()
+        if what == "stop":
+            sys.exit(0)
+        previous = self._previous[signal.SIGUSR2]
+        if callable(previous):
+            previous(signal.SIGUSR2, None)
         sys.exit(EXIT_PREEMPTED)

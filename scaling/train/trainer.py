@@ -31,7 +31,8 @@ from scaling.models.quantizers import codebook_stats
 from scaling.models.vqgan import VQTokenizer
 from scaling.tracking.mlflow_tracker import Tracker
 from scaling.train.checkpoint import CheckpointStore
-from scaling.train.preemption import PreemptionFlag
+from scaling.train import events
+from scaling.train.preemption import StopSignals
 from scaling.train.preflight import preflight
 from scaling.train.run_dir import claim_run_dir
 from scaling.train.schedule import lr_multiplier
@@ -46,6 +47,12 @@ class TrainResult:
 
 
 def train(cfg: Config) -> TrainResult:
+    # From here on USR2/TERM wait for a step boundary, where a checkpoint is safe.
+    with StopSignals() as signals:
+        return _train(cfg, signals)
+
+
+def _train(cfg: Config, signals: StopSignals) -> TrainResult:
     # ---- checks that must pass before anything is written or trained
     resuming = preflight(cfg)
     perceptual = PerceptualLoss(cfg.loss.vgg_weights, cfg.loss.lpips_weights) if cfg.loss.perceptual_weight else None
@@ -106,7 +113,8 @@ def train(cfg: Config) -> TrainResult:
         tracker.log_metrics(validate(model, val_x, cfg, device, autocast, run_dir, 0, tracker), step=0)
 
     # ---- train
-    preempt = PreemptionFlag()
+    events.record(run_dir, "start", step=step)
+    first_step_recorded = False
     batches = endless(loader)
     bar = tqdm(total=cfg.train.steps, initial=step, disable=not cfg.train.progress, unit="step", dynamic_ncols=True)
     t0, images_at_t0 = time.perf_counter(), step * cfg.train.batch_size
@@ -151,8 +159,11 @@ def train(cfg: Config) -> TrainResult:
             val_metrics = validate(ema.module if ema is not None else model, val_x, cfg, device, autocast,
                                    run_dir, step, tracker)
             tracker.log_metrics(val_metrics, step)
-        preempted = preempt.agreed()
-        if preempted or step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
+        if not first_step_recorded:
+            events.record(run_dir, "first_step", step=step)
+            first_step_recorded = True
+        stop = signals.agreed()
+        if stop or step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
             tracker.flush()  # what is still pending goes into the checkpoint, so no point is lost
             state = {name: obj.state_dict() for name, obj in stateful.items() if obj is not None}
             state |= {"aug_gen": aug_gen.get_state(), "rng": get_rng_state(), "step": step,
@@ -160,12 +171,14 @@ def train(cfg: Config) -> TrainResult:
             path = store.save(step, state)
             (run_dir / "last_checkpoint").write_text(str(path.resolve()))
         bar.update(1)
-        if preempted:
+        if stop:
             bar.close()
-            tracker.finish(status="KILLED")  # reopened as RUNNING by the requeued job
-            preempt.hand_over()
+            events.record(run_dir, "preempted" if stop == "preempt" else "cancelled", step=step)
+            tracker.finish(status="KILLED")  # reopened as RUNNING if the run is resumed
+            signals.hand_over(stop)
     bar.close()
 
+    events.record(run_dir, "finished", step=step)
     tracker.log_artifact(run_dir / "last_checkpoint")
     tracker.finish()
     return TrainResult(run_dir, run_id, step, val_metrics)

@@ -20,7 +20,10 @@ from mlflow.tracking import MlflowClient
 from scaling.cli import main
 from scaling.config import load_config
 from scaling.launch.profile import load_profile
+from scaling.launch.status import cancel, status
 from scaling.launch.submit import submit
+from scaling.train import events
+from scaling.train.checkpoint import CheckpointStore
 from tests.conftest import REPO, tiny_args
 
 STEPS = 60
@@ -139,6 +142,30 @@ def test_usr2_saves_requeues_and_resumes_bitwise(profile: str, reference: dict, 
                 assert torch.equal(a, b), name
     assert _history_steps(mlflow_uri, "train/loss") == list(range(5, STEPS + 1, 5))
     assert _status(mlflow_uri) == "FINISHED"
+    history = events.read(run_dir)
+    assert [e["event"] for e in history] == ["start", "first_step", "preempted", "start", "first_step", "finished"]
+    assert history[3]["step"] == history[2]["step"]  # resumed exactly where it was preempted
+    print(f"requeue to first resumed step: {history[4]['time'] - history[2]['time']:.1f} s ({profile})")
+    assert status(run_dir).restarts == 1
+
+
+def test_cancel_checkpoints_and_stops_without_requeue(profile: str, synth_data: Path, tmp_path: Path,
+                                                      mlflow_uri: str) -> None:
+    run_dir = tmp_path / "run"
+    job = submit(_config(synth_data, run_dir, mlflow_uri), load_profile(REPO / "slurm" / f"{profile}.toml"), profile)
+    _wait_for_training(run_dir, job)
+    assert status(run_dir).state == "RUNNING"
+    assert cancel(run_dir).startswith("sent TERM")
+    deadline = time.monotonic() + 120
+    while status(run_dir).state not in ("CANCELLED",):
+        assert time.monotonic() < deadline, status(run_dir)
+        time.sleep(0.5)
+    saved = CheckpointStore(run_dir / "checkpoints").latest()
+    assert saved is not None and 0 < saved < STEPS
+    assert [e["event"] for e in events.read(run_dir)][-1] == "cancelled"
+    time.sleep(3)
+    assert status(run_dir).state == "CANCELLED"  # not requeued
+    assert cancel(run_dir) == "not running"
 
 
 def test_bad_profile_fails_at_submit_and_queues_nothing(synth_data: Path, tmp_path: Path, mlflow_uri: str,

@@ -1,0 +1,107 @@
+"""What the platform's runs are doing: job state, step, last loss, restarts; and cancelling them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from scaling.train import events
+from scaling.train.checkpoint import CheckpointStore
+from scaling.train.run_dir import CONFIG_FILE
+
+
+@dataclass
+class RunStatus:
+    run_dir: Path
+    job_id: str
+    executor: str
+    state: str
+    step: int | None
+    last_loss: float | None
+    restarts: int
+    mlflow_run: str
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run directories at or below ``paths`` (a run directory holds a saved config)."""
+    runs = []
+    for path in paths:
+        if (path / CONFIG_FILE).is_file():
+            runs.append(path)
+        elif path.is_dir():
+            runs += sorted(p.parent for p in path.glob(f"**/{CONFIG_FILE}"))
+    return runs
+
+
+def last_job(run_dir: Path) -> dict:
+    path = run_dir / "jobs.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return json.loads(lines[-1]) if lines else {}
+
+
+def job_state(job: dict) -> str:
+    """Scheduler state of the run's newest job; '-' for a run trained without a launcher."""
+    if not job:
+        return "-"
+    if job["executor"] == "slurm":
+        out = subprocess.run(["squeue", "-h", "-j", job["job_id"], "-o", "%T"], capture_output=True, text=True)
+        return out.stdout.strip() or "ENDED"
+    return "RUNNING" if _alive(int(job["job_id"])) else "ENDED"  # local: the job id is the controller's pid
+
+
+def _alive(pid: int) -> bool:
+    """A live process; an exited one its parent has not reaped yet (a zombie) counts as ended."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def run_state(run_dir: Path, job: dict) -> str:
+    state = job_state(job)
+    if state in ("ENDED", "-"):
+        history = events.read(run_dir)
+        return history[-1]["event"].upper() if history else state
+    return state
+
+
+def last_loss(run_dir: Path) -> float | None:
+    """The newest train/loss from the run's MLflow run, if the store answers."""
+    id_file = run_dir / "mlflow_run_id"
+    if not id_file.is_file():
+        return None
+    from scaling.config.loader import read_toml
+
+    uri = read_toml(run_dir / CONFIG_FILE).get("tracking", {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(uri or None).get_run(id_file.read_text().strip()).data.metrics.get("train/loss")
+    except Exception:  # status must work while the tracking server is away
+        return None
+
+
+def status(run_dir: Path) -> RunStatus:
+    job = last_job(run_dir)
+    starts = sum(1 for e in events.read(run_dir) if e["event"] == "start")
+    id_file = run_dir / "mlflow_run_id"
+    return RunStatus(run_dir, job.get("job_id", "-"), job.get("executor", "-"), run_state(run_dir, job),
+                     CheckpointStore(run_dir / "checkpoints").latest(), last_loss(run_dir), max(starts - 1, 0),
+                     id_file.read_text().strip() if id_file.is_file() else "-")
+
+
+def cancel(run_dir: Path) -> str:
+    """Stop a run cleanly: TERM makes the trainer save a checkpoint and exit without requeueing."""
+    job = last_job(run_dir)
+    if job_state(job) in ("ENDED", "-"):
+        return "not running"
+    if job["executor"] == "slurm":
+        subprocess.run(["scancel", "--signal=TERM", job["job_id"]], check=True)
+    else:
+        os.kill(int(job["job_id"]), signal.SIGTERM)  # the local controller forwards it to its tasks
+    return f"sent TERM to job {job['job_id']}"

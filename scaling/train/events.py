@@ -1,0 +1,29 @@
+"""A run's life as JSON lines in ``RUN_DIR/events.jsonl``: starts, first steps, preemptions, the end.
+
+Written by the trainer (rank 0), read by ``scaling status``: restarts, and the time from a preemption
+to the first resumed step, come from here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+EVENTS_FILE = "events.jsonl"
+
+
+def record(run_dir: Path, event: str, **fields: Any) -> None:
+    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or ""
+    line = json.dumps({"event": event, "time": time.time(), "job": job, **fields})
+    with open(run_dir / EVENTS_FILE, "a") as f:
+        f.write(line + "\n")
+
+
+def read(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / EVENTS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
