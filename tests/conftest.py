@@ -40,7 +40,7 @@ def _literal(value: object) -> str:
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 600) -> subprocess.CompletedProcess:
+            timeout: float = 1500) -> subprocess.CompletedProcess:
     """``python -m scaling ARGS`` in a fresh process, as a user would run it."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "scaling", *args], cwd=cwd, env=full_env, capture_output=True,

@@ -24,7 +24,7 @@ from scaling.launch.status import cancel, status
 from scaling.launch.submit import submit
 from scaling.train import events
 from scaling.train.checkpoint import CheckpointStore
-from tests.conftest import REPO, tiny_args
+from tests.conftest import REPO, run_cli, tiny_args
 
 STEPS = 60
 ARGS = {"train.steps": STEPS, "train.ckpt_every": 1000, "train.log_every": 5, "train.val_every": 1000,
@@ -102,7 +102,8 @@ def _release_requeue_hold(job, profile: str, timeout: float = 120) -> float:
 @pytest.fixture(scope="module")
 def reference(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("ref")
-    assert main(["train", "tiny", *tiny_args(synth_data, tmp / "run", f"sqlite:///{tmp / 'm.db'}", **ARGS)]) == 0
+    proc = run_cli("train", "tiny", *tiny_args(synth_data, tmp / "run", f"sqlite:///{tmp / 'm.db'}", **ARGS))
+    assert proc.returncode == 0, proc.stderr[-2000:]
     return torch.load(tmp / "run" / "checkpoints" / f"step-{STEPS:08d}" / "state.pt", weights_only=False)
 
 
