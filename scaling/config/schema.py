@@ -9,15 +9,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+# GigaTok Transformer sizes: name -> (width, layers, heads). "tiny" is for CPU tests.
+TRANSFORMER_SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (64, 2, 2), "S": (512, 6, 8), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20),
+    "XXL": (1536, 48, 24),
+}
+FAMILIES = ("vqgan", "gigatok")
+
+
 @dataclass
 class ModelConfig:
-    family: str = "vqgan"  # LlamaGen-style 2D CNN VQ tokenizer
+    family: str = "vqgan"  # vqgan: LlamaGen-style 2D CNN; gigatok: CNN + Transformer hybrid
     base_channels: int = 128
     channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
     num_res_blocks: int = 2
     z_channels: int = 256
     norm_groups: int = 32
     dropout: float = 0.0
+    # gigatok only: the CNN above, then Transformers between it and the quantiser
+    layout: str = "1d"  # 1d: Q-Former over learnable queries; 2d: ViT blocks on the CNN grid
+    encoder_size: str = "S"  # a TRANSFORMER_SIZES name
+    decoder_size: str = "S"
+    num_tokens: int = 256  # 1D tokens per image (layout 1d)
+    causal: bool = False  # 1D queries attend only to earlier ones (SEED)
 
     @property
     def downsample(self) -> int:
@@ -25,8 +39,17 @@ class ModelConfig:
 
     def validate(self) -> list[str]:
         errs = []
-        if self.family not in ("vqgan",):
-            errs.append(f"model.family: unknown family {self.family!r} (known: vqgan)")
+        if self.family not in FAMILIES:
+            errs.append(f"model.family: unknown family {self.family!r} (known: {', '.join(FAMILIES)})")
+        if self.layout not in ("1d", "2d"):
+            errs.append(f"model.layout: must be '1d' or '2d', got {self.layout!r}")
+        for key in ("encoder_size", "decoder_size"):
+            if getattr(self, key) not in TRANSFORMER_SIZES:
+                errs.append(f"model.{key}: unknown size {getattr(self, key)!r} (known: {', '.join(TRANSFORMER_SIZES)})")
+        if self.num_tokens <= 0:
+            errs.append(f"model.num_tokens: must be positive, got {self.num_tokens}")
+        if self.causal and self.layout != "1d":
+            errs.append("model.causal: applies to model.layout '1d' only")
         if not self.channel_mult:
             errs.append("model.channel_mult: must not be empty")
         if any(m <= 0 for m in self.channel_mult):
@@ -77,12 +100,19 @@ class LossConfig:
     gan_start: int = 20000
     disc_layers: int = 3
     disc_channels: int = 64
+    # semantic regularisation (gigatok): decoder layer semantic_layer, through an MLP, against a frozen ViT
+    semantic_weight: float = 0.0
+    semantic_layer: int = 3  # 1-based decoder Transformer layer
+    semantic_teacher: str = "vit_base_patch14_reg4_dinov2"  # a timm model name
+    semantic_teacher_weights: str = ""  # its weights, a local file
+    semantic_teacher_size: int = 224  # input side the teacher sees (224 / 14 = 16x16 patches)
 
     def validate(self) -> list[str]:
         errs = []
         if self.recon not in ("l1", "l2"):
             errs.append(f"loss.recon: must be 'l1' or 'l2', got {self.recon!r}")
-        for key in ("recon_weight", "codebook_weight", "entropy_weight", "perceptual_weight", "gan_weight"):
+        for key in ("recon_weight", "codebook_weight", "entropy_weight", "perceptual_weight", "gan_weight",
+                    "semantic_weight"):
             if getattr(self, key) < 0:
                 errs.append(f"loss.{key}: must be >= 0, got {getattr(self, key)}")
         if self.entropy_temperature <= 0:
@@ -93,6 +123,12 @@ class LossConfig:
             errs.append("loss.disc_layers/disc_channels: must be positive")
         if self.perceptual_weight > 0 and not self.vgg_weights:
             errs.append("loss.vgg_weights: required when loss.perceptual_weight > 0 (a local VGG16 weight file)")
+        if self.semantic_weight > 0 and not self.semantic_teacher_weights:
+            errs.append("loss.semantic_teacher_weights: required when loss.semantic_weight > 0 (a local weight file)")
+        if self.semantic_layer < 1:
+            errs.append(f"loss.semantic_layer: must be >= 1, got {self.semantic_layer}")
+        if self.semantic_teacher_size <= 0:
+            errs.append(f"loss.semantic_teacher_size: must be positive, got {self.semantic_teacher_size}")
         return errs
 
 
@@ -223,6 +259,23 @@ class Config:
                 f"data.image_size: {self.data.image_size} is not divisible by the model's downsampling "
                 f"factor {down} (2^(len(model.channel_mult)-1))"
             )
+        errs += self._gigatok_errors()
         if self.optim.warmup_steps >= self.train.steps and self.optim.warmup_steps > 0:
             errs.append(f"optim.warmup_steps: {self.optim.warmup_steps} must be below train.steps {self.train.steps}")
+        return errs
+
+    def _gigatok_errors(self) -> list[str]:
+        m, lc = self.model, self.loss
+        if m.family != "gigatok":
+            needs = "loss.semantic_weight: semantic regularisation needs model.family 'gigatok'"
+            return [needs] if lc.semantic_weight else []
+        errs = []
+        grid = self.data.image_size // m.downsample
+        if m.layout == "1d" and m.num_tokens > grid * grid:
+            errs.append(f"model.num_tokens: {m.num_tokens} is more than the {grid}x{grid} CNN grid it summarises")
+        if m.decoder_size in TRANSFORMER_SIZES and lc.semantic_weight:
+            layers = TRANSFORMER_SIZES[m.decoder_size][1]
+            if lc.semantic_layer > layers:
+                errs.append(f"loss.semantic_layer: {lc.semantic_layer} is beyond the {layers} layers of "
+                            f"model.decoder_size {m.decoder_size!r}")
         return errs

@@ -14,7 +14,7 @@ from scaling.config import QuantizerConfig
 @dataclass
 class QuantOut:
     z_q: torch.Tensor  # quantised latents, same shape as the input, straight-through gradients
-    indices: torch.Tensor  # (B, H, W) code ids
+    indices: torch.Tensor  # code ids, the input's shape without the channel dim: (B, H, W) or (B, N)
     codebook_loss: torch.Tensor
     commit_loss: torch.Tensor
     entropy_loss: torch.Tensor  # zero (and not computed) unless asked for
@@ -58,8 +58,9 @@ class VectorQuantizer(nn.Module):
         nn.init.uniform_(self.codebook.weight, -1.0 / self.cfg.codebook_size, 1.0 / self.cfg.codebook_size)
 
     def forward(self, z: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
-        b, c, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, c).float()
+        """``z``: (B, C, H, W) grids or (B, C, N) token sequences."""
+        b, c, *spatial = z.shape
+        flat = z.movedim(1, -1).reshape(-1, c).float()
         codes = self.codebook.weight.float()
         if self.cfg.l2_norm:
             flat = F.normalize(flat, dim=-1)
@@ -71,15 +72,15 @@ class VectorQuantizer(nn.Module):
         commit_loss = self.cfg.beta * F.mse_loss(flat, quant.detach())
         ent = entropy_loss(sq_dist, entropy_temperature) if entropy_temperature else flat.new_zeros(())
         quant = flat + (quant - flat).detach()  # straight-through estimator
-        z_q = quant.view(b, h, w, c).permute(0, 3, 1, 2).to(z.dtype)
-        return QuantOut(z_q, indices.view(b, h, w), codebook_loss, commit_loss, ent)
+        z_q = quant.view(b, *spatial, c).movedim(-1, 1).to(z.dtype)
+        return QuantOut(z_q, indices.view(b, *spatial), codebook_loss, commit_loss, ent)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
-        """Code vectors for (B, H, W) ids, as (B, C, H, W)."""
+        """Code vectors for (B, H, W) or (B, N) ids, as (B, C, H, W) or (B, C, N)."""
         codes = self.codebook.weight
         if self.cfg.l2_norm:
             codes = F.normalize(codes, dim=-1)
-        return codes[indices].permute(0, 3, 1, 2)
+        return codes[indices].movedim(-1, 1)
 
 
 def build_quantizer(cfg: QuantizerConfig) -> nn.Module:

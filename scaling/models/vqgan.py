@@ -102,6 +102,11 @@ class VQTokenizer(nn.Module):
         self.decoder = Decoder(model)
         self.quantizer.reset_parameters()
 
+    def components(self) -> dict[str, list[nn.Module]]:
+        """Parameter groups for counting (the names every family uses)."""
+        return {"encoder_cnn": [self.encoder], "quantizer": [self.quant_conv, self.quantizer, self.post_quant_conv],
+                "decoder_cnn": [self.decoder]}
+
     def encode(self, x: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
         return self.quantizer(self.quant_conv(self.encoder(x)), entropy_temperature)
 

@@ -27,8 +27,9 @@ from scaling.eval.images import save_recon_grid
 from scaling.eval.metrics import psnr
 from scaling.losses.gan import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from scaling.losses.perceptual import PerceptualLoss
+from scaling.losses.semantic import SemanticLoss
 from scaling.models.quantizers import codebook_stats
-from scaling.models.vqgan import VQTokenizer
+from scaling.models.factory import build_tokenizer, parameter_counts
 from scaling.tracking.mlflow_tracker import Tracker
 from scaling.train.checkpoint import CheckpointStore
 from scaling.train import events
@@ -56,6 +57,7 @@ def _train(cfg: Config, signals: StopSignals) -> TrainResult:
     # ---- checks that must pass before anything is written or trained
     resuming = preflight(cfg)
     perceptual = PerceptualLoss(cfg.loss.vgg_weights, cfg.loss.lpips_weights) if cfg.loss.perceptual_weight else None
+    semantic = SemanticLoss(cfg.loss) if cfg.loss.semantic_weight else None  # frozen teacher
     run_dir = claim_run_dir(cfg)
 
     # ---- device, precision, determinism
@@ -68,10 +70,11 @@ def _train(cfg: Config, signals: StopSignals) -> TrainResult:
         torch.utils.deterministic.fill_uninitialized_memory = False  # a debugging aid, costly, not needed
 
     # ---- models, optimisers, schedules
-    model = VQTokenizer(cfg.model, cfg.quantizer).to(device)
+    model = build_tokenizer(cfg).to(device)
     disc = PatchDiscriminator(cfg.loss.disc_layers, cfg.loss.disc_channels).to(device) if cfg.loss.gan_weight else None
-    if perceptual is not None:
-        perceptual.to(device)
+    for frozen in (perceptual, semantic):
+        if frozen is not None:
+            frozen.to(device)
     opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                               weight_decay=cfg.optim.weight_decay)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_multiplier(cfg.optim, cfg.train.steps))
@@ -125,8 +128,10 @@ def _train(cfg: Config, signals: StopSignals) -> TrainResult:
         gan_on = disc is not None and step >= cfg.loss.gan_start
 
         with autocast:
-            recon, q = model(x, cfg.loss.entropy_temperature if cfg.loss.entropy_weight else None)
-            losses = generator_losses(cfg, x, recon, q, perceptual, disc if gan_on else None)
+            temperature = cfg.loss.entropy_temperature if cfg.loss.entropy_weight else None
+            out = model(x, temperature, semantic=True) if semantic is not None else model(x, temperature)
+            recon, q, *student = out  # student: the semantic predictions, when asked for
+            losses = generator_losses(cfg, x, recon, q, perceptual, disc if gan_on else None, semantic, *student)
         opt_g.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if cfg.optim.grad_clip:
@@ -185,7 +190,9 @@ def _train(cfg: Config, signals: StopSignals) -> TrainResult:
 
 
 def generator_losses(cfg: Config, x: torch.Tensor, recon: torch.Tensor, q: Any,
-                     perceptual: PerceptualLoss | None, disc: PatchDiscriminator | None) -> dict[str, torch.Tensor]:
+                     perceptual: PerceptualLoss | None, disc: PatchDiscriminator | None,
+                     semantic: SemanticLoss | None = None, student: torch.Tensor | None = None,
+                     ) -> dict[str, torch.Tensor]:
     """Weighted generator objective; a zero weight skips its computation entirely."""
     lc = cfg.loss
     rec = F.l1_loss(recon.float(), x) if lc.recon == "l1" else F.mse_loss(recon.float(), x)
@@ -200,6 +207,9 @@ def generator_losses(cfg: Config, x: torch.Tensor, recon: torch.Tensor, q: Any,
     if disc is not None:
         out["gan"] = hinge_g_loss(disc(recon))
         total = total + lc.gan_weight * out["gan"]
+    if semantic is not None:
+        out["semantic"], out["semantic_cos"] = semantic(student, x)
+        total = total + lc.semantic_weight * out["semantic"]
     out["loss"] = total
     return out
 
@@ -227,13 +237,6 @@ def validate(model: torch.nn.Module, val_x: torch.Tensor, cfg: Config, device: t
     tracker.log_artifact(grid, "reconstructions")
     return {"val/recon_loss": float(torch.cat(mse).mean()), "val/psnr": float(torch.cat(psnrs).mean()),
             "val/codebook_usage": usage, "val/perplexity": perplexity}
-
-
-def parameter_counts(model: VQTokenizer) -> dict[str, int]:
-    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    return {"params_total": count(model), "params_encoder": count(model.encoder) + count(model.quant_conv),
-            "params_decoder": count(model.decoder) + count(model.post_quant_conv),
-            "params_quantizer": count(model.quantizer)}
 
 
 def endless(loader: Any):
