@@ -6,6 +6,7 @@ of one-line problems, each naming its dotted key; nothing is checked anywhere el
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -67,22 +68,43 @@ class ModelConfig:
 
 @dataclass
 class QuantizerConfig:
-    kind: str = "vq"
-    codebook_size: int = 16384
-    code_dim: int = 8
-    beta: float = 0.25  # commitment weight
-    l2_norm: bool = True
+    kind: str = "vq"  # vq | fsq (finite scalar) | lfq (lookup-free, binary)
+    codebook_size: int = 16384  # fsq: the product of levels; lfq: 2 ** code_dim
+    code_dim: int = 8  # fsq: len(levels)
+    beta: float = 0.25  # commitment weight (vq, lfq)
+    l2_norm: bool = True  # vq
+    rotation_trick: bool = False  # vq: gradients through a rotation to the code instead of straight through
+    levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)  # fsq: values per dimension (FlexTok's 64000 codes)
 
     def validate(self) -> list[str]:
         errs = []
-        if self.kind not in ("vq",):
-            errs.append(f"quantizer.kind: unknown quantizer {self.kind!r} (known: vq)")
+        if self.kind not in ("vq", "fsq", "lfq"):
+            errs.append(f"quantizer.kind: unknown quantizer {self.kind!r} (known: vq, fsq, lfq)")
+        if self.kind == "fsq":
+            errs += self._fsq_errors()
+        if self.kind == "lfq" and not 1 <= self.code_dim <= 16:
+            errs.append(f"quantizer.code_dim: lfq takes 1 to 16 bits, got {self.code_dim}")
+        elif self.kind == "lfq" and self.codebook_size != 2 ** self.code_dim:
+            errs.append(f"quantizer.codebook_size: lfq with quantizer.code_dim {self.code_dim} has "
+                        f"{2 ** self.code_dim} codes, got {self.codebook_size}")
         if self.codebook_size < 2:
             errs.append(f"quantizer.codebook_size: must be at least 2, got {self.codebook_size}")
         if self.code_dim <= 0:
             errs.append(f"quantizer.code_dim: must be positive, got {self.code_dim}")
         if self.beta < 0:
             errs.append(f"quantizer.beta: must be >= 0, got {self.beta}")
+        return errs
+
+    def _fsq_errors(self) -> list[str]:
+        if not self.levels or any(n < 2 for n in self.levels):
+            return [f"quantizer.levels: fsq needs levels of at least 2, got {list(self.levels)}"]
+        errs, codes = [], math.prod(self.levels)
+        if self.code_dim != len(self.levels):
+            errs.append(f"quantizer.code_dim: fsq with {len(self.levels)} levels has code_dim {len(self.levels)}, "
+                        f"got {self.code_dim}")
+        if self.codebook_size != codes:
+            errs.append(f"quantizer.codebook_size: fsq levels {list(self.levels)} give {codes} codes, "
+                        f"got {self.codebook_size}")
         return errs
 
 
@@ -260,6 +282,8 @@ class Config:
                 f"factor {down} (2^(len(model.channel_mult)-1))"
             )
         errs += self._gigatok_errors()
+        if self.quantizer.kind == "fsq" and self.loss.entropy_weight:
+            errs.append("loss.entropy_weight: must be 0 with quantizer.kind 'fsq' (no codebook to score codes against)")
         if self.optim.warmup_steps >= self.train.steps and self.optim.warmup_steps > 0:
             errs.append(f"optim.warmup_steps: {self.optim.warmup_steps} must be below train.steps {self.train.steps}")
         return errs

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -31,19 +33,50 @@ def codebook_stats(indices: torch.Tensor, codebook_size: int) -> tuple[float, fl
     return float((counts > 0).float().mean()), float(entropy.exp())
 
 
+def global_mean(x: torch.Tensor) -> torch.Tensor:
+    """``x`` averaged over all ranks when torch.distributed is running (differentiably), else ``x``."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(x) / dist.get_world_size()
+
+
 def entropy_loss(sq_dist: torch.Tensor, temperature: float) -> torch.Tensor:
     """GigaTok/MAGVIT entropy penalty: mean per-token entropy minus entropy of the mean assignment.
 
     Low per-token entropy makes assignments confident; high entropy of the batch-mean spreads use
-    over the codebook.
+    over the codebook. The batch is the global one: under torch.distributed the mean assignment is
+    averaged over ranks, so each rank spreads use over the codebook jointly with the others.
     """
     logits = -sq_dist / temperature
     probs = logits.softmax(dim=-1)
     log_probs = logits.log_softmax(dim=-1)
     per_token = -(probs * log_probs).sum(-1).mean()
-    mean_probs = probs.mean(0)
+    mean_probs = global_mean(probs.mean(0))
     batch = -(mean_probs * (mean_probs + 1e-10).log()).sum()
     return per_token - batch
+
+
+def rotate_to(z: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Rotation trick (Fifty et al. 2024): equals ``q`` in the forward pass; backward, the gradient reaches
+    ``z`` through the (constant) rotation and rescaling that maps ``z`` onto ``q``, not straight through.
+    Rows of (N, C) tensors."""
+    z_norm, q_norm = z.norm(dim=-1, keepdim=True), q.norm(dim=-1, keepdim=True)
+    e, q_hat = (z / z_norm.clamp_min(1e-12)).detach(), (q / q_norm.clamp_min(1e-12)).detach()
+    r = F.normalize(e + q_hat, dim=-1)  # Householder direction between the two unit vectors
+    rotated = z - 2 * r * (r * z).sum(-1, keepdim=True) + 2 * q_hat * (e * z).sum(-1, keepdim=True)
+    return (q_norm / z_norm.clamp_min(1e-12)).detach() * rotated
+
+
+def _to_rows(z: torch.Tensor) -> torch.Tensor:
+    """(B, C, *spatial) -> (B * prod(spatial), C) in float32."""
+    return z.movedim(1, -1).reshape(-1, z.shape[1]).float()
+
+
+def _from_rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    b, c, *spatial = like.shape
+    return rows.view(b, *spatial, c).movedim(-1, 1).to(like.dtype)
 
 
 class VectorQuantizer(nn.Module):
@@ -59,8 +92,7 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
         """``z``: (B, C, H, W) grids or (B, C, N) token sequences."""
-        b, c, *spatial = z.shape
-        flat = z.movedim(1, -1).reshape(-1, c).float()
+        flat = _to_rows(z)
         codes = self.codebook.weight.float()
         if self.cfg.l2_norm:
             flat = F.normalize(flat, dim=-1)
@@ -71,9 +103,8 @@ class VectorQuantizer(nn.Module):
         codebook_loss = F.mse_loss(quant, flat.detach())
         commit_loss = self.cfg.beta * F.mse_loss(flat, quant.detach())
         ent = entropy_loss(sq_dist, entropy_temperature) if entropy_temperature else flat.new_zeros(())
-        quant = flat + (quant - flat).detach()  # straight-through estimator
-        z_q = quant.view(b, *spatial, c).movedim(-1, 1).to(z.dtype)
-        return QuantOut(z_q, indices.view(b, *spatial), codebook_loss, commit_loss, ent)
+        quant = rotate_to(flat, quant) if self.cfg.rotation_trick else flat + (quant - flat).detach()
+        return QuantOut(_from_rows(quant, z), indices.view(z.shape[0], *z.shape[2:]), codebook_loss, commit_loss, ent)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code vectors for (B, H, W) or (B, N) ids, as (B, C, H, W) or (B, C, N)."""
@@ -83,7 +114,79 @@ class VectorQuantizer(nn.Module):
         return codes[indices].movedim(-1, 1)
 
 
+class FSQ(nn.Module):
+    """Finite scalar quantisation (Mentzer et al. 2023): each of ``len(levels)`` dimensions is bounded and
+    rounded to one of ``levels[i]`` values in [-1, 1]; the code id is the mixed-radix number of the digits.
+    No codebook, no codebook or commitment loss."""
+
+    def __init__(self, cfg: QuantizerConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def reset_parameters(self) -> None:
+        pass  # nothing learnt
+
+    def _grid(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per dimension: levels, the half-range, the offset of even level counts (they have no zero), the
+        mixed radix. Made per call (a few numbers), so nothing depends on how the module was built."""
+        levels = torch.tensor(self.cfg.levels, device=device)
+        radix = torch.tensor([math.prod(self.cfg.levels[:i]) for i in range(len(self.cfg.levels))], device=device)
+        return levels, (levels - 1) / 2, (levels % 2 == 0) * 0.5, radix
+
+    def forward(self, z: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
+        flat = _to_rows(z)
+        levels, half, offset, radix = self._grid(z.device)
+        span = half * (1 + 1e-3)  # a hair wider, so tanh reaches the outermost values
+        bounded = torch.tanh(flat + torch.atanh(offset / span)) * span - offset
+        digits = bounded + (bounded.round() - bounded).detach()  # straight-through rounding
+        indices = ((digits.detach() + half + offset).round().long() * radix).sum(-1)
+        zero = flat.new_zeros(())
+        z_q = _from_rows(digits / (levels // 2), z)
+        return QuantOut(z_q, indices.view(z.shape[0], *z.shape[2:]), zero, zero, zero)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        levels, half, offset, radix = self._grid(indices.device)
+        digits = (indices[..., None] // radix) % levels
+        return ((digits - half - offset) / (levels // 2)).movedim(-1, 1)
+
+
+class LFQ(nn.Module):
+    """Lookup-free quantisation (MAGVIT-v2): each dimension becomes its sign, so the code is a
+    ``code_dim``-bit id and the implicit codebook is every +-1 vector. Commitment loss as VQ; the entropy
+    loss scores all 2**code_dim codes."""
+
+    def __init__(self, cfg: QuantizerConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def reset_parameters(self) -> None:
+        pass  # nothing learnt
+
+    def forward(self, z: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
+        flat = _to_rows(z)
+        signs = torch.where(flat > 0, 1.0, -1.0)
+        indices = ((flat > 0).long() * 2 ** torch.arange(self.cfg.code_dim, device=z.device)).sum(-1)
+        commit = self.cfg.beta * F.mse_loss(flat, signs)
+        ent = flat.new_zeros(())
+        if entropy_temperature:
+            codes = _bit_signs(torch.arange(self.cfg.codebook_size, device=z.device), self.cfg.code_dim)
+            sq_dist = flat.pow(2).sum(1, keepdim=True) + self.cfg.code_dim - 2 * flat @ codes.t()
+            ent = entropy_loss(sq_dist, entropy_temperature)
+        z_q = _from_rows(flat + (signs - flat).detach(), z)
+        return QuantOut(z_q, indices.view(z.shape[0], *z.shape[2:]), flat.new_zeros(()), commit, ent)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        return _bit_signs(indices, self.cfg.code_dim).movedim(-1, 1)
+
+
+def _bit_signs(indices: torch.Tensor, bits: int) -> torch.Tensor:
+    """Code ids -> their +-1 vectors, bit i of the id giving dimension i: (...,) -> (..., bits)."""
+    powers = 2 ** torch.arange(bits, device=indices.device)
+    return torch.where((indices[..., None] & powers) > 0, 1.0, -1.0)
+
+
 def build_quantizer(cfg: QuantizerConfig) -> nn.Module:
-    if cfg.kind == "vq":
-        return VectorQuantizer(cfg)
-    raise ValueError(f"quantizer.kind {cfg.kind!r}")
+    kinds = {"vq": VectorQuantizer, "fsq": FSQ, "lfq": LFQ}
+    if cfg.kind not in kinds:
+        raise ValueError(f"quantizer.kind {cfg.kind!r}")  # validate() rejects it before this
+    return kinds[cfg.kind](cfg)

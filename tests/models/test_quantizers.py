@@ -1,0 +1,125 @@
+"""Quantisers behind one interface: VQ with the rotation trick, FSQ, LFQ, and the global-batch entropy loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from scaling.config import ConfigError, QuantizerConfig, load_config
+from scaling.models.factory import build_tokenizer
+from scaling.models.quantizers import FSQ, LFQ, VectorQuantizer, entropy_loss, rotate_to
+
+FSQ_ARGS = ("--quantizer.kind", "fsq", "--quantizer.levels", "[8, 5, 5]", "--quantizer.code_dim", "3",
+            "--quantizer.codebook_size", "200", "--loss.entropy_weight", "0")
+LFQ_ARGS = ("--quantizer.kind", "lfq", "--quantizer.code_dim", "6", "--quantizer.codebook_size", "64")
+
+
+def test_rotation_trick_keeps_the_code_and_rotates_the_gradient() -> None:
+    torch.manual_seed(0)
+    z, q, g = torch.randn(5, 8, requires_grad=True), torch.randn(5, 8), torch.randn(5, 8)
+    out = rotate_to(z, q)
+    assert torch.allclose(out, q, atol=1e-5)
+    (out * g).sum().backward()
+    scale = q.norm(dim=1) / z.detach().norm(dim=1)
+    assert torch.allclose(z.grad.norm(dim=1), scale * g.norm(dim=1), atol=1e-5)  # a rotation keeps lengths
+    assert not torch.allclose(z.grad, g, atol=1e-3)  # ...and is not the straight-through identity
+    aligned = (2 * q).requires_grad_()  # z already points at q: the rotation is the identity
+    (rotate_to(aligned, q) * g).sum().backward()
+    assert torch.allclose(aligned.grad, 0.5 * g, atol=1e-5)
+
+
+def test_vq_rotation_trick_gives_the_same_codes() -> None:
+    torch.manual_seed(0)
+    plain = VectorQuantizer(QuantizerConfig(codebook_size=64))
+    plain.reset_parameters()
+    rotated = VectorQuantizer(QuantizerConfig(codebook_size=64, rotation_trick=True))
+    rotated.load_state_dict(plain.state_dict())
+    z = torch.randn(2, 8, 4, 4)
+    a, b = plain(z), rotated(z)
+    assert torch.equal(a.indices, b.indices) and torch.allclose(a.z_q, b.z_q, atol=1e-5)
+
+
+def test_fsq_rounds_to_its_grid_and_ids_round_trip() -> None:
+    fsq = FSQ(QuantizerConfig(kind="fsq", levels=(8, 5, 5), code_dim=3, codebook_size=200))
+    z = torch.linspace(-6, 6, 4000).view(1, 1, -1).expand(1, 3, -1).contiguous().requires_grad_()
+    q = fsq(z)
+    for dim, n in enumerate((8, 5, 5)):
+        assert q.z_q[0, dim].detach().unique().numel() == n  # every level reached, no more
+    assert torch.equal(fsq.lookup(q.indices), q.z_q.detach())
+    assert q.z_q.abs().max() <= 1
+    q.z_q.sum().backward()
+    assert z.grad.abs().sum() > 0  # straight through the rounding
+    spread = FSQ(fsq.cfg)(torch.randn(1, 3, 20000) * 3)
+    assert spread.indices.unique().numel() == 200  # all codes, ids in [0, 200)
+
+
+def test_lfq_codes_are_signs_and_ids_round_trip() -> None:
+    lfq = LFQ(QuantizerConfig(kind="lfq", code_dim=6, codebook_size=64))
+    z = torch.randn(2, 6, 50, requires_grad=True)
+    q = lfq(z, entropy_temperature=0.01)
+    assert set(q.z_q.detach().unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(lfq.lookup(q.indices), q.z_q.detach())
+    assert q.indices.max() < 64 and torch.isfinite(q.entropy_loss) and q.commit_loss > 0
+    (q.z_q.sum() + q.commit_loss + q.entropy_loss).backward()
+    assert z.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("config", ["tiny", "gigatok-tiny"])
+@pytest.mark.parametrize("args", [FSQ_ARGS, LFQ_ARGS, ("--quantizer.rotation_trick", "true")],
+                         ids=["fsq", "lfq", "vq-rotation"])
+def test_every_family_takes_every_quantizer(config: str, args: tuple[str, ...]) -> None:
+    torch.manual_seed(0)
+    cfg = load_config(config, list(args))
+    model = build_tokenizer(cfg)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    recon, q = model(x)
+    (recon.square().mean() + q.codebook_loss + q.commit_loss).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    usage, perplexity = q.usage(cfg.quantizer.codebook_size)
+    assert 0 < usage <= 1 and perplexity >= 1
+    with torch.no_grad():
+        assert torch.allclose(model.decode_indices(q.indices), recon, atol=1e-4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--quantizer.kind", "fsq", "--quantizer.levels", "[8, 5, 5]", "--quantizer.code_dim", "3"),
+     r"quantizer\.codebook_size: fsq levels \[8, 5, 5\] give 200 codes, got 512"),
+    (("--quantizer.kind", "fsq", "--quantizer.levels", "[8, 5]", "--quantizer.codebook_size", "40"),
+     r"quantizer\.code_dim: fsq with 2 levels has code_dim 2, got 8"),
+    (("--quantizer.kind", "lfq", "--quantizer.code_dim", "6"),
+     r"quantizer\.codebook_size: lfq with quantizer\.code_dim 6 has 64 codes, got 512"),
+    (FSQ_ARGS + ("--loss.entropy_weight", "0.1"), r"loss\.entropy_weight: must be 0 with quantizer\.kind 'fsq'"),
+])
+def test_quantizer_settings_that_disagree_are_one_line_errors(args: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("gigatok-tiny", list(args))
+
+
+def _entropy_rank(rank: int, world: int, init_file: str, sq_dist: torch.Tensor, out: dict) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        mine = sq_dist.chunk(world)[rank].clone().requires_grad_()
+        loss = entropy_loss(mine, 0.5)
+        loss.backward()
+        out[rank] = (float(loss), mine.grad)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_entropy_loss_uses_the_global_batch_under_torch_distributed(tmp_path) -> None:
+    """Two gloo ranks with half a batch each: the mean of their losses is the whole batch's loss, and their
+    gradients, averaged as data parallelism averages them, are the whole batch's."""
+    torch.manual_seed(0)
+    sq_dist = torch.rand(8, 16) * 4
+    full = sq_dist.clone().requires_grad_()
+    expected = entropy_loss(full, 0.5)
+    expected.backward()
+    out = mp.Manager().dict()
+    mp.spawn(_entropy_rank, args=(2, str(tmp_path / "init"), sq_dist, out), nprocs=2)
+    assert (out[0][0] + out[1][0]) / 2 == pytest.approx(float(expected.detach()), abs=1e-6)
+    grads = torch.cat([out[0][1], out[1][1]]) / 2  # each rank's gradient, divided by the world size
+    assert torch.allclose(grads, full.grad, atol=1e-6)
+    single = entropy_loss(sq_dist.chunk(2)[0], 0.5)  # what one rank would compute on its own
+    assert abs(float(single) - out[0][0]) > 1e-3
