@@ -64,8 +64,9 @@ class TokenTransformer(nn.Module):
     """(B, num_inputs, dim) tokens -> Transformer of a TRANSFORMER_SIZES size -> (B, num_outputs, dim).
 
     With ``num_queries`` it is a Q-Former: learnable queries self-attend and cross-attend to the projected
-    inputs and become the output; ``pool_grid`` adds multi-level pools of the input grid to them (the
-    encoder). Without, ViT blocks run on the inputs themselves.
+    inputs and become the output. ``pool_grid`` adds multi-level pools of the input grid to them (the
+    encoder); ``unpool_grid`` adds the input tokens spread back over the query grid (the decoder).
+    Without queries, ViT blocks run on the inputs themselves.
     """
 
     def __init__(self, size: str, dim: int, num_inputs: int, num_queries: int = 0, causal: bool = False,
