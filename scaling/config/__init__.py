@@ -5,12 +5,13 @@ from scaling.config.schema import (
     LossConfig,
     ModelConfig,
     OptimConfig,
+    ParallelConfig,
     QuantizerConfig,
     TrackingConfig,
     TrainConfig,
 )
 
 __all__ = [
-    "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "QuantizerConfig",
+    "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "ParallelConfig", "QuantizerConfig",
     "TrackingConfig", "TrainConfig", "load_config", "resolve_config_path",
 ]

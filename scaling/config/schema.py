@@ -251,6 +251,29 @@ class TrainConfig:
         return errs
 
 
+AC_MODES = ("none", "full", "selective")
+
+
+@dataclass
+class ParallelConfig:
+    """How a run is spread over ranks: FSDP2 everywhere (a world of one included), and what trades memory."""
+
+    micro_batch_size: int = 0  # images per rank per forward; 0: train.batch_size / world (no accumulation)
+    activation_checkpoint: str = "none"  # none | full (recompute every block) | selective (torchtitan op-level SAC)
+    compile: bool = False  # torch.compile per Transformer block and per CNN block
+    float8: bool = False  # float8 matmuls in Transformer blocks (H100/H200, through torchao)
+    reshard_after_forward: bool = True  # FSDP: free gathered parameters after forward (ZeRO-3) or keep them (ZeRO-2)
+
+    def validate(self) -> list[str]:
+        errs = []
+        if self.micro_batch_size < 0:
+            errs.append(f"parallel.micro_batch_size: must be >= 0, got {self.micro_batch_size}")
+        if self.activation_checkpoint not in AC_MODES:
+            errs.append(f"parallel.activation_checkpoint: must be one of {', '.join(AC_MODES)}, "
+                        f"got {self.activation_checkpoint!r}")
+        return errs
+
+
 @dataclass
 class TrackingConfig:
     uri: str = ""  # empty: MLFLOW_TRACKING_URI, else MLflow's default local store
@@ -269,11 +292,13 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> list[str]:
         errs = []
-        for section in (self.model, self.quantizer, self.loss, self.data, self.optim, self.train, self.tracking):
+        for section in (self.model, self.quantizer, self.loss, self.data, self.optim, self.train, self.parallel,
+                        self.tracking):
             errs += section.validate()
         down = self.model.downsample
         if self.data.image_size % down:

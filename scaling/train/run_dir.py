@@ -12,8 +12,11 @@ from scaling.errors import UserError
 CONFIG_FILE = "config.toml"
 # Keys that may differ on resume: they change neither the model nor the sample stream (a dataset may
 # move, e.g. from local disk to object storage; its shards are verified wherever it is).
+# How a run is spread over ranks may change too (elastic resume): the global batch stays train.batch_size.
 RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.log_every", "data.train", "data.val",
-                     "data.num_workers", "data.cache_dir", "tracking.uri")
+                     "data.num_workers", "data.cache_dir", "tracking.uri", "parallel.micro_batch_size",
+                     "parallel.activation_checkpoint", "parallel.compile", "parallel.float8",
+                     "parallel.reshard_after_forward")
 
 
 def check_run_dir(cfg: Config) -> bool:
@@ -23,7 +26,9 @@ def check_run_dir(cfg: Config) -> bool:
         raise UserError(f"train.run_dir: {run_dir} exists and is not a directory")
     saved = run_dir / CONFIG_FILE
     if saved.is_file():
-        old, new = flatten(read_toml(saved)), flatten(config_to_dict(cfg))
+        # A key the saved config lacks was added to the schema since: the run used its default.
+        old = flatten(config_to_dict(Config())) | flatten(read_toml(saved))
+        new = flatten(config_to_dict(cfg))
         for key in sorted(set(old) | set(new)):
             if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
                 raise UserError(
