@@ -1,0 +1,1 @@
+"""Running on many ranks: process group and mesh (runtime), sharding (parallelize), DCP checkpoints."""

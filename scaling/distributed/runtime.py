@@ -1,0 +1,103 @@
+"""The process group and device mesh of a run: one process or many, one code path.
+
+Under ``torchrun`` (or a Slurm task launched by submitit) the environment names the rank and world; a plain
+``scaling train`` is a world of one with an in-process store, so the same FSDP2 and DCP code runs both ways.
+gloo on CPU, NCCL (plus gloo for CPU-side collectives) on GPU. The mesh comes from torchtitan's ParallelDims.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.device_mesh import DeviceMesh
+
+_INIT_TIMEOUT = timedelta(minutes=10)
+
+
+@dataclass
+class Runtime:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    mesh: DeviceMesh  # the FSDP (data-parallel shard) mesh over all ranks
+    parallel_dims: Any  # torchtitan.distributed.parallel_dims.ParallelDims
+    owns_group: bool  # this runtime initialised the process group and must destroy it
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_reduce_max(self, value: float) -> float:
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return float(t.item())
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: the local GPU when there is one, else the CPU."""
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if not use_cuda:
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_runtime(device: str = "auto") -> Runtime:
+    """Initialise (or join) the process group and build the data-parallel mesh."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    _configure_torchtitan(dev.type)
+    owns = not dist.is_initialized()
+    if owns:
+        _init_process_group(dev.type)
+    from torchtitan.distributed.parallel_dims import ParallelDims
+
+    world = dist.get_world_size()
+    dims = ParallelDims(dp_replicate=1, dp_shard=-1, cp=1, tp=1, pp=1, ep=1, world_size=world,
+                        spmd_backend="partial_dtensor")
+    dims.build_mesh()
+    return Runtime(rank=dist.get_rank(), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                   device=dev, mesh=dims.get_optional_mesh("fsdp"), parallel_dims=dims, owns_group=owns)
+
+
+def _configure_torchtitan(device_type: str) -> None:
+    """torchtitan reads its device type at import (``cuda`` when there is none); on CPU it must be told, and
+    its degree-1 mesh axes use the fake process group, which registers on import. The one place for both."""
+    import torchtitan.distributed.parallel_dims as parallel_dims
+    import torchtitan.tools.utils as tt_utils
+
+    tt_utils.device_type = parallel_dims.device_type = device_type
+    if device_type == "cpu":
+        import torch.testing._internal.distributed.fake_pg  # noqa: F401  (registers backend "fake")
+
+
+def _init_process_group(device_type: str) -> None:
+    backend = "cuda:nccl,cpu:gloo" if device_type == "cuda" else "gloo"
+    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        import submitit
+
+        # A Slurm task of a multi-task job: rank, world and rendezvous from Slurm's environment.
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    if "RANK" in os.environ:
+        dist.init_process_group(backend, timeout=_INIT_TIMEOUT)
+    else:  # a world of one needs no rendezvous
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=_INIT_TIMEOUT)
