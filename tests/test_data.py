@@ -13,7 +13,7 @@ from PIL import Image
 from scaling.config import DataConfig
 from scaling.data import synth
 from scaling.data.build import build_synthetic, convert_image_folder
-from scaling.data.loader import augment, check_splits, train_loader, validation_images
+from scaling.data.loader import augment, check_splits, sample_seeds, train_loader, validation_images
 from scaling.errors import UserError
 
 
@@ -94,7 +94,7 @@ def test_corrupt_or_missing_shards_are_named(tmp_path: Path) -> None:
 
 
 def _labels_and_sums(batches) -> list[tuple[int, int]]:
-    return [(int(l), int(x.sum())) for images, labels in batches for x, l in zip(images, labels)]
+    return [(int(l), int(x.sum())) for images, labels, _ in batches for x, l in zip(images, labels)]
 
 
 def test_loader_resumes_mid_epoch_and_across_epochs_without_replay_or_skip(synth_data: Path, tmp_path: Path) -> None:
@@ -130,11 +130,14 @@ def test_loader_resumes_mid_epoch_and_across_epochs_without_replay_or_skip(synth
     assert _labels_and_sums(head + tail) == _labels_and_sums(reference)
 
 
-def test_augment_is_a_pure_function_of_the_generator_state() -> None:
+def test_augment_is_a_pure_function_of_each_samples_seed() -> None:
     cfg = DataConfig(train="x", val="y", image_size=24, crop_min=0.8)
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
-    g1, g2 = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
-    a, b = augment(images, cfg, g1), augment(images, cfg, g2)
+    seeds = sample_seeds(9, step=3, indices=torch.arange(6))
+    a, b = augment(images, cfg, seeds), augment(images, cfg, seeds)
     assert torch.equal(a, b) and a.shape == (6, 3, 24, 24)
     assert a.min() >= -1 and a.max() <= 1
-    assert not torch.equal(augment(images, cfg, g1), a)  # the generator moved on
+    # A sample's crop follows the sample, not its place in the batch or who else is in it (any rank split).
+    order = torch.tensor([4, 0, 5])
+    assert torch.equal(augment(images[order], cfg, [seeds[i] for i in order]), a[order])
+    assert not torch.equal(augment(images, cfg, sample_seeds(9, step=4, indices=torch.arange(6))), a)

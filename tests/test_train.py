@@ -12,7 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import run_cli, tiny_args
+from tests.conftest import assert_bitwise_equal, final_state, run_cli, tiny_args
 
 
 def _history(uri: str, key: str) -> list[tuple[int, float]]:
@@ -46,23 +46,6 @@ RESUME_ARGS = {"train.steps": STEPS, "train.ckpt_every": 5, "train.log_every": 5
                "optim.warmup_steps": 5}
 
 
-def _final_state(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / f"step-{STEPS:08d}" / "state.pt", weights_only=False)
-
-
-def _assert_bitwise_equal(a: object, b: object, where: str = "") -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            _assert_bitwise_equal(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_bitwise_equal(x, y, f"{where}[{i}]")
-
-
 def _assert_complete_history(uri: str) -> None:
     expected = {"train/loss": list(range(5, STEPS + 1, 5)), "val/psnr": [0, 10, 20]}
     for key, steps in expected.items():
@@ -77,13 +60,13 @@ def reference_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     proc = run_cli("train", "tiny", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     _assert_complete_history(uri)
-    final = tmp / "run" / "checkpoints" / f"step-{STEPS:08d}" / "state.pt"
+    final = tmp / "run" / "checkpoints" / f"step-{STEPS:08d}" / ".metadata"
     stamp = final.stat().st_mtime_ns
     again = run_cli("train", "tiny", *args)  # re-running a finished run does no work
     assert again.returncode == 0, again.stderr[-2000:]
     assert final.stat().st_mtime_ns == stamp
     _assert_complete_history(uri)
-    return _final_state(tmp / "run")
+    return final_state(tmp / "run", STEPS)
 
 
 @pytest.mark.parametrize("fault", ["checkpoint-mid-write:15", "checkpoint-before-rename:10"])
@@ -96,9 +79,9 @@ def test_killed_during_checkpoint_write_resumes_bitwise(fault: str, reference_ru
     resumed = run_cli("train", "tiny", *args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))  # ...and never loaded, then cleaned
-    state = _final_state(tmp_path / "run")
-    assert state["step"] == STEPS
-    _assert_bitwise_equal(reference_run, state)
+    state = final_state(tmp_path / "run", STEPS)
+    assert state["train"]["step"] == STEPS
+    assert_bitwise_equal(reference_run, state)
     _assert_complete_history(mlflow_uri)
 
 
@@ -117,7 +100,7 @@ def test_sigkill_mid_training_resumes_bitwise(reference_run: dict, synth_data: P
     assert proc.wait() == -signal.SIGKILL
     resumed = run_cli("train", "tiny", *args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    _assert_bitwise_equal(reference_run, _final_state(run_dir))
+    assert_bitwise_equal(reference_run, final_state(run_dir, STEPS))
     _assert_complete_history(mlflow_uri)
     client = MlflowClient(mlflow_uri)
     assert len(client.search_runs([client.get_experiment_by_name("scaling").experiment_id])) == 1

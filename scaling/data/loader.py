@@ -1,8 +1,9 @@
 """Training and validation input through mosaicml-streaming.
 
-The stream yields uint8 images at their stored size; augmentation (GigaTok: random crop of
-``crop_min``..1.0 of the side, horizontal flip) runs in the training loop from a generator whose state
-is checkpointed, so a resumed run draws exactly the crops an uninterrupted one would.
+The stream yields uint8 images at their stored size with their sample index; augmentation (GigaTok: random
+crop of ``crop_min``..1.0 of the side, horizontal flip) runs in the training loop, drawn from a generator seeded
+by (run seed, step, sample index). So a sample gets the same crop whichever rank reads it and however many
+ranks there are, and a resumed run draws exactly the crops an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from scaling.data.mds import verify_split
 
 
 class ImageStream(StreamingDataset):
-    """MDS samples as (uint8 CxHxW tensor, label)."""
+    """MDS samples as (uint8 CxHxW tensor, label, sample index)."""
 
-    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:  # type: ignore[override]
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int, int]:  # type: ignore[override]
         sample = super().__getitem__(idx)
         image = np.asarray(sample["image"].convert("RGB"))
-        return torch.from_numpy(image.copy()).permute(2, 0, 1), int(sample["label"])
+        return torch.from_numpy(image.copy()).permute(2, 0, 1), int(sample["label"]), idx
 
 
 def _stream_kwargs(split: str, cache_dir: Path) -> dict:
@@ -34,7 +35,11 @@ def _stream_kwargs(split: str, cache_dir: Path) -> dict:
 
 
 def train_loader(cfg: DataConfig, batch_size: int, seed: int, cache_root: Path) -> StreamingDataLoader:
-    """A resumable, shuffled loader over the training split (``state_dict`` holds its position)."""
+    """A resumable, shuffled loader over the training split; ``batch_size`` images per rank.
+
+    Its ``state_dict`` holds the global position (samples seen by all ranks), and the global sample order
+    depends only on the seed and the one canonical node, so a run resumes on another number of ranks with
+    the same global batch and neither repeats nor skips a sample."""
     dataset = ImageStream(
         **_stream_kwargs(cfg.train, Path(cfg.cache_dir or cache_root) / "train"),
         shuffle=True, shuffle_seed=seed, batch_size=batch_size, num_canonical_nodes=1,
@@ -52,7 +57,7 @@ def validation_images(cfg: DataConfig, cache_root: Path) -> tuple[torch.Tensor, 
     """The first ``val_samples`` validation images (uint8, NCHW, at ``image_size``) and labels."""
     dataset = ImageStream(**_stream_kwargs(cfg.val, Path(cfg.cache_dir or cache_root) / "val"), shuffle=False)
     n = min(cfg.val_samples, len(dataset))
-    images, labels = zip(*(dataset[i] for i in range(n)))
+    images, labels, _ = zip(*(dataset[i] for i in range(n)))
     batch = torch.stack(images)
     if batch.shape[-1] != cfg.image_size or batch.shape[-2] != cfg.image_size:
         batch = resize_uint8(batch, cfg.image_size)
@@ -75,26 +80,28 @@ def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def augment(images: torch.Tensor, cfg: DataConfig, generator: torch.Generator) -> torch.Tensor:
+def sample_seeds(seed: int, step: int, indices: torch.Tensor) -> list[int]:
+    """One augmentation seed per sample, a function of (run seed, step, sample index) alone."""
+    return [hash((seed, step, int(i))) % 2**63 for i in indices]
+
+
+def augment(images: torch.Tensor, cfg: DataConfig, seeds: list[int]) -> torch.Tensor:
     """Random crop of ``crop_min``..1 of the side, resized to ``image_size``; random horizontal flip.
 
-    Input uint8 NCHW; output float in [-1, 1]. Draws come from ``generator`` only.
+    Input uint8 NCHW; output float in [-1, 1]. Image i draws from a generator seeded with ``seeds[i]`` only.
     """
     n, _, h, w = images.shape
     side = min(h, w)
-    frac = cfg.crop_min + (1 - cfg.crop_min) * torch.rand(n, generator=generator)
-    crop = (frac * side).round().long().clamp_(1, side)
-    fy, fx = torch.rand(n, generator=generator), torch.rand(n, generator=generator)
-    flip = torch.rand(n, generator=generator) < 0.5
     out = []
     for i in range(n):
-        c = int(crop[i])
-        y0, x0 = int(fy[i] * (h - c + 1)), int(fx[i] * (w - c + 1))
+        frac, fy, fx, flip = torch.rand(4, generator=torch.Generator().manual_seed(seeds[i])).tolist()
+        c = min(max(round((cfg.crop_min + (1 - cfg.crop_min) * frac) * side), 1), side)
+        y0, x0 = int(fy * (h - c + 1)), int(fx * (w - c + 1))
         patch = images[i : i + 1, :, y0 : y0 + c, x0 : x0 + c].float()
         if c != cfg.image_size:
             patch = F.interpolate(patch, size=(cfg.image_size,) * 2, mode="bilinear", antialias=True,
                                   align_corners=False)
-        if cfg.hflip and flip[i]:
+        if cfg.hflip and flip < 0.5:
             patch = patch.flip(-1)
         out.append(patch)
     return torch.cat(out).div_(127.5).sub_(1.0).clamp_(-1, 1)

@@ -67,9 +67,12 @@ def parallelize_tokenizer(model: nn.Module, cfg: ParallelConfig, mesh: DeviceMes
 
 def shard(model: nn.Module, mesh: DeviceMesh, *, param_dtype: torch.dtype = torch.float32,
           reshard_after_forward: bool = True) -> FSDPModule:
-    """FSDP2 per unit, then the root; parameters in ``param_dtype`` for compute, gradients reduced in fp32."""
+    """FSDP2 per unit, then the root; units compute with ``param_dtype`` parameters, gradients are reduced in
+    fp32. The root keeps fp32 parameters (autocast still runs its matmuls in bf16): the codebook's distances
+    and the quantiser's argmin need them."""
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     for unit in units(model):
         fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
-    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    root = MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32)
+    fully_shard(model, mesh=mesh, mp_policy=root, reshard_after_forward=reshard_after_forward)
     return model  # type: ignore[return-value]

@@ -100,6 +100,13 @@ class VQTokenizer(nn.Module):
         self.quantizer = build_quantizer(quantizer)
         self.post_quant_conv = nn.Conv2d(quantizer.code_dim, model.z_channels, 1)
         self.decoder = Decoder(model)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """PyTorch's default initialisation, callable again after ``to_empty`` from the meta device."""
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.GroupNorm)):
+                m.reset_parameters()
         self.quantizer.reset_parameters()
 
     def components(self) -> dict[str, list[nn.Module]]:

@@ -1,13 +1,13 @@
-"""Checkpoints of everything a run needs, written atomically, kept by a retention policy.
+"""Sharded checkpoints (torch DCP), written atomically, kept by a retention policy, resumable on any world size.
 
-A checkpoint is a directory ``step-NNNNNNNN``: it is written under a ``.tmp`` name, synced, and renamed
-into place, so a crash mid-write leaves only a ``.tmp`` directory that is never loaded (and is
-removed by the next save).
+A checkpoint is a directory ``step-NNNNNNNN`` in DCP's format: every rank writes its shards into
+``step-NNNNNNNN.tmp``; once all have finished, rank 0 renames it into place. A crash mid-write leaves only a
+``.tmp`` directory, which is never loaded (and is removed by the next save). Parameters and optimiser state are
+DTensors keyed by parameter name, so a checkpoint saved on N ranks loads on M: DCP reshards on load.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
 
-STATE_FILE = "state.pt"
+METADATA = ".metadata"  # DCP writes it last
 _NAME = re.compile(r"^step-(\d{8})$")
 
 
 class CheckpointStore:
+    """Checkpoints under ``root``. Reading the list needs no process group; saving and loading are collective."""
+
     def __init__(self, root: Path, keep_last: int = 2, milestone_every: int = 0):
         self.root = root
         self.keep_last = keep_last
@@ -32,7 +37,7 @@ class CheckpointStore:
         if not self.root.is_dir():
             return []
         found = (_NAME.match(p.name) for p in self.root.iterdir())
-        return sorted(int(m.group(1)) for m in found if m and (self.root / m.group(0) / STATE_FILE).is_file())
+        return sorted(int(m.group(1)) for m in found if m and (self.root / m.group(0) / METADATA).is_file())
 
     def path(self, step: int) -> Path:
         return self.root / f"step-{step:08d}"
@@ -42,31 +47,30 @@ class CheckpointStore:
         return steps[-1] if steps else None
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob("*.tmp"):
-            shutil.rmtree(stale, ignore_errors=True)
+        """Write ``state`` (tensors, DTensors, ``Stateful`` objects, picklable values the same on every rank)."""
+        main = _rank() == 0
         final = self.path(step)
         tmp = final.with_name(final.name + ".tmp")
-        tmp.mkdir()
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        data = buf.getbuffer()
-        with open(tmp / STATE_FILE, "wb") as f:
-            f.write(data[: len(data) // 2])
-            fault_point("checkpoint-mid-write", step)
-            f.write(data[len(data) // 2 :])
-            f.flush()
-            os.fsync(f.fileno())
-        fault_point("checkpoint-before-rename", step)
-        if final.exists():  # a save of this step already landed (e.g. replayed after a crash)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync_dir(self.root)
-        self._prune()
+        if main:
+            self.root.mkdir(parents=True, exist_ok=True)
+            for stale in self.root.glob("*.tmp"):
+                shutil.rmtree(stale, ignore_errors=True)
+        _barrier()
+        dcp.save(state, checkpoint_id=tmp, planner=_FaultInjectingPlanner(step))
+        _barrier()
+        if main:
+            fault_point("checkpoint-before-rename", step)
+            if final.exists():  # a save of this step already landed (e.g. replayed after a crash)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(self.root)
+            self._prune()
+        _barrier()
         return final
 
-    def load(self, step: int) -> dict[str, Any]:
-        return torch.load(self.path(step) / STATE_FILE, map_location="cpu", weights_only=False)
+    def load(self, step: int, state: dict[str, Any]) -> None:
+        """Load checkpoint ``step`` into ``state`` in place (DCP reshards to this world size)."""
+        dcp.load(state, checkpoint_id=self.path(step))
 
     def _prune(self) -> None:
         steps = self.steps()
@@ -78,10 +82,51 @@ class CheckpointStore:
                 shutil.rmtree(self.path(s), ignore_errors=True)
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A whole checkpoint as one nested dict of full tensors, in this process alone (no process group):
+    for export, inspection and tests."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    if not (path / METADATA).is_file():
+        raise FileNotFoundError(f"{path}: not a complete checkpoint (no {METADATA})")
+    out = path.with_name(path.name + ".consolidated.pt")
+    tmp_dir = Path(os.environ.get("TMPDIR", "/tmp"))
+    target = tmp_dir / f"scaling-{os.getpid()}-{out.name}"
+    try:
+        dcp_to_torch_save(path, target)
+        return torch.load(target, map_location="cpu", weights_only=False)
+    finally:
+        target.unlink(missing_ok=True)
+
+
+class _FaultInjectingPlanner(DefaultSavePlanner):
+    """DCP's default planner; ``SCALING_FAULT=checkpoint-mid-write:<step>`` kills the process halfway through
+    the tensors it writes (crash tests)."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self._step, self._resolved = step, 0
+
+    def resolve_data(self, write_item: Any) -> Any:
+        self._resolved += 1
+        if self._resolved == max(2, len(self.plan.items) // 2 if self.plan else 2):
+            fault_point("checkpoint-mid-write", self._step)
+        return super().resolve_data(write_item)
+
+
 def fault_point(name: str, step: int) -> None:
     """Fault injection for crash tests: ``SCALING_FAULT=<name>:<step>`` SIGKILLs this process here."""
     if os.environ.get("SCALING_FAULT") == f"{name}:{step}":
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,12 +1,17 @@
-"""Tokenizer training: one ``train()`` that reads top to bottom (nanoGPT / lingua style).
+"""Tokenizer training: one ``train()`` that reads top to bottom (nanoGPT / lingua style), on one rank or many.
 
-Resume is exact: models, optimisers, schedulers, EMA, step, every RNG (the augmentation generator
-included) and the data stream's position are checkpointed, so on CPU a killed-and-resumed run ends
-bitwise equal to an uninterrupted one.
+Every run is FSDP2 over a torchtitan mesh (a world of one included), so one code path trains a tiny model on a
+laptop and a 3B one on a cluster. ``train.batch_size`` is the global batch: each rank takes its share, in
+micro-batches with gradient accumulation when ``parallel.micro_batch_size`` asks for it.
+
+Resume is exact: models, optimisers, schedulers, EMA, step, RNG and the data stream's position are in a
+sharded DCP checkpoint; augmentation is seeded per sample. On CPU a killed-and-resumed run ends bitwise equal
+to an uninterrupted one, and a checkpoint resumes on any number of ranks.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
 import time
 from contextlib import nullcontext
@@ -16,23 +21,27 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from scaling.config import Config
 from scaling.config.loader import config_to_dict, flatten
-from scaling.data.loader import augment, to_float, train_loader, validation_images
+from scaling.data.loader import augment, sample_seeds, to_float, train_loader, validation_images
+from scaling.distributed.parallelize import parallelize_tokenizer, shard
+from scaling.distributed.runtime import Runtime, init_runtime
+from scaling.errors import UserError
 from scaling.eval.images import save_recon_grid
 from scaling.eval.metrics import psnr
 from scaling.losses.gan import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.losses.semantic import SemanticLoss
-from scaling.models.quantizers import codebook_stats
 from scaling.models.factory import build_tokenizer, parameter_counts
+from scaling.models.quantizers import codebook_stats
 from scaling.tracking.mlflow_tracker import Tracker
-from scaling.train.checkpoint import CheckpointStore
 from scaling.train import events
+from scaling.train.checkpoint import CheckpointStore
+from scaling.train.ema import EMA
 from scaling.train.preemption import StopSignals
 from scaling.train.preflight import preflight
 from scaling.train.run_dir import claim_run_dir
@@ -50,18 +59,23 @@ class TrainResult:
 def train(cfg: Config) -> TrainResult:
     # From here on USR2/TERM wait for a step boundary, where a checkpoint is safe.
     with StopSignals() as signals:
-        return _train(cfg, signals)
+        rt = init_runtime(cfg.train.device)
+        try:
+            return _train(cfg, signals, rt)
+        finally:
+            rt.close()
 
 
-def _train(cfg: Config, signals: StopSignals) -> TrainResult:
+def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
     # ---- checks that must pass before anything is written or trained
+    micro, accum = batch_split(cfg, rt.world_size)
     resuming = preflight(cfg)
     perceptual = PerceptualLoss(cfg.loss.vgg_weights, cfg.loss.lpips_weights) if cfg.loss.perceptual_weight else None
     semantic = SemanticLoss(cfg.loss) if cfg.loss.semantic_weight else None  # frozen teacher
-    run_dir = claim_run_dir(cfg)
+    run_dir = on_main(rt, lambda: claim_run_dir(cfg))
 
-    # ---- device, precision, determinism
-    device = torch.device("cuda" if cfg.train.device == "cuda" or (cfg.train.device == "auto" and torch.cuda.is_available()) else "cpu")
+    # ---- precision, determinism
+    device = rt.device
     bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     seed_everything(cfg.train.seed)
@@ -69,124 +83,219 @@ def _train(cfg: Config, signals: StopSignals) -> TrainResult:
         torch.use_deterministic_algorithms(True)
         torch.utils.deterministic.fill_uninitialized_memory = False  # a debugging aid, costly, not needed
 
-    # ---- models, optimisers, schedules
-    model = build_tokenizer(cfg).to(device)
-    disc = PatchDiscriminator(cfg.loss.disc_layers, cfg.loss.disc_channels).to(device) if cfg.loss.gan_weight else None
+    # ---- models: built on meta, initialised whole on the device (the same values on any world size), sharded
+    with torch.device("meta"):
+        model = build_tokenizer(cfg)
+    model.to_empty(device=device)
+    torch.manual_seed(cfg.train.seed)
+    with torch.no_grad():
+        model.init_weights()
+    parallelize_tokenizer(model, cfg.parallel, rt.mesh, param_dtype=torch.bfloat16 if bf16 else torch.float32)
+    disc = None
+    if cfg.loss.gan_weight:  # small: data-parallel as one FSDP unit
+        disc = shard(PatchDiscriminator(cfg.loss.disc_layers, cfg.loss.disc_channels).to(device), rt.mesh)
     for frozen in (perceptual, semantic):
         if frozen is not None:
-            frozen.to(device)
-    opt_g = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
-                              weight_decay=cfg.optim.weight_decay)
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lr_multiplier(cfg.optim, cfg.train.steps))
+            frozen.to(device)  # replicated on every rank; no gradients, no optimiser state
+    opt_g, sched_g = build_optimizer(model, cfg, cfg.optim.lr, device)
     opt_d = sched_d = None
     if disc is not None:
-        opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.optim.disc_lr, betas=cfg.optim.betas,
-                                  weight_decay=cfg.optim.weight_decay)
-        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lr_multiplier(cfg.optim, cfg.train.steps))
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.train.ema_decay), use_buffers=True)
-           if cfg.train.ema_decay else None)
+        opt_d, sched_d = build_optimizer(disc, cfg, cfg.optim.disc_lr, device)
+    ema = EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
 
-    # ---- data
-    loader = train_loader(cfg.data, cfg.train.batch_size, cfg.train.seed, run_dir / "cache")
-    aug_gen = torch.Generator().manual_seed(cfg.train.seed)
+    # ---- data: this rank's share of every global batch
+    loader = train_loader(cfg.data, micro, cfg.train.seed, run_dir / "cache")
     val_x, _ = validation_images(cfg.data, run_dir / "cache")
 
-    # ---- resume
+    # ---- resume (the latest complete checkpoint; DCP reshards it to this world size)
     store = CheckpointStore(run_dir / "checkpoints", cfg.train.keep_last, cfg.train.milestone_every)
-    stateful = {"model": model, "opt_g": opt_g, "sched_g": sched_g, "disc": disc, "opt_d": opt_d,
-                "sched_d": sched_d, "ema": ema, "loader": loader}
+    stateful: dict[str, Any] = {"model": ModuleState(model), "opt_g": opt_g, "sched_g": sched_g}
+    if disc is not None:
+        stateful |= {"disc": ModuleState(disc), "opt_d": opt_d, "sched_d": sched_d}
+    if ema is not None:
+        stateful["ema"] = ema
     step = 0
-    latest = store.latest() if resuming else None
+    latest = rt.broadcast_object(store.latest() if resuming else None)
     if latest is not None:
-        state = store.load(latest)
-        for name, obj in stateful.items():
-            if obj is not None:
-                obj.load_state_dict(state[name])
-        aug_gen.set_state(state["aug_gen"])
-        set_rng_state(state["rng"])
-        step = state["step"]
+        loaded = stateful | {"train": b""}  # one pickled value: DCP would flatten a dict, dropping empty parts
+        store.load(latest, loaded)  # in place; plain values are replaced in ``loaded``
+        train_state = pickle.loads(loaded["train"])
+        loader.load_state_dict(train_state["loader"])
+        set_rng_state(train_state["rng"])
+        step = train_state["step"]
 
-    tracker = Tracker(cfg.tracking, run_dir)
-    params = flatten(config_to_dict(cfg)) | parameter_counts(model)
+    tracker = Tracker(cfg.tracking, run_dir, enabled=rt.is_main)
+    params = flatten(config_to_dict(cfg)) | parameter_counts(model) | {"world_size": rt.world_size}
     run_id = tracker.start(params, run_name=run_dir.name)
     if latest is not None:
-        tracker.restore_pending(state["tracker_pending"])
+        tracker.restore_pending(train_state["tracker_pending"])
     tracker.log_artifact(run_dir / "config.toml")
     if step == 0:
-        tracker.log_metrics(validate(model, val_x, cfg, device, autocast, run_dir, 0, tracker), step=0)
+        tracker.log_metrics(validate(model, val_x, micro, cfg, rt, autocast, run_dir, 0, tracker), step=0)
 
     # ---- train
-    events.record(run_dir, "start", step=step)
+    if rt.is_main:
+        events.record(run_dir, "start", step=step, world_size=rt.world_size)
     first_step_recorded = False
     batches = endless(loader)
-    bar = tqdm(total=cfg.train.steps, initial=step, disable=not cfg.train.progress, unit="step", dynamic_ncols=True)
-    t0, images_at_t0 = time.perf_counter(), step * cfg.train.batch_size
+    bar = tqdm(total=cfg.train.steps, initial=step, disable=not (cfg.train.progress and rt.is_main), unit="step",
+               dynamic_ncols=True)
+    t0, step_at_t0 = time.perf_counter(), step
     val_metrics: dict[str, float] = {}
     while step < cfg.train.steps:
-        images, _ = next(batches)
-        x = augment(images, cfg.data, aug_gen).to(device, non_blocking=True)
         gan_on = disc is not None and step >= cfg.loss.gan_start
-
-        with autocast:
-            temperature = cfg.loss.entropy_temperature if cfg.loss.entropy_weight else None
-            out = model(x, temperature, semantic=True) if semantic is not None else model(x, temperature)
-            recon, q, *student = out  # student: the semantic predictions, when asked for
-            losses = generator_losses(cfg, x, recon, q, perceptual, disc if gan_on else None, semantic, *student)
         opt_g.zero_grad(set_to_none=True)
-        losses["loss"].backward()
+        reals, fakes, sums = [], [], {}
+        for i in range(accum):
+            images, _, indices = next(batches)
+            x = augment(images, cfg.data, sample_seeds(cfg.train.seed, step, indices)).to(device, non_blocking=True)
+            model.set_requires_gradient_sync(i == accum - 1)  # reduce-scatter once, after the last micro-batch
+            with autocast:
+                temperature = cfg.loss.entropy_temperature if cfg.loss.entropy_weight else None
+                out = model(x, temperature, semantic=True) if semantic is not None else model(x, temperature)
+                recon, q, *student = out  # student: the semantic predictions, when asked for
+                losses = generator_losses(cfg, x, recon, q, perceptual, disc if gan_on else None, semantic, *student)
+            (losses["loss"] / accum).backward()
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v.detach() / accum
+            reals.append(x)
+            fakes.append(recon.detach())
         if cfg.optim.grad_clip:
-            losses["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            sums["grad_norm"] = clip_grad_norm(model, cfg.optim.grad_clip)
         opt_g.step()
         sched_g.step()
         if gan_on:
-            with autocast:
-                d_loss = hinge_d_loss(disc(x), disc(recon.detach()))
             opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
+            for i, (x, fake) in enumerate(zip(reals, fakes)):
+                disc.set_requires_gradient_sync(i == accum - 1)
+                with autocast:
+                    d_loss = hinge_d_loss(disc(x), disc(fake))
+                (d_loss / accum).backward()
+                sums["disc"] = sums.get("disc", 0.0) + d_loss.detach() / accum
             opt_d.step()
-            losses["disc"] = d_loss
         if sched_d is not None:
             sched_d.step()  # stepped from step 0 so its schedule follows the global step
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update(model)
         step += 1
 
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             elapsed = time.perf_counter() - t0
-            scalars = {f"train/{k}": float(v.detach()) for k, v in losses.items()}
+            scalars = {f"train/{k}": v for k, v in global_mean(sums, rt).items()}
             usage, perplexity = codebook_stats(q.indices, cfg.quantizer.codebook_size)
+            images_per_s = (step - step_at_t0) * cfg.train.batch_size / max(elapsed, 1e-9)
             scalars |= {"train/codebook_usage": usage, "train/perplexity": perplexity,
-                        "train/lr": sched_g.get_last_lr()[0], "train/images_seen": step * cfg.train.batch_size,
-                        "train/images_per_s": (step * cfg.train.batch_size - images_at_t0) / max(elapsed, 1e-9)}
+                        "train/lr": sched_g.schedulers[0].get_last_lr()[0],
+                        "train/images_seen": step * cfg.train.batch_size, "train/images_per_s": images_per_s}
             tracker.log_metrics(scalars, step)
-            bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", img_s=f"{scalars['train/images_per_s']:.0f}")
+            bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", img_s=f"{images_per_s:.0f}")
         if step % cfg.train.val_every == 0 or step == cfg.train.steps:
-            val_metrics = validate(ema.module if ema is not None else model, val_x, cfg, device, autocast,
-                                   run_dir, step, tracker)
+            with ema.swapped_in(model) if ema is not None else nullcontext():
+                val_metrics = validate(model, val_x, micro, cfg, rt, autocast, run_dir, step, tracker)
             tracker.log_metrics(val_metrics, step)
-        if not first_step_recorded:
+        if not first_step_recorded and rt.is_main:
             events.record(run_dir, "first_step", step=step)
             first_step_recorded = True
         stop = signals.agreed()
         if stop or step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
             tracker.flush()  # what is still pending goes into the checkpoint, so no point is lost
-            state = {name: obj.state_dict() for name, obj in stateful.items() if obj is not None}
-            state |= {"aug_gen": aug_gen.get_state(), "rng": get_rng_state(), "step": step,
-                      "tracker_pending": tracker.pending()}
-            path = store.save(step, state)
-            (run_dir / "last_checkpoint").write_text(str(path.resolve()))
+            # Rank 0's view of the run's own state, the same bytes on every rank (DCP keeps one copy).
+            train_state = rt.broadcast_object({"step": step, "loader": loader.state_dict(), "rng": get_rng_state(),
+                                               "tracker_pending": tracker.pending()})
+            path = store.save(step, stateful | {"train": pickle.dumps(train_state)})
+            if rt.is_main:
+                (run_dir / "last_checkpoint").write_text(str(path.resolve()))
         bar.update(1)
         if stop:
             bar.close()
-            events.record(run_dir, "preempted" if stop == "preempt" else "cancelled", step=step)
+            if rt.is_main:
+                events.record(run_dir, "preempted" if stop == "preempt" else "cancelled", step=step)
             tracker.finish(status="KILLED")  # reopened as RUNNING if the run is resumed
+            rt.close()
             signals.hand_over(stop)
     bar.close()
 
-    events.record(run_dir, "finished", step=step)
+    if rt.is_main:
+        events.record(run_dir, "finished", step=step)
     tracker.log_artifact(run_dir / "last_checkpoint")
     tracker.finish()
     return TrainResult(run_dir, run_id, step, val_metrics)
+
+
+def batch_split(cfg: Config, world_size: int) -> tuple[int, int]:
+    """(images per rank per micro-batch, micro-batches per step) for the global ``train.batch_size``."""
+    batch = cfg.train.batch_size
+    if batch % world_size:
+        raise UserError(f"train.batch_size: {batch} does not split over {world_size} ranks")
+    per_rank = batch // world_size
+    micro = cfg.parallel.micro_batch_size or per_rank
+    if per_rank % micro:
+        raise UserError(f"parallel.micro_batch_size: {micro} does not divide the {per_rank} images per rank "
+                        f"(train.batch_size {batch} over {world_size} ranks)")
+    return micro, per_rank // micro
+
+
+def on_main(rt: Runtime, fn: Any) -> Any:
+    """``fn()`` on rank 0, its result on every rank; a UserError there is raised on every rank."""
+    result: Any = None
+    if rt.is_main:
+        try:
+            result = ("ok", fn())
+        except UserError as e:
+            result = ("error", str(e))
+    status, value = rt.broadcast_object(result)
+    if status == "error":
+        raise UserError(value)
+    return value
+
+
+def build_optimizer(module: torch.nn.Module, cfg: Config, lr: float, device: torch.device) -> tuple[Any, Any]:
+    """AdamW and the step schedule as torchtitan containers: their state dicts are keyed by parameter name,
+    so they reshard with the parameters."""
+    from torchtitan.components.optimizer import OptimizersContainer
+    from torchtitan.components.optimizer.lr_scheduler import LRSchedulersContainer
+    from torchtitan.components.optimizer.optimizer import ParamGroupConfig
+
+    kwargs = {"lr": lr, "betas": tuple(cfg.optim.betas), "weight_decay": cfg.optim.weight_decay, "eps": 1e-8}
+    config = OptimizersContainer.Config(
+        param_groups=[ParamGroupConfig(pattern=".*", optimizer_name="AdamW", optimizer_kwargs=kwargs)],
+        implementation="foreach" if device.type == "cuda" else "for-loop")
+    optimizers = OptimizersContainer(config, model_parts=[module])
+    return optimizers, LRSchedulersContainer(optimizers, lr_multiplier(cfg.optim, cfg.train.steps))
+
+
+class ModuleState:
+    """A (sharded) module as a DCP ``Stateful``: parameters keyed by name, without wrapper prefixes."""
+
+    def __init__(self, module: torch.nn.Module | None):
+        self.module = module
+
+    def state_dict(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(self.module)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(self.module, state)
+
+
+def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
+    from torchtitan.distributed.utils import clip_grad_norm_
+
+    return clip_grad_norm_(list(model.parameters()), max_norm, foreach=True)
+
+
+def global_mean(values: dict[str, Any], rt: Runtime) -> dict[str, float]:
+    """Each scalar averaged over the ranks (one all-reduce)."""
+    keys = sorted(values)
+    local = torch.stack([torch.as_tensor(values[k], dtype=torch.float32).detach().float().to(rt.device).reshape(())
+                         for k in keys])
+    if rt.world_size > 1:
+        dist.all_reduce(local)
+        local /= rt.world_size
+    return dict(zip(keys, local.tolist()))
 
 
 def generator_losses(cfg: Config, x: torch.Tensor, recon: torch.Tensor, q: Any,
@@ -215,14 +324,16 @@ def generator_losses(cfg: Config, x: torch.Tensor, recon: torch.Tensor, q: Any,
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, val_x: torch.Tensor, cfg: Config, device: torch.device, autocast: Any,
+def validate(model: torch.nn.Module, val_x: torch.Tensor, chunk: int, cfg: Config, rt: Runtime, autocast: Any,
              run_dir: Path, step: int, tracker: Tracker) -> dict[str, float]:
-    """Reconstruction loss, PSNR and codebook use on the held-out images; saves a reconstruction grid."""
+    """Reconstruction loss, PSNR and codebook use on the held-out images; rank 0 saves a reconstruction grid.
+    Every rank runs the same images (the sharded model needs all ranks); the set is small."""
+    device = rt.device
     was_training = model.training
     model.eval()
     mse, psnrs, indices, first = [], [], [], None
-    for chunk in val_x.split(cfg.train.batch_size):
-        x = to_float(chunk).to(device)
+    for images in val_x.split(chunk):
+        x = to_float(images).to(device)
         with autocast:
             recon, q = model(x)
         recon = recon.float()
@@ -233,8 +344,9 @@ def validate(model: torch.nn.Module, val_x: torch.Tensor, cfg: Config, device: t
             first = (x, recon)
     model.train(was_training)
     usage, perplexity = codebook_stats(torch.cat(indices), cfg.quantizer.codebook_size)
-    grid = save_recon_grid(*first, run_dir / "reconstructions" / f"step-{step:08d}.png")
-    tracker.log_artifact(grid, "reconstructions")
+    if rt.is_main:
+        grid = save_recon_grid(*first, run_dir / "reconstructions" / f"step-{step:08d}.png")
+        tracker.log_artifact(grid, "reconstructions")
     return {"val/recon_loss": float(torch.cat(mse).mean()), "val/psnr": float(torch.cat(psnrs).mean()),
             "val/codebook_usage": usage, "val/perplexity": perplexity}
 

@@ -9,6 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from scaling.config import load_config
 from scaling.data.loader import to_float, validation_images
+from scaling.train.checkpoint import read_checkpoint
 from tests.conftest import run_cli, tiny_args
 
 
@@ -36,5 +37,5 @@ def test_tiny_gigatok_1d_reconstruction_beats_flat_colour(synth_data: Path, tmp_
     assert int(params["params_encoder_transformer"]) > 0 and int(params["params_decoder_transformer"]) > 0
     assert params["params_semantic_mlp"] == "0"  # semantic weight 0: no MLP, no teacher
     assert run.data.params["model.family"] == "gigatok"
-    state = torch.load(tmp_path / "run" / "checkpoints" / "step-00000200" / "state.pt", weights_only=False)
+    state = read_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000200")
     assert any(k.startswith("decoder_transformer.") for k in state["model"])

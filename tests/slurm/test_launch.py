@@ -24,7 +24,7 @@ from scaling.launch.status import cancel, status
 from scaling.launch.submit import submit
 from scaling.train import events
 from scaling.train.checkpoint import CheckpointStore
-from tests.conftest import REPO, run_cli, tiny_args
+from tests.conftest import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
 
 STEPS = 60
 ARGS = {"train.steps": STEPS, "train.ckpt_every": 1000, "train.log_every": 5, "train.val_every": 1000,
@@ -104,7 +104,7 @@ def reference(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
     tmp = tmp_path_factory.mktemp("ref")
     proc = run_cli("train", "tiny", *tiny_args(synth_data, tmp / "run", f"sqlite:///{tmp / 'm.db'}", **ARGS))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return torch.load(tmp / "run" / "checkpoints" / f"step-{STEPS:08d}" / "state.pt", weights_only=False)
+    return final_state(tmp / "run", STEPS)
 
 
 def test_launched_job_trains_and_records_a_complete_run(profile: str, synth_data: Path, tmp_path: Path,
@@ -130,17 +130,9 @@ def test_usr2_saves_requeues_and_resumes_bitwise(profile: str, reference: dict, 
     assert result["step"] == STEPS
     saved = sorted(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*"))
     assert len(saved) == 2 and 0 < saved[0] < STEPS  # the preemption checkpoint, then the final one
-    state = torch.load(run_dir / "checkpoints" / f"step-{STEPS:08d}" / "state.pt", weights_only=False)
-    for key in ("model", "opt_g"):
-        ref, got = reference[key], state[key]
-        flat_ref = ref["state"] if key == "opt_g" else ref
-        flat_got = got["state"] if key == "opt_g" else got
-        for name in flat_ref:
-            a, b = flat_ref[name], flat_got[name]
-            if isinstance(a, dict):
-                assert all(torch.equal(a[k], b[k]) for k in a), name
-            else:
-                assert torch.equal(a, b), name
+    state = final_state(run_dir, STEPS)
+    for key in ("model", "opt_g", "sched_g"):
+        assert_bitwise_equal(reference[key], state[key], key)
     assert _history_steps(mlflow_uri, "train/loss") == list(range(5, STEPS + 1, 5))
     assert _status(mlflow_uri) == "FINISHED"
     history = events.read(run_dir)
