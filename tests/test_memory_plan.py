@@ -86,7 +86,7 @@ def test_planned_activations_match_a_real_cpu_forward() -> None:
     planned = memory.count_saved(cfg, meta_model(cfg), {}, batch, autocast=False)
     assert memory.count_saved(cfg, real, {}, batch, autocast=False) == pytest.approx(planned, rel=0.05)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        loss = memory._training_forward(cfg, real, {}, batch)
+        loss = memory.training_loss(cfg, real, {}, batch)
     alive = sum(e.self_cpu_memory_usage for e in prof.key_averages())
     assert planned["none"] == pytest.approx(alive, rel=0.15)
     del loss

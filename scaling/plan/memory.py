@@ -48,7 +48,9 @@ GIB = 2**30
 OVERHEAD_GIB = 3.0
 STATE_BYTES = {"params": 4, "grads": 4, "optimizer": 8}  # fp32 master, fp32 grad, AdamW's two fp32 moments
 GATHER_BYTES = 2  # bf16 parameters for compute (MixedPrecisionPolicy param_dtype)
-UNIT_TYPES = (TransformerBlock, ResBlock)  # FSDP units besides the root; also the checkpointed units
+# FSDP units besides the root, and the checkpointed units: those of scaling.distributed.parallelize (not
+# imported: planning needs no torch.distributed).
+UNIT_TYPES = (TransformerBlock, ResBlock)
 AC_PLANNED = ("none", "full")
 
 # The dtype rule on meta, where torch.autocast does not apply: CUDA autocast's op lists (the ops these
@@ -239,7 +241,7 @@ def count_saved(cfg: Config, model: nn.Module, extras: dict[str, nn.Module], bat
     try:
         with torch.autograd.graph.saved_tensors_hooks(tracker.pack, lambda t: t), \
                 MetaAutocast() if autocast else contextlib.nullcontext():
-            _training_forward(cfg, model, extras, batch)
+            training_loss(cfg, model, extras, batch)
     finally:
         tracker.close()
     return tracker.totals()
@@ -295,9 +297,9 @@ class _Tracker:
         return {"none": none + workspace, "full": full + workspace}
 
 
-def _training_forward(cfg: Config, model: nn.Module, extras: dict[str, nn.Module], batch: int) -> torch.Tensor:
-    """The generator's forward and losses on meta (the trainer's objective, weights aside: they do not
-    change what is saved)."""
+def training_loss(cfg: Config, model: nn.Module, extras: dict[str, nn.Module], batch: int) -> torch.Tensor:
+    """The generator's forward and losses for a random batch on ``model``'s device, meta included (the
+    trainer's objective, loss weights aside: they change neither what is saved nor the FLOPs)."""
     lc = cfg.loss
     device = next(model.parameters()).device
     x = torch.rand(batch, 3, cfg.data.image_size, cfg.data.image_size, device=device) * 2 - 1
