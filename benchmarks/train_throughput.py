@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
                    help="activation checkpointing (default: parallel.activation_checkpoint)")
     p.add_argument("--compile", action="store_true", help="torch.compile every Transformer and CNN block")
     p.add_argument("--bf16", action="store_true", help="bf16 compute (FSDP param_dtype and autocast); default fp32")
+    p.add_argument("--channels-last", action="store_true", help="NHWC images (cuDNN's faster convolution layout)")
     p.add_argument("--gan", action="store_true", help="include the discriminator's generator loss (as after gan_start)")
     p.add_argument("--no-fsdp", action="store_true", help="plain module and autocast, one process (no parallelize_tokenizer)")
     p.add_argument("--data", default="", help="an MDS training split for the loader figure (default: a synthetic one, generated)")
@@ -208,7 +209,7 @@ def peak_memory(device: torch.device) -> dict[str, int]:
 
 def loader_throughput(cfg: Config, args: argparse.Namespace, setup: Setup) -> tuple[float, int]:
     """Images/s of the real StreamingDataLoader plus augmentation alone, and the workers it used."""
-    from scaling.data.loader import augment, train_loader
+    from scaling.data.loader import augment, sample_seeds, train_loader
 
     workers = args.workers if args.workers >= 0 else cfg.data.num_workers
     if setup.device.type == "cuda" and args.workers < 0:
@@ -217,10 +218,10 @@ def loader_throughput(cfg: Config, args: argparse.Namespace, setup: Setup) -> tu
     split = args.data or str(_synthetic_split(cfg, args, setup, scratch))
     data = dataclasses.replace(cfg.data, train=split, num_workers=workers)
     loader = train_loader(data, batch, cfg.train.seed, scratch / "cache")
-    generator, images, t0 = torch.Generator().manual_seed(0), 0, None
+    images, t0 = 0, None
     while images < args.loader_batches * batch:
-        for raw, _ in loader:
-            augment(raw, data, generator)
+        for raw, _, indices in loader:
+            augment(raw, data, sample_seeds(cfg.train.seed, 0, indices))
             if t0 is None:  # the first batch pays for worker start-up
                 t0 = time.perf_counter()
                 continue
@@ -273,6 +274,8 @@ def measure(cfg: Config, args: argparse.Namespace, setup: Setup, mesh: object, o
     model, nets = build(cfg, args, setup.device, mesh)
     forward_backward, optimiser_step = make_step(cfg, model, nets, args.bf16, setup.device)
     x = torch.rand(b, 3, size, size, device=setup.device) * 2 - 1
+    if args.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     executed = executed_flops(forward_backward, x)
     optimiser_step()
     step_s = time_steps(forward_backward, optimiser_step, x, args.steps, args.warmup)
@@ -288,6 +291,7 @@ def measure(cfg: Config, args: argparse.Namespace, setup: Setup, mesh: object, o
         "device": torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else "cpu",
         "torch": torch.__version__, "config": args.config, "world_size": setup.world_size, "micro_batch": b,
         "image_size": size, "ac": cfg.parallel.activation_checkpoint, "compile": cfg.parallel.compile,
+        "channels_last": args.channels_last,
         "bf16": args.bf16, "fsdp": not args.no_fsdp, "losses_off": off, "steps": args.steps, "warmup": args.warmup,
         "params": sum(p.numel() for p in model.parameters()), "step_s": step_s, "images_per_s_per_device": b / step_s,
         "flops_per_image_model": flops / b, "flops_per_image_executed": executed / b,

@@ -10,6 +10,7 @@ import sys
 COMMAND_MODULES = (
     "scaling.data.cli",
     "scaling.train.cli",
+    "scaling.export.cli",
     "scaling.launch.cli",
     "scaling.plan.cli",
     "scaling.analysis.cli",

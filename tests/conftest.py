@@ -44,10 +44,12 @@ def _literal(value: object) -> str:
 
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 1500) -> subprocess.CompletedProcess:
-    """``python -m scaling ARGS`` in a fresh process, as a user would run it."""
+            timeout: float = 1500, ranks: int = 0) -> subprocess.CompletedProcess:
+    """``python -m scaling ARGS`` in a fresh process, as a user would run it; under torchrun with ``ranks``."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "scaling", *args], cwd=cwd, env=full_env, capture_output=True,
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] \
+        if ranks else [sys.executable]
+    return subprocess.run([*launcher, "-m", "scaling", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -80,14 +80,13 @@ def init_runtime(device: str = "auto") -> Runtime:
 
 
 def _configure_torchtitan(device_type: str) -> None:
-    """torchtitan reads its device type at import (``cuda`` when there is none); on CPU it must be told, and
+    """torchtitan reads its device type at import (``cuda`` when there is none), so on CPU it must be told;
     its degree-1 mesh axes use the fake process group, which registers on import. The one place for both."""
+    import torch.testing._internal.distributed.fake_pg  # noqa: F401  (registers backend "fake")
     import torchtitan.distributed.parallel_dims as parallel_dims
     import torchtitan.tools.utils as tt_utils
 
     tt_utils.device_type = parallel_dims.device_type = device_type
-    if device_type == "cpu":
-        import torch.testing._internal.distributed.fake_pg  # noqa: F401  (registers backend "fake")
 
 
 def _init_process_group(device_type: str) -> None:

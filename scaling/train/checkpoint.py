@@ -66,6 +66,7 @@ class CheckpointStore:
             _fsync_dir(self.root)
             self._prune()
         _barrier()
+        fault_point("checkpoint-saved", step)  # a crash right after a complete save (e.g. a node lost)
         return final
 
     def load(self, step: int, state: dict[str, Any]) -> None:

@@ -20,6 +20,8 @@ def _train(args: argparse.Namespace) -> int:
     from scaling.train.trainer import train  # heavy imports only once the config is valid
 
     result = train(cfg)
+    if result.rank:  # rank 0 reports for all
+        return 0
     from scaling.tracking.mlflow_tracker import tracking_uri
 
     uri = tracking_uri(cfg.tracking) or "sqlite:///mlflow.db"

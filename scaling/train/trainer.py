@@ -11,6 +11,8 @@ to an uninterrupted one, and a checkpoint resumes on any number of ranks.
 
 from __future__ import annotations
 
+import json
+import os
 import pickle
 import random
 import time
@@ -54,6 +56,7 @@ class TrainResult:
     run_id: str | None
     step: int
     val: dict[str, float]
+    rank: int = 0
 
 
 def train(cfg: Config) -> TrainResult:
@@ -83,25 +86,13 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
         torch.use_deterministic_algorithms(True)
         torch.utils.deterministic.fill_uninitialized_memory = False  # a debugging aid, costly, not needed
 
-    # ---- models: built on meta, initialised whole on the device (the same values on any world size), sharded
-    with torch.device("meta"):
-        model = build_tokenizer(cfg)
-    model.to_empty(device=device)
-    torch.manual_seed(cfg.train.seed)
-    with torch.no_grad():
-        model.init_weights()
-    parallelize_tokenizer(model, cfg.parallel, rt.mesh, param_dtype=torch.bfloat16 if bf16 else torch.float32)
-    disc = None
-    if cfg.loss.gan_weight:  # small: data-parallel as one FSDP unit
-        disc = shard(PatchDiscriminator(cfg.loss.disc_layers, cfg.loss.disc_channels).to(device), rt.mesh)
+    # ---- models and optimisers, sharded over the ranks
+    t = build_trainables(cfg, rt, bf16)
+    model, disc, opt_g, sched_g, opt_d, sched_d, ema = (t.model, t.disc, t.opt_g, t.sched_g, t.opt_d, t.sched_d,
+                                                        t.ema)
     for frozen in (perceptual, semantic):
         if frozen is not None:
             frozen.to(device)  # replicated on every rank; no gradients, no optimiser state
-    opt_g, sched_g = build_optimizer(model, cfg, cfg.optim.lr, device)
-    opt_d = sched_d = None
-    if disc is not None:
-        opt_d, sched_d = build_optimizer(disc, cfg, cfg.optim.disc_lr, device)
-    ema = EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
 
     # ---- data: this rank's share of every global batch
     loader = train_loader(cfg.data, micro, cfg.train.seed, run_dir / "cache")
@@ -109,11 +100,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
 
     # ---- resume (the latest complete checkpoint; DCP reshards it to this world size)
     store = CheckpointStore(run_dir / "checkpoints", cfg.train.keep_last, cfg.train.milestone_every)
-    stateful: dict[str, Any] = {"model": ModuleState(model), "opt_g": opt_g, "sched_g": sched_g}
-    if disc is not None:
-        stateful |= {"disc": ModuleState(disc), "opt_d": opt_d, "sched_d": sched_d}
-    if ema is not None:
-        stateful["ema"] = ema
+    stateful = t.stateful()
     step = 0
     latest = rt.broadcast_object(store.latest() if resuming else None)
     if latest is not None:
@@ -148,6 +135,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
         reals, fakes, sums = [], [], {}
         for i in range(accum):
             images, _, indices = next(batches)
+            trace_samples(rt, step, indices)
             x = augment(images, cfg.data, sample_seeds(cfg.train.seed, step, indices)).to(device, non_blocking=True)
             model.set_requires_gradient_sync(i == accum - 1)  # reduce-scatter once, after the last micro-batch
             with autocast:
@@ -219,7 +207,16 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
         events.record(run_dir, "finished", step=step)
     tracker.log_artifact(run_dir / "last_checkpoint")
     tracker.finish()
-    return TrainResult(run_dir, run_id, step, val_metrics)
+    return TrainResult(run_dir, run_id, step, val_metrics, rt.rank)
+
+
+def trace_samples(rt: Runtime, step: int, indices: torch.Tensor) -> None:
+    """With ``SCALING_SAMPLE_TRACE=PREFIX``, each rank appends the samples it trains on to PREFIX.rankN
+    (one JSON line per micro-batch): how tests check that no sample is repeated or skipped across a resume."""
+    prefix = os.environ.get("SCALING_SAMPLE_TRACE")
+    if prefix:
+        with open(f"{prefix}.rank{rt.rank}", "a") as f:
+            f.write(json.dumps([step, indices.tolist()]) + "\n")
 
 
 def batch_split(cfg: Config, world_size: int) -> tuple[int, int]:
@@ -247,6 +244,46 @@ def on_main(rt: Runtime, fn: Any) -> Any:
     if status == "error":
         raise UserError(value)
     return value
+
+
+@dataclass
+class Trainables:
+    """What a checkpoint holds besides the run's own state: models, optimisers, schedules, EMA."""
+
+    model: torch.nn.Module
+    opt_g: Any
+    sched_g: Any
+    disc: torch.nn.Module | None = None
+    opt_d: Any = None
+    sched_d: Any = None
+    ema: EMA | None = None
+
+    def stateful(self) -> dict[str, Any]:
+        """The checkpoint's entries, every one resharded by DCP on load."""
+        out: dict[str, Any] = {"model": ModuleState(self.model), "opt_g": self.opt_g, "sched_g": self.sched_g}
+        if self.disc is not None:
+            out |= {"disc": ModuleState(self.disc), "opt_d": self.opt_d, "sched_d": self.sched_d}
+        if self.ema is not None:
+            out["ema"] = self.ema
+        return out
+
+
+def build_trainables(cfg: Config, rt: Runtime, bf16: bool) -> Trainables:
+    """The generator built on meta, initialised whole on the device (so its values do not depend on the world
+    size), then checkpointed/compiled/sharded; the discriminator, optimisers, schedules and EMA around it."""
+    with torch.device("meta"):
+        model = build_tokenizer(cfg)
+    model.to_empty(device=rt.device)
+    torch.manual_seed(cfg.train.seed)
+    with torch.no_grad():
+        model.init_weights()
+    parallelize_tokenizer(model, cfg.parallel, rt.mesh, param_dtype=torch.bfloat16 if bf16 else torch.float32)
+    opt_g, sched_g = build_optimizer(model, cfg, cfg.optim.lr, rt.device)
+    t = Trainables(model, opt_g, sched_g, ema=EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None)
+    if cfg.loss.gan_weight:  # small: data-parallel as one FSDP unit
+        t.disc = shard(PatchDiscriminator(cfg.loss.disc_layers, cfg.loss.disc_channels).to(rt.device), rt.mesh)
+        t.opt_d, t.sched_d = build_optimizer(t.disc, cfg, cfg.optim.disc_lr, rt.device)
+    return t
 
 
 def build_optimizer(module: torch.nn.Module, cfg: Config, lr: float, device: torch.device) -> tuple[Any, Any]:
