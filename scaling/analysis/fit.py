@@ -29,7 +29,8 @@ STUCK_MOVE = 1e-8
 # (Huber: delta times the norm of d log y_hat / d theta at that point).
 GRAD_TOLERANCE = 1e-3
 # Restarts from the best point when its gradient is still too large.
-POLISH = 2
+POLISH = 3
+NUDGE = 1e-4  # relative step off a kink for a restart that could not move (see _polish)
 # Below this the gradient norm is as small as float64 arithmetic on log residuals allows.
 MIN_GRAD = 1e-9
 # Tighter than scipy's defaults (ftol 2.2e-9, gtol 1e-5): with those, bootstrap replicates of the
@@ -172,14 +173,17 @@ def _polish(fun: Objective, best: _Run, limit: float) -> _Run:
     """Restart L-BFGS-B from ``best`` while its gradient is above ``limit`` (at most POLISH times).
 
     L-BFGS-B sometimes stalls where many residuals sit at Huber's kinks; a restart discards its
-    curvature memory and usually finishes the descent.
+    curvature memory and usually finishes the descent. A run that cannot take even its first step
+    there (its line search gives up at once, as SciPy 1.17's does) restarts from a point nudged off
+    the kink, deterministically, and counts only if it ends lower.
     """
-    for _ in range(POLISH):
+    for attempt in range(POLISH):
         if float(np.linalg.norm(fun(best.theta)[1])) <= limit:
             break
-        again = _run(fun, best.theta)
+        nudge = NUDGE * attempt * np.where(np.arange(best.theta.size) % 2, 1.0, -1.0)
+        again = _run(fun, best.theta + nudge * np.maximum(1.0, np.abs(best.theta)))
         if again.value > best.value:
-            break
+            continue
         best = _Run(best.start, again.theta, again.value, best.iterations + again.iterations, again.message)
     return best
 

@@ -17,6 +17,7 @@ class ClusterProfile:
     nodes: int = 1
     gpus_per_node: int = 0
     tasks_per_node: int = 1  # one task per GPU on GPU clusters
+    gpu_mem_gb: float = 0  # memory per GPU: launch checks with the memory planner that the run fits (0: no check)
     cpus_per_task: int = 2
     mem_gb: int = 0  # 0: the cluster's default
     time_min: int = 60
@@ -34,7 +35,7 @@ class ClusterProfile:
         for key in ("nodes", "tasks_per_node", "cpus_per_task", "time_min"):
             if getattr(self, key) <= 0:
                 errs.append(f"{key}: must be positive, got {getattr(self, key)}")
-        for key in ("gpus_per_node", "mem_gb", "signal_delay_s", "max_requeues"):
+        for key in ("gpus_per_node", "mem_gb", "gpu_mem_gb", "signal_delay_s", "max_requeues"):
             if getattr(self, key) < 0:
                 errs.append(f"{key}: must be >= 0, got {getattr(self, key)}")
         if self.signal_delay_s >= self.time_min * 60:

@@ -42,11 +42,35 @@ def make_executor(profile: ClusterProfile, folder: Path) -> submitit.Executor:
 def submit(cfg: Config, profile: ClusterProfile, profile_name: str) -> submitit.Job:
     """Everything that can fail fails here, before anything is queued."""
     preflight(cfg)
+    check_gpu_fit(cfg, profile)
     run_dir = claim_run_dir(cfg)
     executor = make_executor(profile, run_dir / "submitit")
     job = executor.submit(TrainJob(), config_to_dict(cfg))
     record_job(run_dir, str(job.job_id), profile.executor, profile_name)
     return job
+
+
+def check_gpu_fit(cfg: Config, profile: ClusterProfile) -> None:
+    """With ``gpu_mem_gb`` in the profile: the memory planner's per-GPU estimate for this config, micro-batch
+    and activation checkpointing on all the job's GPUs must fit, or nothing is queued."""
+    if not (profile.gpus_per_node and profile.gpu_mem_gb):
+        return
+    from scaling.plan.count import meta_model
+    from scaling.plan.memory import GIB, plan_memory
+    from scaling.train.trainer import batch_split
+
+    gpus = profile.nodes * profile.gpus_per_node
+    micro, _ = batch_split(cfg, gpus)
+    plan = plan_memory(cfg, meta_model(cfg), gpus, profile.gpu_mem_gb, micro)
+    ac = "full" if cfg.parallel.activation_checkpoint == "full" else "none"  # selective: bounded by none
+    need = plan.total(ac, micro) / GIB
+    if need > profile.gpu_mem_gb:
+        fits = plan.suggest(ac)
+        hint = f"parallel.micro_batch_size {fits} fits" if fits else "more GPUs are needed"
+        if ac == "none" and plan.suggest("full"):
+            hint += f"; with parallel.activation_checkpoint full, micro-batch {plan.suggest('full')} fits"
+        raise UserError(f"profile gpu_mem_gb: the run needs about {need:.1f} GiB per GPU (micro-batch {micro}, "
+                        f"activation checkpointing {ac}, {gpus} GPUs) but a GPU has {profile.gpu_mem_gb:g}; {hint}")
 
 
 def record_job(run_dir: Path, job_id: str, executor: str, profile: str) -> None:

@@ -176,3 +176,28 @@ def test_bad_profile_fails_at_submit_and_queues_nothing(synth_data: Path, tmp_pa
     assert main(missing) == 2
     assert "loss.vgg_weights: weight file /no/vgg.pth not found" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_run_that_does_not_fit_the_gpus_fails_at_submit(synth_data: Path, tmp_path: Path, mlflow_uri: str,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    small = tmp_path / "small-gpus.toml"
+    small.write_text('executor = "local"\ngpus_per_node = 2\ngpu_mem_gb = 4\n')
+    base = ["launch", "tiny", "--profile", str(small), *tiny_args(synth_data, tmp_path / "run", mlflow_uri)]
+    # 2 GPUs of 4 GiB, a 256x256 tiny tokenizer at 4096 images per GPU and step: the planner says no.
+    too_big = [*base, "--data.image_size", "256", "--train.batch_size", "8192"]
+    assert main(too_big) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("scaling: error: profile gpu_mem_gb: the run needs about") and "fits" in err, err
+    assert "\n" not in err and not (tmp_path / "run").exists()
+    # With micro-batches the planner's own suggestion fits, the same check passes (then the job would queue).
+    from scaling.config import load_config
+    from scaling.launch.profile import load_profile
+    from scaling.launch.submit import check_gpu_fit
+
+    suggested = int(err.split("parallel.micro_batch_size ")[1].split()[0])
+    cfg = load_config("tiny", [*too_big[4:], "--parallel.micro_batch_size", str(_largest_divisor(4096, suggested))])
+    check_gpu_fit(cfg, load_profile(small))
+
+
+def _largest_divisor(n: int, at_most: int) -> int:
+    return max(d for d in range(1, at_most + 1) if n % d == 0)
