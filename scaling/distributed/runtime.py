@@ -91,10 +91,11 @@ def _configure_torchtitan(device_type: str) -> None:
 
 def _init_process_group(device_type: str) -> None:
     backend = "cuda:nccl,cpu:gloo" if device_type == "cuda" else "gloo"
-    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+    ntasks = os.environ.get("SLURM_NTASKS") or os.environ.get("SUBMITIT_LOCAL_NTASKS") or "1"
+    if "RANK" not in os.environ and int(ntasks) > 1:
         import submitit
 
-        # A Slurm task of a multi-task job: rank, world and rendezvous from Slurm's environment.
+        # A task of a multi-task submitit job (Slurm or local): rank, world and rendezvous from its environment.
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
     if "RANK" in os.environ:
         dist.init_process_group(backend, timeout=_INIT_TIMEOUT)

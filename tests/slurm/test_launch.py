@@ -201,3 +201,17 @@ def test_run_that_does_not_fit_the_gpus_fails_at_submit(synth_data: Path, tmp_pa
 
 def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, at_most + 1) if n % d == 0)
+
+
+def test_two_task_job_trains_as_two_ranks(profile: str, synth_data: Path, tmp_path: Path, mlflow_uri: str) -> None:
+    """One task per GPU on a cluster; here two CPU tasks of one job form a gloo world of two."""
+    two = tmp_path / "two-tasks.toml"
+    two.write_text((REPO / "slurm" / f"{profile}.toml").read_text() + "\ntasks_per_node = 2\n")
+    run_dir = tmp_path / "run"
+    cfg = load_config("tiny", tiny_args(synth_data, run_dir, mlflow_uri, **(ARGS | {"train.steps": 10})))
+    job = submit(cfg, load_profile(two), profile)
+    results = job.results()
+    assert len(results) == 2 and results[0]["step"] == 10 and results[0]["run_id"] and results[1]["run_id"] is None
+    starts = [e for e in events.read(run_dir) if e["event"] == "start"]
+    assert [e["world_size"] for e in starts] == [2]  # one run of two ranks, recorded once (by rank 0)
+    assert _history_steps(mlflow_uri, "train/loss") == [5, 10]
