@@ -33,7 +33,7 @@ from scaling.distributed.runtime import Runtime, init_runtime
 from scaling.errors import UserError
 from scaling.eval.images import save_recon_grid
 from scaling.eval.metrics import psnr
-from scaling.losses.gan import PatchDiscriminator, hinge_d_loss, hinge_g_loss
+from scaling.losses.gan import PatchDiscriminator, build_discriminator, hinge_d_loss, hinge_g_loss
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.losses.semantic import SemanticLoss
 from scaling.models.factory import build_tokenizer, parameter_counts
@@ -93,7 +93,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
     parallelize_tokenizer(model, cfg.parallel, rt.mesh, param_dtype=torch.bfloat16 if bf16 else torch.float32)
     disc = None
     if cfg.loss.gan_weight:  # small: data-parallel as one FSDP unit
-        disc = shard(PatchDiscriminator(cfg.loss.disc_layers, cfg.loss.disc_channels).to(device), rt.mesh)
+        disc = shard(build_discriminator(cfg.loss).to(device), rt.mesh)
     for frozen in (perceptual, semantic):
         if frozen is not None:
             frozen.to(device)  # replicated on every rank; no gradients, no optimiser state
