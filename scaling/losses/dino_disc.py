@@ -58,9 +58,9 @@ def _head(width: int) -> nn.Sequential:
     """Per-token logits from one block's tokens, (B, width, N) -> (B, 1, N): spectrally normalised 1D convs
     along the token sequence (StyleGAN-T's head)."""
     return nn.Sequential(
-        spectral_norm(nn.Conv1d(width, width, 1)), nn.BatchNorm1d(width), nn.LeakyReLU(0.2),
-        spectral_norm(nn.Conv1d(width, width, 9, padding=4, padding_mode="circular")), nn.BatchNorm1d(width),
-        nn.LeakyReLU(0.2), spectral_norm(nn.Conv1d(width, 1, 1)))
+        spectral_norm(nn.Conv1d(width, width, 1, bias=False)), nn.BatchNorm1d(width), nn.LeakyReLU(0.2),
+        spectral_norm(nn.Conv1d(width, width, 9, padding=4, padding_mode="circular", bias=False)),
+        nn.BatchNorm1d(width), nn.LeakyReLU(0.2), spectral_norm(nn.Conv1d(width, 1, 1)))  # no bias before a norm
 
 
 class DinoDiscriminator(nn.Module):

@@ -6,6 +6,7 @@ Import the fixture into a test module to use it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,3 +23,12 @@ def random_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "vit_tiny_random.safetensors"
     save_file(timm.create_model(TINY_VIT, pretrained=False).state_dict(), str(path))
     return path
+
+
+def history(mlflow_uri: str, key: str) -> tuple[Any, dict[int, float]]:
+    """The one MLflow run in the store, and metric ``key`` by step."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("scaling").experiment_id])
+    return run, {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
 from scaling.config import ConfigError, load_config
 from scaling.config.schema import TITOK_SIZES
 from scaling.models.factory import build_tokenizer, parameter_counts
 from tests.conftest import run_cli, tiny_args
+from tests.models.standins import history
 
 PRESETS = {"titok-s-128": ("S", 128), "titok-b-64": ("B", 64), "titok-l-32": ("L", 32)}
 
@@ -60,8 +60,6 @@ def test_tiny_titok_reconstruction_falls(synth_data: Path, tmp_path: Path, mlflo
         "optim.warmup_steps": 10})
     proc = run_cli("train", "titok-tiny", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    client = MlflowClient(mlflow_uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("scaling").experiment_id])
-    val = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/recon_loss")}
+    run, val = history(mlflow_uri, "val/recon_loss")
     assert val[0] > val[75] > val[150] and val[150] < 0.25 * val[0], val
     assert run.data.params["model.family"] == "titok" and run.data.params["params_encoder_cnn"] == "0"

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from mlflow.tracking import MlflowClient
 
 from scaling.config import ConfigError, QuantizerConfig, load_config
 from scaling.models.factory import build_tokenizer
 from scaling.models.quantizers import DualCodebookVQ
 from tests.conftest import run_cli, tiny_args
-from tests.models.standins import TINY_VIT, random_vit  # noqa: F401 (a fixture)
+from tests.models.standins import TINY_VIT, history, random_vit  # noqa: F401 (a fixture)
 
 
 def test_one_shared_index_minimises_the_weighted_sum_and_picks_both_codes() -> None:
@@ -80,11 +79,9 @@ def test_tiny_tokenflow_trains_both_branches(random_vit: Path, synth_data: Path,
         "train.ckpt_every": 60, "optim.warmup_steps": 5})
     proc = run_cli("train", "tokenflow-tiny", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    client = MlflowClient(mlflow_uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("scaling").experiment_id])
-    val = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/recon_loss")}
+    run, val = history(mlflow_uri, "val/recon_loss")
     assert val[0] > val[30] > val[60] and val[60] < 0.5 * val[0], val
-    cos = [m.value for m in client.get_metric_history(run.info.run_id, "train/semantic_cos")]
+    cos = list(history(mlflow_uri, "train/semantic_cos")[1].values())
     assert sum(cos[-5:]) / 5 > cos[0] + 0.2, cos  # the semantic decoder learns the (random) teacher
     params = run.data.params
     assert int(params["params_semantic_mlp"]) > 0 and int(params["params_encoder_transformer"]) > 0
