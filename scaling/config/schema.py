@@ -37,7 +37,7 @@ class ModelConfig:
     decoder_size: str = "S"  # tokenflow: the semantic decoder
     num_tokens: int = 256  # 1D tokens per image (layout 1d, titok)
     causal: bool = False  # 1D queries attend only to earlier ones (SEED)
-    nested_dropout: bool = False  # 1D tokens: train on random prefixes, the tail masked (FlexTok), so any prefix decodes
+    nested_dropout: bool = False  # 1D tokens: train on random prefixes, the tail masked (FlexTok): any prefix decodes
     patch_size: int = 16  # titok: ViT patch side (no CNN)
 
     @property
@@ -144,7 +144,8 @@ class LossConfig:
     disc_backbone: str = "vit_small_patch16_224.dino"  # dino: a timm model name
     disc_backbone_weights: str = ""  # dino: its weights, a local file
     disc_backbone_size: int = 224  # dino: input side the backbone sees
-    # semantic regularisation (gigatok; tokenflow's semantic decoder): decoder layer semantic_layer, through an MLP, against a frozen ViT
+    # semantic regularisation (gigatok; tokenflow's semantic decoder): decoder layer semantic_layer, through an
+    # MLP, against a frozen ViT
     semantic_weight: float = 0.0
     semantic_layer: int = 3  # 1-based decoder Transformer layer
     semantic_teacher: str = "vit_base_patch14_reg4_dinov2"  # a timm model name
