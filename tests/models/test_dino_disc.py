@@ -12,6 +12,7 @@ from scaling.config import ConfigError, LossConfig, load_config
 from scaling.errors import UserError
 from scaling.losses.dino_disc import _cutout, _translate, diff_augment
 from scaling.losses.gan import PatchDiscriminator, build_discriminator, hinge_g_loss
+from scaling.train.checkpoint import read_checkpoint
 from tests.conftest import run_cli, tiny_args
 from tests.models.standins import TINY_VIT, history, random_vit  # noqa: F401 (a fixture)
 
@@ -117,5 +118,5 @@ def test_tiny_trains_against_the_dino_discriminator(random_vit: Path, synth_data
     _, gan = history(mlflow_uri, "train/gan")
     assert len(disc) == len(gan) == 10
     assert all(torch.isfinite(torch.tensor(list(disc.values()) + list(gan.values()))))
-    state = torch.load(tmp_path / "run" / "checkpoints" / "step-00000010" / "state.pt", weights_only=False)
+    state = read_checkpoint(tmp_path / "run" / "checkpoints" / "step-00000010")
     assert any(k.startswith("heads.") for k in state["disc"])

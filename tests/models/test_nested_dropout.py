@@ -70,7 +70,7 @@ def _train(model: torch.nn.Module, cfg: Config, cache: Path, steps: int = 300) -
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loader, done = train_loader(cfg.data, 16, 0, cache), 0
     while done < steps:
-        for images, _ in itertools.islice(loader, steps - done):
+        for images, *_ in itertools.islice(loader, steps - done):  # (images, labels, sample indices)
             x = to_float(images)
             recon, q = model(x, cfg.loss.entropy_temperature)
             loss = ((recon - x).square().mean() + q.codebook_loss + q.commit_loss
