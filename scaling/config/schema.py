@@ -15,12 +15,16 @@ TRANSFORMER_SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (64, 2, 2), "S": (512, 6, 8), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20),
     "XXL": (1536, 48, 24),
 }
-FAMILIES = ("vqgan", "gigatok")
+# TiTok's ViTs: GigaTok's table except S, which has 8 layers in TiTok (6 in GigaTok).
+TITOK_SIZES: dict[str, tuple[int, int, int]] = TRANSFORMER_SIZES | {"S": (512, 8, 8)}
+FAMILIES = ("vqgan", "gigatok", "titok", "tokenflow")
+ONE_D = ("gigatok", "titok")  # families with 1D tokens (gigatok with layout 1d)
 
 
 @dataclass
 class ModelConfig:
-    family: str = "vqgan"  # vqgan: LlamaGen-style 2D CNN; gigatok: CNN + Transformer hybrid
+    family: str = "vqgan"  # vqgan: LlamaGen-style 2D CNN; gigatok: CNN + Transformer hybrid; titok: 1D ViT;
+    # tokenflow: shared CNN, semantic + pixel codebooks with one index
     base_channels: int = 128
     channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4)
     num_res_blocks: int = 2
@@ -29,14 +33,16 @@ class ModelConfig:
     dropout: float = 0.0
     # gigatok only: the CNN above, then Transformers between it and the quantiser
     layout: str = "1d"  # 1d: Q-Former over learnable queries; 2d: ViT blocks on the CNN grid
-    encoder_size: str = "S"  # a TRANSFORMER_SIZES name
-    decoder_size: str = "S"
-    num_tokens: int = 256  # 1D tokens per image (layout 1d)
+    encoder_size: str = "S"  # a TRANSFORMER_SIZES name (titok: TITOK_SIZES; tokenflow: the semantic encoder)
+    decoder_size: str = "S"  # tokenflow: the semantic decoder
+    num_tokens: int = 256  # 1D tokens per image (layout 1d, titok)
     causal: bool = False  # 1D queries attend only to earlier ones (SEED)
+    nested_dropout: bool = False  # 1D tokens: train on random prefixes, the tail masked (FlexTok): any prefix decodes
+    patch_size: int = 16  # titok: ViT patch side (no CNN)
 
     @property
     def downsample(self) -> int:
-        return 2 ** (len(self.channel_mult) - 1)
+        return self.patch_size if self.family == "titok" else 2 ** (len(self.channel_mult) - 1)
 
     def validate(self) -> list[str]:
         errs = []
@@ -49,8 +55,13 @@ class ModelConfig:
                 errs.append(f"model.{key}: unknown size {getattr(self, key)!r} (known: {', '.join(TRANSFORMER_SIZES)})")
         if self.num_tokens <= 0:
             errs.append(f"model.num_tokens: must be positive, got {self.num_tokens}")
-        if self.causal and self.layout != "1d":
-            errs.append("model.causal: applies to model.layout '1d' only")
+        if self.causal and (self.family != "gigatok" or self.layout != "1d"):
+            errs.append("model.causal: applies to model.family 'gigatok' with model.layout '1d' only")
+        if self.nested_dropout and (self.family not in ONE_D or self.family == "gigatok" and self.layout != "1d"):
+            errs.append("model.nested_dropout: applies to 1D tokens only (model.family 'titok', or 'gigatok' "
+                        "with model.layout '1d')")
+        if self.patch_size <= 0:
+            errs.append(f"model.patch_size: must be positive, got {self.patch_size}")
         if not self.channel_mult:
             errs.append("model.channel_mult: must not be empty")
         if any(m <= 0 for m in self.channel_mult):
@@ -75,6 +86,9 @@ class QuantizerConfig:
     l2_norm: bool = True  # vq
     rotation_trick: bool = False  # vq: gradients through a rotation to the code instead of straight through
     levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)  # fsq: values per dimension (FlexTok's 64000 codes)
+    # tokenflow: a semantic codebook beside the code_dim one (pixel), one index: argmin d_sem + w * d_pix
+    semantic_code_dim: int = 32
+    pixel_distance_weight: float = 1.0  # w
 
     def validate(self) -> list[str]:
         errs = []
@@ -93,6 +107,10 @@ class QuantizerConfig:
             errs.append(f"quantizer.code_dim: must be positive, got {self.code_dim}")
         if self.beta < 0:
             errs.append(f"quantizer.beta: must be >= 0, got {self.beta}")
+        if self.semantic_code_dim <= 0:
+            errs.append(f"quantizer.semantic_code_dim: must be positive, got {self.semantic_code_dim}")
+        if self.pixel_distance_weight < 0:
+            errs.append(f"quantizer.pixel_distance_weight: must be >= 0, got {self.pixel_distance_weight}")
         return errs
 
     def _fsq_errors(self) -> list[str]:
@@ -120,9 +138,14 @@ class LossConfig:
     lpips_weights: str = ""  # LPIPS linear heads; empty: the vgg.pth the lpips package ships
     gan_weight: float = 0.5
     gan_start: int = 20000
-    disc_layers: int = 3
-    disc_channels: int = 64
-    # semantic regularisation (gigatok): decoder layer semantic_layer, through an MLP, against a frozen ViT
+    disc_kind: str = "patchgan"  # patchgan | dino: frozen timm ViT, trainable heads on 4 blocks, DiffAug
+    disc_layers: int = 3  # patchgan
+    disc_channels: int = 64  # patchgan
+    disc_backbone: str = "vit_small_patch16_224.dino"  # dino: a timm model name
+    disc_backbone_weights: str = ""  # dino: its weights, a local file
+    disc_backbone_size: int = 224  # dino: input side the backbone sees
+    # semantic regularisation (gigatok; tokenflow's semantic decoder): decoder layer semantic_layer, through an
+    # MLP, against a frozen ViT
     semantic_weight: float = 0.0
     semantic_layer: int = 3  # 1-based decoder Transformer layer
     semantic_teacher: str = "vit_base_patch14_reg4_dinov2"  # a timm model name
@@ -143,6 +166,12 @@ class LossConfig:
             errs.append(f"loss.gan_start: must be >= 0, got {self.gan_start}")
         if self.disc_layers < 1 or self.disc_channels < 1:
             errs.append("loss.disc_layers/disc_channels: must be positive")
+        if self.disc_kind not in ("patchgan", "dino"):
+            errs.append(f"loss.disc_kind: must be 'patchgan' or 'dino', got {self.disc_kind!r}")
+        if self.disc_kind == "dino" and self.gan_weight > 0 and not self.disc_backbone_weights:
+            errs.append("loss.disc_backbone_weights: required when loss.disc_kind is 'dino' (a local weight file)")
+        if self.disc_backbone_size <= 0:
+            errs.append(f"loss.disc_backbone_size: must be positive, got {self.disc_backbone_size}")
         if self.perceptual_weight > 0 and not self.vgg_weights:
             errs.append("loss.vgg_weights: required when loss.perceptual_weight > 0 (a local VGG16 weight file)")
         if self.semantic_weight > 0 and not self.semantic_teacher_weights:
@@ -302,11 +331,12 @@ class Config:
             errs += section.validate()
         down = self.model.downsample
         if self.data.image_size % down:
+            why = "model.patch_size" if self.model.family == "titok" else "2^(len(model.channel_mult)-1)"
             errs.append(
                 f"data.image_size: {self.data.image_size} is not divisible by the model's downsampling "
-                f"factor {down} (2^(len(model.channel_mult)-1))"
+                f"factor {down} ({why})"
             )
-        errs += self._gigatok_errors()
+        errs += self._gigatok_errors() + self._family_errors()
         if self.quantizer.kind == "fsq" and self.loss.entropy_weight:
             errs.append("loss.entropy_weight: must be 0 with quantizer.kind 'fsq' (no codebook to score codes against)")
         if self.optim.warmup_steps >= self.train.steps and self.optim.warmup_steps > 0:
@@ -315,9 +345,11 @@ class Config:
 
     def _gigatok_errors(self) -> list[str]:
         m, lc = self.model, self.loss
-        if m.family != "gigatok":
-            needs = "loss.semantic_weight: semantic regularisation needs model.family 'gigatok'"
+        if m.family not in ("gigatok", "tokenflow"):
+            needs = "loss.semantic_weight: semantic regularisation needs model.family 'gigatok' or 'tokenflow'"
             return [needs] if lc.semantic_weight else []
+        if m.family != "gigatok":
+            return []
         errs = []
         grid = self.data.image_size // m.downsample
         if m.layout == "1d" and m.num_tokens > grid * grid:
@@ -328,3 +360,8 @@ class Config:
                 errs.append(f"loss.semantic_layer: {lc.semantic_layer} is beyond the {layers} layers of "
                             f"model.decoder_size {m.decoder_size!r}")
         return errs
+
+    def _family_errors(self) -> list[str]:
+        if self.model.family == "tokenflow" and self.quantizer.kind != "vq":
+            return [f"quantizer.kind: model.family 'tokenflow' needs 'vq' (two codebooks), got {self.quantizer.kind!r}"]
+        return []

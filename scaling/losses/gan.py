@@ -1,10 +1,12 @@
-"""PatchGAN discriminator (pix2pix / LlamaGen) and hinge losses."""
+"""Discriminators (PatchGAN, pix2pix / LlamaGen; DINO, in dino_disc) and hinge losses."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from scaling.config import LossConfig
 
 
 class PatchDiscriminator(nn.Module):
@@ -38,3 +40,12 @@ def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.
 
 def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
+
+
+def build_discriminator(cfg: LossConfig) -> nn.Module:
+    """``loss.disc_kind``: PatchGAN, or the DINO discriminator (frozen timm ViT from a local file)."""
+    if cfg.disc_kind == "dino":
+        from scaling.losses.dino_disc import DinoDiscriminator
+
+        return DinoDiscriminator(cfg)
+    return PatchDiscriminator(cfg.disc_layers, cfg.disc_channels)

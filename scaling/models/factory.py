@@ -20,12 +20,21 @@ def build_tokenizer(cfg: Config) -> nn.Module:
         from scaling.models.vqgan import VQTokenizer
 
         return VQTokenizer(cfg.model, cfg.quantizer)
+    if cfg.model.family == "titok":
+        from scaling.models.titok import TiTok
+
+        return TiTok(cfg.model, cfg.quantizer, cfg.data.image_size)
+    from scaling.losses.semantic import teacher_width
+
+    semantic_dim = teacher_width(cfg.loss.semantic_teacher) if cfg.loss.semantic_weight else 0
     if cfg.model.family == "gigatok":
-        from scaling.losses.semantic import teacher_width
         from scaling.models.gigatok import GigaTok
 
-        semantic_dim = teacher_width(cfg.loss.semantic_teacher) if cfg.loss.semantic_weight else 0
         return GigaTok(cfg.model, cfg.quantizer, cfg.data.image_size, semantic_dim, cfg.loss.semantic_layer)
+    if cfg.model.family == "tokenflow":
+        from scaling.models.tokenflow import TokenFlow
+
+        return TokenFlow(cfg.model, cfg.quantizer, cfg.data.image_size, semantic_dim)
     raise ValueError(f"model.family {cfg.model.family!r}")  # validate() rejects it before this
 
 

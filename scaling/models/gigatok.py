@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from scaling.config import ModelConfig, QuantizerConfig
 from scaling.config.schema import TRANSFORMER_SIZES
+from scaling.models.nested import NestedDropout
 from scaling.models.quantizers import QuantOut, build_quantizer
 from scaling.models.transformer import Transformer, init_linear
 from scaling.models.vqgan import Encoder, ResBlock
@@ -66,25 +67,32 @@ class TokenTransformer(nn.Module):
     With ``num_queries`` it is a Q-Former: learnable queries self-attend and cross-attend to the projected
     inputs and become the output. ``pool_grid`` adds multi-level pools of the input grid to them (the
     encoder); ``unpool_grid`` adds the input tokens spread back over the query grid (the decoder).
-    Without queries, ViT blocks run on the inputs themselves.
+    With ``joint`` the queries instead join the inputs in one self-attention sequence (TiTok's latent and
+    mask tokens) and their outputs are the output. Without queries, ViT blocks run on the inputs themselves.
+    ``out_dim`` (default ``dim``) is the output width; ``sizes`` the table ``size`` is looked up in.
     """
 
     def __init__(self, size: str, dim: int, num_inputs: int, num_queries: int = 0, causal: bool = False,
-                 pool_grid: int = 0, unpool_grid: int = 0):
+                 pool_grid: int = 0, unpool_grid: int = 0, joint: bool = False, out_dim: int = 0,
+                 sizes: dict[str, tuple[int, int, int]] = TRANSFORMER_SIZES):
         super().__init__()
-        self.width, layers, heads = TRANSFORMER_SIZES[size]
-        self.pool_grid, self.unpool_grid = pool_grid, unpool_grid
+        self.width, layers, heads = sizes[size]
+        self.pool_grid, self.unpool_grid, self.joint = pool_grid, unpool_grid, joint
         self.in_proj = nn.Linear(dim, self.width)
         self.pos = nn.Parameter(torch.empty(1, num_inputs, self.width))
         self.queries = nn.Parameter(torch.empty(1, num_queries, self.width)) if num_queries else None
-        self.transformer = Transformer(self.width, layers, heads, cross=bool(num_queries), causal=causal)
-        self.out_proj = nn.Linear(self.width, dim)
+        cross = bool(num_queries) and not joint
+        self.transformer = Transformer(self.width, layers, heads, cross=cross, causal=causal)
+        self.out_proj = nn.Linear(self.width, out_dim or dim)
 
     def forward(self, x: torch.Tensor, tap: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Output tokens, and the hidden states after block ``tap`` (1-based; 0: none)."""
         x = self.in_proj(x) + self.pos
         if self.queries is None:
             h, tapped = self.transformer(x, tap=tap)
+        elif self.joint:
+            h, tapped = self.transformer(torch.cat([x, self.queries.expand(len(x), -1, -1)], dim=1), tap=tap)
+            h = h[:, x.shape[1]:]
         else:
             queries = self.queries.expand(len(x), -1, -1)
             if self.pool_grid:
@@ -213,6 +221,8 @@ class GigaTok(nn.Module):
 
     ``semantic_dim > 0`` adds the semantic-regularisation MLP on the output of decoder block
     ``semantic_layer``; ``forward(..., semantic=True)`` then also returns its per-token predictions.
+    ``model.nested_dropout`` (layout 1d) trains on random token prefixes; ``decode(z_q, keep=k)`` and
+    ``decode_indices`` of a (B, k) prefix decode the first k tokens.
     """
 
     def __init__(self, model: ModelConfig, quantizer: QuantizerConfig, image_size: int, semantic_dim: int = 0,
@@ -220,7 +230,7 @@ class GigaTok(nn.Module):
         super().__init__()
         self.grid = grid = image_size // model.downsample
         self.one_d = model.layout == "1d"
-        n = model.num_tokens if self.one_d else grid * grid
+        self.num_tokens = n = model.num_tokens if self.one_d else grid * grid
         z = model.z_channels
         self.encoder_cnn = Encoder(model)
         self.encoder_transformer = TokenTransformer(
@@ -228,6 +238,7 @@ class GigaTok(nn.Module):
             pool_grid=grid if self.one_d else 0)
         self.quant_proj = nn.Linear(z, quantizer.code_dim)
         self.quantizer = build_quantizer(quantizer)
+        self.nested = NestedDropout(quantizer.code_dim) if model.nested_dropout else None
         self.post_quant_proj = nn.Linear(quantizer.code_dim, z)
         self.decoder_transformer = TokenTransformer(
             model.decoder_size, z, n, num_queries=grid * grid if self.one_d else 0,
@@ -247,11 +258,14 @@ class GigaTok(nn.Module):
         self.quant_proj.reset_parameters()
         self.post_quant_proj.reset_parameters()
         self.quantizer.reset_parameters()
+        if self.nested is not None:
+            self.nested.reset_parameters()
 
     def components(self) -> dict[str, list[nn.Module]]:
         """Parameter groups for counting, in the order data flows through them."""
         return {"encoder_cnn": [self.encoder_cnn], "encoder_transformer": [self.encoder_transformer],
-                "quantizer": [self.quant_proj, self.quantizer, self.post_quant_proj],
+                "quantizer": [m for m in (self.quant_proj, self.quantizer, self.nested, self.post_quant_proj)
+                              if m is not None],
                 "decoder_transformer": [self.decoder_transformer], "decoder_cnn": [self.decoder_cnn],
                 "semantic_mlp": [self.semantic_head] if self.semantic_head is not None else []}
 
@@ -262,17 +276,23 @@ class GigaTok(nn.Module):
             z = z.unflatten(2, (self.grid, self.grid))
         return self.quantizer(z, entropy_temperature)
 
-    def _decode(self, z_q: torch.Tensor, tap: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _decode(self, z_q: torch.Tensor, tap: int = 0, keep: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.nested is not None:
+            z_q = self.nested(z_q, keep)
         tokens = self.post_quant_proj(z_q.flatten(2).transpose(1, 2))  # (B, N, z_channels)
         h, tapped = self.decoder_transformer(tokens, tap)
         h = h.transpose(1, 2).unflatten(2, (self.grid, self.grid))
         return self.decoder_cnn(h, token_stats(tokens)), tapped
 
-    def decode(self, z_q: torch.Tensor) -> torch.Tensor:
-        return self._decode(z_q)[0]
+    def decode(self, z_q: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+        """Image from quantised tokens; ``keep``: the first ``keep`` tokens only (nested dropout)."""
+        return self._decode(z_q, keep=keep)[0]
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.quantizer.lookup(indices))
+        """Image from ids; with nested dropout, (B, k) ids of a prefix decode too."""
+        z_q = self.quantizer.lookup(indices)
+        return self.decode(z_q if self.nested is None else self.nested.complete(z_q, self.num_tokens))
 
     def forward(self, x: torch.Tensor, entropy_temperature: float | None = None,
                 semantic: bool = False) -> tuple[torch.Tensor, ...]:

@@ -90,14 +90,20 @@ class VectorQuantizer(nn.Module):
     def reset_parameters(self) -> None:
         nn.init.uniform_(self.codebook.weight, -1.0 / self.cfg.codebook_size, 1.0 / self.cfg.codebook_size)
 
-    def forward(self, z: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
-        """``z``: (B, C, H, W) grids or (B, C, N) token sequences."""
-        flat = _to_rows(z)
+    def _codes(self) -> torch.Tensor:
         codes = self.codebook.weight.float()
+        return F.normalize(codes, dim=-1) if self.cfg.l2_norm else codes
+
+    def _assign(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, C) rows -> (rows as quantised, (K, C) codes, (N, K) squared distances to pick codes by)."""
+        codes = self._codes()
         if self.cfg.l2_norm:
             flat = F.normalize(flat, dim=-1)
-            codes = F.normalize(codes, dim=-1)
-        sq_dist = flat.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1) - 2 * flat @ codes.t()
+        return flat, codes, sq_distances(flat, codes)
+
+    def forward(self, z: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
+        """``z``: (B, C, H, W) grids or (B, C, N) token sequences."""
+        flat, codes, sq_dist = self._assign(_to_rows(z))
         indices = sq_dist.argmin(1)
         quant = codes[indices]
         codebook_loss = F.mse_loss(quant, flat.detach())
@@ -108,10 +114,38 @@ class VectorQuantizer(nn.Module):
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code vectors for (B, H, W) or (B, N) ids, as (B, C, H, W) or (B, C, N)."""
-        codes = self.codebook.weight
-        if self.cfg.l2_norm:
-            codes = F.normalize(codes, dim=-1)
-        return codes[indices].movedim(-1, 1)
+        return self._codes().to(self.codebook.weight.dtype)[indices].movedim(-1, 1)
+
+
+class DualCodebookVQ(VectorQuantizer):
+    """TokenFlow's dual codebook: inputs are [semantic (``semantic_code_dim``); pixel (``code_dim``)] channels,
+    each part l2-normalised against its own codebook, and ONE index per token minimises d_sem + w * d_pix.
+    Both lookups use that index, so the output is [semantic code; pixel code] of the same entry."""
+
+    def __init__(self, cfg: QuantizerConfig):
+        super().__init__(cfg)  # self.codebook: the pixel codebook
+        self.semantic_codebook = nn.Embedding(cfg.codebook_size, cfg.semantic_code_dim)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        bound = 1.0 / self.cfg.codebook_size
+        nn.init.uniform_(self.semantic_codebook.weight, -bound, bound)
+
+    def _codes(self) -> torch.Tensor:
+        parts = (self.semantic_codebook.weight.float(), self.codebook.weight.float())
+        return torch.cat([F.normalize(c, dim=-1) if self.cfg.l2_norm else c for c in parts], dim=1)
+
+    def _assign(self, flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        split = [self.cfg.semantic_code_dim, self.cfg.code_dim]
+        sem, pix = (F.normalize(t, dim=-1) if self.cfg.l2_norm else t for t in flat.split(split, dim=1))
+        code_sem, code_pix = self._codes().split(split, dim=1)
+        sq_dist = sq_distances(sem, code_sem) + self.cfg.pixel_distance_weight * sq_distances(pix, code_pix)
+        return torch.cat([sem, pix], dim=1), torch.cat([code_sem, code_pix], dim=1), sq_dist
+
+
+def sq_distances(rows: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """(N, C) rows, (K, C) codes -> (N, K) squared l2 distances."""
+    return rows.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1) - 2 * rows @ codes.t()
 
 
 class FSQ(nn.Module):

@@ -102,13 +102,20 @@ def _memory_lines(m: MemoryPlan) -> list[str]:
 
 
 def _describe(cfg: Config) -> str:
-    from scaling.config.schema import TRANSFORMER_SIZES
+    from scaling.config.schema import TITOK_SIZES, TRANSFORMER_SIZES
 
     m, q = cfg.model, cfg.quantizer
     vq = f"VQ {q.codebook_size} x {q.code_dim}"
+    sizes = TITOK_SIZES if m.family == "titok" else TRANSFORMER_SIZES
+    enc, dec = (sizes[s] for s in (m.encoder_size, m.decoder_size))
+    vits = f"encoder {m.encoder_size} {enc[0]}x{enc[1]}, decoder {m.decoder_size} {dec[0]}x{dec[1]} (width x layers)"
+    nested = ", nested dropout" if m.nested_dropout else ""
+    if m.family == "titok":
+        return f"titok, {m.patch_size}x{m.patch_size} patches, {vits}, {m.num_tokens} 1D tokens{nested}, {vq}"
+    if m.family == "tokenflow":
+        return (f"tokenflow, {m.downsample}x CNN, semantic {vits}, VQ {q.codebook_size} x ({q.semantic_code_dim} "
+                f"semantic + {q.code_dim} pixel) with one index (w = {q.pixel_distance_weight})")
     if m.family != "gigatok":
         return f"{m.family}, {m.downsample}x downsampling, {vq}"
-    enc, dec = (TRANSFORMER_SIZES[s] for s in (m.encoder_size, m.decoder_size))
     tokens = f"{m.num_tokens} 1D tokens{' (causal)' if m.causal else ''}" if m.layout == "1d" else "2D tokens"
-    return (f"gigatok {m.layout}, encoder {m.encoder_size} {enc[0]}x{enc[1]}, decoder {m.decoder_size} "
-            f"{dec[0]}x{dec[1]} (width x layers), {tokens}, {vq}")
+    return f"gigatok {m.layout}, {vits}, {tokens}{nested}, {vq}"

@@ -35,7 +35,7 @@ from scaling.distributed.runtime import Runtime, init_runtime
 from scaling.errors import UserError
 from scaling.eval.images import save_recon_grid
 from scaling.eval.metrics import psnr
-from scaling.losses.gan import PatchDiscriminator, hinge_d_loss, hinge_g_loss
+from scaling.losses.gan import PatchDiscriminator, build_discriminator, hinge_d_loss, hinge_g_loss
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.losses.semantic import SemanticLoss
 from scaling.models.factory import build_tokenizer, parameter_counts
@@ -281,7 +281,7 @@ def build_trainables(cfg: Config, rt: Runtime, bf16: bool) -> Trainables:
     opt_g, sched_g = build_optimizer(model, cfg, cfg.optim.lr, rt.device)
     t = Trainables(model, opt_g, sched_g, ema=EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None)
     if cfg.loss.gan_weight:  # small: data-parallel as one FSDP unit
-        t.disc = shard(PatchDiscriminator(cfg.loss.disc_layers, cfg.loss.disc_channels).to(rt.device), rt.mesh)
+        t.disc = shard(build_discriminator(cfg.loss).to(rt.device), rt.mesh)
         t.opt_d, t.sched_d = build_optimizer(t.disc, cfg, cfg.optim.disc_lr, rt.device)
     return t
 

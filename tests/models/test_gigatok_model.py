@@ -85,7 +85,8 @@ def test_built_on_meta_then_materialised() -> None:
 @pytest.mark.parametrize("overrides, message", [
     (("--model.encoder_size", "M"), r"model\.encoder_size: unknown size 'M'"),
     (("--model.num_tokens", "65"), r"model\.num_tokens: 65 is more than the 8x8 CNN grid"),
-    (("--model.layout", "2d", "--model.causal", "true"), r"model\.causal: applies to model\.layout '1d' only"),
+    (("--model.layout", "2d", "--model.causal", "true"),
+     r"model\.causal: applies to model\.family 'gigatok' with model\.layout '1d' only"),
     (("--loss.semantic_weight", "0.5", "--loss.semantic_teacher_weights", "t.pth", "--loss.semantic_layer", "3"),
      r"loss\.semantic_layer: 3 is beyond the 2 layers of model\.decoder_size 'tiny'"),
 ])

@@ -66,7 +66,7 @@ def test_lfq_codes_are_signs_and_ids_round_trip() -> None:
     assert z.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("config", ["tiny", "gigatok-tiny"])
+@pytest.mark.parametrize("config", ["tiny", "gigatok-tiny", "titok-tiny"])
 @pytest.mark.parametrize("args", [FSQ_ARGS, LFQ_ARGS, ("--quantizer.rotation_trick", "true")],
                          ids=["fsq", "lfq", "vq-rotation"])
 def test_every_family_takes_every_quantizer(config: str, args: tuple[str, ...]) -> None:
@@ -123,3 +123,30 @@ def test_entropy_loss_uses_the_global_batch_under_torch_distributed(tmp_path) ->
     assert torch.allclose(grads, full.grad, atol=1e-6)
     single = entropy_loss(sq_dist.chunk(2)[0], 0.5)  # what one rank would compute on its own
     assert abs(float(single) - out[0][0]) > 1e-3
+
+
+def _train_codebook(entropy_weight: float, seed: int) -> float:
+    """Codebook usage after fitting a VQ to fixed unit vectors on one side of the sphere, every code starting in
+    a narrow cap on the other side: only the codes on the cap's rim are ever nearest, so plain VQ moves those
+    and the rest stay dead."""
+    torch.manual_seed(seed)
+    vq = VectorQuantizer(QuantizerConfig(codebook_size=64, code_dim=8))
+    data = torch.nn.functional.normalize(torch.randn(4096, 8), dim=1)
+    data[:, 0] = -data[:, 0].abs()
+    with torch.no_grad():
+        vq.codebook.weight.copy_(torch.eye(8)[0] + 0.05 * torch.randn(64, 8))
+    opt = torch.optim.Adam(vq.parameters(), lr=1e-2)
+    for _ in range(200):
+        q = vq(data[torch.randint(0, len(data), (256,))][:, :, None], 0.01 if entropy_weight else None)
+        opt.zero_grad()
+        (q.codebook_loss + entropy_weight * q.entropy_loss).backward()
+        opt.step()
+    with torch.no_grad():
+        return vq(data[:, :, None]).usage(64)[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_entropy_loss_raises_codebook_usage_where_plain_vq_collapses(seed: int) -> None:
+    plain, with_entropy = _train_codebook(0.0, seed), _train_codebook(0.1, seed)  # GigaTok's temperature 0.01
+    assert plain < 0.6, plain  # about half the codebook never used
+    assert with_entropy > 0.85 and with_entropy > plain + 0.3, (plain, with_entropy)

@@ -10,25 +10,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import timm
 import torch
 from mlflow.tracking import MlflowClient
-from safetensors.torch import save_file
 
 from scaling.config import LossConfig
 from scaling.errors import UserError
 from scaling.losses.semantic import SemanticLoss, resample_tokens
 from tests.conftest import run_cli, tiny_args
+from tests.models.standins import TINY_VIT, random_vit  # noqa: F401 (a fixture)
 
-TEACHER = "vit_tiny_patch16_224"
+TEACHER = TINY_VIT
 
 
-@pytest.fixture(scope="module")
-def random_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "vit_tiny_random.safetensors"
-    save_file(timm.create_model(TEACHER, pretrained=False).state_dict(), str(path))
-    return path
+@pytest.fixture
+def random_teacher(random_vit: Path) -> Path:
+    return random_vit
 
 
 def semantic_cfg(weights: Path | str, size: int = 64) -> LossConfig:

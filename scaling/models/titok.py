@@ -1,0 +1,71 @@
+"""TiTok-style 1D tokenizer (Yu et al. 2024): a ViT over image patches and K learnable latent tokens, a
+quantiser on the latents, a ViT from the quantised latents and one query per patch back to pixels.
+
+The encoder's patch embedding is its input projection of the flattened patches (a strided conv written as a
+linear map). The decoder's per-patch queries play TiTok's mask token plus position embedding. TiTok's
+published models decode to proxy codes of a separate VQGAN decoder; here the decoder predicts the patches'
+pixels directly (a linear map, then depth-to-space), so there is no CNN and the counts are the two ViTs'.
+Sizes: ``TITOK_SIZES`` (S is 512 wide with 8 layers). Builds on the meta device; ``init_weights`` sets values.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from scaling.config import ModelConfig, QuantizerConfig
+from scaling.config.schema import TITOK_SIZES
+from scaling.models.gigatok import TokenTransformer
+from scaling.models.nested import NestedDropout
+from scaling.models.quantizers import QuantOut, build_quantizer
+
+
+class TiTok(nn.Module):
+    """Image -> (B, num_tokens) ids -> image. ``model.nested_dropout`` trains on random token prefixes;
+    ``decode(z_q, keep=k)`` and ``decode_indices`` of a (B, k) prefix decode the first k tokens."""
+
+    def __init__(self, model: ModelConfig, quantizer: QuantizerConfig, image_size: int):
+        super().__init__()
+        self.patch, self.grid, self.num_tokens = model.patch_size, image_size // model.patch_size, model.num_tokens
+        pixels, patches = 3 * self.patch ** 2, self.grid ** 2
+        self.encoder = TokenTransformer(model.encoder_size, pixels, patches, num_queries=self.num_tokens, joint=True,
+                                        out_dim=quantizer.code_dim, sizes=TITOK_SIZES)
+        self.quantizer = build_quantizer(quantizer)
+        self.nested = NestedDropout(quantizer.code_dim) if model.nested_dropout else None
+        self.decoder = TokenTransformer(model.decoder_size, quantizer.code_dim, self.num_tokens, num_queries=patches,
+                                        joint=True, out_dim=pixels, sizes=TITOK_SIZES)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        self.encoder.init_weights()
+        self.decoder.init_weights()
+        self.quantizer.reset_parameters()
+        if self.nested is not None:
+            self.nested.reset_parameters()
+
+    def components(self) -> dict[str, list[nn.Module]]:
+        """Parameter groups for counting: the ViTs are the encoder and decoder Transformers (no CNN)."""
+        quantizer = [self.quantizer] + ([self.nested] if self.nested is not None else [])
+        return {"encoder_transformer": [self.encoder], "quantizer": quantizer, "decoder_transformer": [self.decoder]}
+
+    def encode(self, x: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
+        patches = F.pixel_unshuffle(x, self.patch).flatten(2).transpose(1, 2)  # (B, g*g, 3*p*p)
+        latents, _ = self.encoder(patches)
+        return self.quantizer(latents.transpose(1, 2), entropy_temperature)  # (B, code_dim, K)
+
+    def decode(self, z_q: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+        """Image from (B, code_dim, K) quantised tokens; ``keep``: the first ``keep`` only (nested dropout)."""
+        if self.nested is not None:
+            z_q = self.nested(z_q, keep)
+        patches, _ = self.decoder(z_q.transpose(1, 2))  # (B, g*g, 3*p*p)
+        return F.pixel_shuffle(patches.transpose(1, 2).unflatten(2, (self.grid, self.grid)), self.patch)
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Image from ids; with nested dropout, (B, k) ids of a prefix decode too."""
+        z_q = self.quantizer.lookup(indices)
+        return self.decode(z_q if self.nested is None else self.nested.complete(z_q, self.num_tokens))
+
+    def forward(self, x: torch.Tensor, entropy_temperature: float | None = None) -> tuple[torch.Tensor, QuantOut]:
+        q = self.encode(x, entropy_temperature)
+        return self.decode(q.z_q), q

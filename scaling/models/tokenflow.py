@@ -1,0 +1,80 @@
+"""TokenFlow-style dual-codebook tokenizer (Qu et al. 2024), single scale.
+
+A shared CNN encoder (the LlamaGen layout) feeds two branches: a semantic one (ViT blocks on the grid, then
+a projection to ``quantizer.semantic_code_dim``) and a pixel one (a projection to ``quantizer.code_dim``).
+``DualCodebookVQ`` picks one index per token by argmin d_sem + w * d_pix and looks both codes up with it.
+The pixel decoder (the LlamaGen CNN) reconstructs the image from both codes, concatenated as in TokenFlow;
+the semantic decoder (ViT blocks) maps the semantic codes to the teacher's feature width, and the trainer's
+semantic loss aligns it with the frozen teacher (minus cosine: TokenFlow's 1 - cos up to a constant).
+TokenFlow's semantic encoder is a separate ViT initialised from the teacher; here the branches share the CNN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from scaling.config import ModelConfig, QuantizerConfig
+from scaling.models.gigatok import TokenTransformer
+from scaling.models.quantizers import DualCodebookVQ, QuantOut
+from scaling.models.vqgan import Decoder, Encoder
+
+
+class TokenFlow(nn.Module):
+    """Image -> (B, g, g) ids into both codebooks -> image. ``semantic_dim > 0`` (the teacher's width) adds
+    the semantic decoder; ``forward(..., semantic=True)`` then also returns its (B, g*g, semantic_dim) output."""
+
+    def __init__(self, model: ModelConfig, quantizer: QuantizerConfig, image_size: int, semantic_dim: int = 0):
+        super().__init__()
+        self.grid = grid = image_size // model.downsample
+        z, sem, pix = model.z_channels, quantizer.semantic_code_dim, quantizer.code_dim
+        self.encoder = Encoder(model)
+        self.semantic_encoder = TokenTransformer(model.encoder_size, z, grid * grid, out_dim=sem)
+        self.pixel_proj = nn.Conv2d(z, pix, 1)
+        self.quantizer = DualCodebookVQ(quantizer)
+        self.post_quant_conv = nn.Conv2d(sem + pix, z, 1)
+        self.decoder = Decoder(model)
+        self.semantic_decoder = (TokenTransformer(model.decoder_size, sem, grid * grid, out_dim=semantic_dim)
+                                 if semantic_dim else None)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        for m in (self.encoder, self.decoder, self.pixel_proj, self.post_quant_conv):
+            for sub in m.modules():
+                if isinstance(sub, (nn.Conv2d, nn.GroupNorm)):
+                    sub.reset_parameters()  # PyTorch defaults, as the vqgan CNN
+        for m in (self.semantic_encoder, self.semantic_decoder):
+            if m is not None:
+                m.init_weights()
+        self.quantizer.reset_parameters()
+
+    def components(self) -> dict[str, list[nn.Module]]:
+        """Parameter groups for counting: the semantic branch is the encoder Transformer, the semantic decoder
+        (trained against the teacher, not needed to reconstruct) the semantic MLP."""
+        return {"encoder_cnn": [self.encoder], "encoder_transformer": [self.semantic_encoder],
+                "quantizer": [self.pixel_proj, self.quantizer, self.post_quant_conv], "decoder_cnn": [self.decoder],
+                "semantic_mlp": [self.semantic_decoder] if self.semantic_decoder is not None else []}
+
+    def encode(self, x: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
+        h = self.encoder(x)  # (B, z, g, g)
+        sem, _ = self.semantic_encoder(h.flatten(2).transpose(1, 2))
+        sem = sem.transpose(1, 2).unflatten(2, (self.grid, self.grid))
+        return self.quantizer(torch.cat([sem, self.pixel_proj(h)], dim=1), entropy_temperature)
+
+    def decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        """Image from (B, semantic_code_dim + code_dim, g, g) codes: both codebooks' entries, concatenated."""
+        return self.decoder(self.post_quant_conv(z_q))
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.quantizer.lookup(indices))
+
+    def forward(self, x: torch.Tensor, entropy_temperature: float | None = None,
+                semantic: bool = False) -> tuple[torch.Tensor, ...]:
+        """(recon, QuantOut); with ``semantic``, also the semantic decoder's per-token teacher-space features."""
+        q = self.encode(x, entropy_temperature)
+        if not semantic:
+            return self.decode(q.z_q), q
+        if self.semantic_decoder is None:
+            raise ValueError("semantic=True needs a model built with semantic_dim > 0")
+        sem_codes = q.z_q[:, :self.quantizer.cfg.semantic_code_dim].flatten(2).transpose(1, 2)
+        return self.decode(q.z_q), q, self.semantic_decoder(sem_codes)[0]

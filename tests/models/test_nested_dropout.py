@@ -1,0 +1,103 @@
+"""Nested dropout of 1D tokens: every prefix length decodes, the tail is ignored, and training with it makes
+every prefix better, keeps more tokens better than fewer, and beats training without it on short prefixes."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from scaling.config import Config, ConfigError, load_config
+from scaling.data.loader import to_float, train_loader, validation_images
+from scaling.models.factory import build_tokenizer
+from scaling.models.nested import NestedDropout
+from tests.conftest import tiny_args
+
+NESTED = ["--model.nested_dropout", "true"]
+
+
+@pytest.mark.parametrize("config", ["titok-tiny", "gigatok-tiny"])
+def test_every_prefix_length_decodes_and_ignores_the_tail(config: str) -> None:
+    torch.manual_seed(0)
+    cfg = load_config(config, NESTED)
+    model = build_tokenizer(cfg).eval()
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        q = model.encode(x)
+        k_all = q.indices.shape[1]
+        images = [model.decode_indices(q.indices[:, :k]) for k in range(1, k_all + 1)]
+        for k, image in enumerate(images, start=1):
+            assert image.shape == x.shape and torch.isfinite(image).all(), k
+            assert torch.allclose(image, model.decode(q.z_q, keep=k), atol=1e-5), k
+        assert torch.allclose(images[-1], model(x)[0], atol=1e-5)  # eval mode keeps every token
+        assert not torch.allclose(images[0], images[-1], atol=1e-3)  # the tail is not ignored when kept
+        other = q.indices.clone()
+        other[:, k_all // 2:] = (other[:, k_all // 2:] + 1) % cfg.quantizer.codebook_size
+        masked = model.decode(model.quantizer.lookup(other), keep=k_all // 2)
+        assert torch.allclose(masked, images[k_all // 2 - 1], atol=1e-5)  # ids past the prefix change nothing
+
+
+def test_training_masks_a_random_tail_per_image() -> None:
+    torch.manual_seed(0)
+    model = build_tokenizer(load_config("titok-tiny", NESTED))
+    z = torch.randn(64, 8, 16)
+    out = model.nested(z)  # training mode: a prefix of 1..16 per image
+    kept = (out == z).all(1).sum(1)  # tokens left as they were, per image
+    assert torch.equal((out != z).all(1), torch.arange(16) >= kept[:, None])  # a prefix, then only mask codes
+    assert kept.min() >= 1 and kept.unique().numel() > 8  # every image keeps one token at least; lengths vary
+
+
+@pytest.mark.parametrize("config, overrides", [
+    ("tiny", NESTED), ("gigatok-tiny", NESTED + ["--model.layout", "2d"])], ids=["vqgan", "gigatok-2d"])
+def test_nested_dropout_needs_1d_tokens(config: str, overrides: list[str]) -> None:
+    with pytest.raises(ConfigError, match=r"model\.nested_dropout: applies to 1D tokens only"):
+        load_config(config, overrides)
+
+
+def _prefix_errors(model: torch.nn.Module, x: torch.Tensor, prefixes: tuple[int, ...]) -> list[float]:
+    model.eval()
+    with torch.no_grad():
+        z_q = model.encode(x).z_q
+        errors = [float((model.decode(z_q, keep=k) - x).square().mean()) for k in prefixes]
+    model.train()
+    return errors
+
+
+def _train(model: torch.nn.Module, cfg: Config, cache: Path, steps: int = 300) -> None:
+    """The trainer's objective without its machinery: reconstruction, VQ terms and entropy loss."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loader, done = train_loader(cfg.data, 16, 0, cache), 0
+    while done < steps:
+        for images, *_ in itertools.islice(loader, steps - done):  # (images, labels, sample indices)
+            x = to_float(images)
+            recon, q = model(x, cfg.loss.entropy_temperature)
+            loss = ((recon - x).square().mean() + q.codebook_loss + q.commit_loss
+                    + cfg.loss.entropy_weight * q.entropy_loss)  # without it the tiny codebook collapses
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            done += 1
+
+
+def test_nested_dropout_training_improves_every_prefix(synth_data: Path, tmp_path: Path) -> None:
+    prefixes, models, errors = (1, 2, 4, 8, 16), {}, {}
+    for nested in (True, False):
+        cfg = load_config("titok-tiny", ["--model.nested_dropout", str(nested).lower()]
+                          + tiny_args(synth_data, tmp_path / "run", "sqlite://"))
+        torch.manual_seed(0)
+        models[nested] = build_tokenizer(cfg)
+        val = to_float(validation_images(cfg.data, tmp_path / "cache")[0][:64])
+        if nested:
+            errors["before"] = _prefix_errors(models[nested], val, prefixes)
+        _train(models[nested], cfg, tmp_path / "cache")
+    plain = models[False]
+    plain.nested = NestedDropout(cfg.quantizer.code_dim)  # decode its prefixes with a zero code for the tail
+    torch.nn.init.zeros_(plain.nested.mask)
+    before, after = errors["before"], _prefix_errors(models[True], val, prefixes)
+    without = _prefix_errors(plain, val, prefixes)
+    assert all(a < 0.5 * b for a, b in zip(after, before)), (before, after)  # every prefix length learnt
+    # ordered tokens: each longer prefix at least as good, the first token alone clearly worse than all 16
+    assert all(a >= b - 1e-4 for a, b in zip(after, after[1:])) and after[0] > 1.08 * after[-1], after
+    assert all(a < w for a, w in zip(after[:4], without[:4])), (after, without)  # prefixes of 1-8: nested is better
