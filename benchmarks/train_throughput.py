@@ -112,10 +112,9 @@ def build(cfg: Config, args: argparse.Namespace, device: torch.device, mesh: obj
         dtype = torch.bfloat16 if args.bf16 else torch.float32
         model = parallelize_tokenizer(model, cfg.parallel, mesh, param_dtype=dtype)
     elif cfg.parallel.compile:
-        from scaling.plan.memory import fsdp_units
+        from scaling.distributed.parallelize import apply_compile
 
-        for unit in fsdp_units(model):
-            unit.compile()
+        apply_compile(model)
     nets: dict = {}
     if cfg.loss.perceptual_weight:
         from scaling.losses.perceptual import PerceptualLoss

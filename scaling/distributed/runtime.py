@@ -26,26 +26,17 @@ class Runtime:
     local_rank: int
     device: torch.device
     mesh: DeviceMesh  # the FSDP (data-parallel shard) mesh over all ranks
-    parallel_dims: Any  # torchtitan.distributed.parallel_dims.ParallelDims
     owns_group: bool  # this runtime initialised the process group and must destroy it
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def barrier(self) -> None:
-        dist.barrier()
-
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
-
-    def all_reduce_max(self, value: float) -> float:
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return float(t.item())
 
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
@@ -76,7 +67,7 @@ def init_runtime(device: str = "auto") -> Runtime:
                         spmd_backend="partial_dtensor")
     dims.build_mesh()
     return Runtime(rank=dist.get_rank(), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-                   device=dev, mesh=dims.get_optional_mesh("fsdp"), parallel_dims=dims, owns_group=owns)
+                   device=dev, mesh=dims.get_optional_mesh("fsdp"), owns_group=owns)
 
 
 def _configure_torchtitan(device_type: str) -> None:

@@ -37,10 +37,9 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from scaling.config import Config
+from scaling.distributed.parallelize import units
 from scaling.errors import UserError
 from scaling.models.factory import COMPONENTS
-from scaling.models.transformer import TransformerBlock
-from scaling.models.vqgan import ResBlock
 
 GIB = 2**30
 # CUDA context and kernels (~0.5 GiB on an H100), cuBLAS/cuDNN/NCCL workspaces (~0.5 GiB) and the caching
@@ -50,7 +49,6 @@ STATE_BYTES = {"params": 4, "grads": 4, "optimizer": 8}  # fp32 master, fp32 gra
 GATHER_BYTES = 2  # bf16 parameters for compute (MixedPrecisionPolicy param_dtype)
 # FSDP units besides the root, and the checkpointed units: those of scaling.distributed.parallelize (not
 # imported: planning needs no torch.distributed).
-UNIT_TYPES = (TransformerBlock, ResBlock)
 AC_PLANNED = ("none", "full")
 
 # The dtype rule on meta, where torch.autocast does not apply: CUDA autocast's op lists (the ops these
@@ -146,7 +144,7 @@ def plan_memory(cfg: Config, model: nn.Module, gpus: int, gpu_mem_gib: float, mi
     if micro_batch < 1:
         raise UserError(f"--micro-batch: must be at least 1, got {micro_batch}")
     extras = loss_networks(cfg)
-    unit_sizes = [_numel(u) for u in fsdp_units(model)]
+    unit_sizes = [_numel(u) for u in units(model)]
     largest, root = max(unit_sizes, default=0), _numel(model) - sum(unit_sizes)
     return MemoryPlan(
         gpus=gpus, gpu_mem_gib=gpu_mem_gib, micro_batch=micro_batch, state=sharded_state(model, gpus),
@@ -178,10 +176,6 @@ def gathered_bytes(total: int, root: int, largest: int, reshard_after_forward: b
     root_grads = GATHER_BYTES * root  # accumulate over the whole backward
     params = GATHER_BYTES * (total if not reshard_after_forward else root + 2 * largest)
     return params + unit_grads + root_grads
-
-
-def fsdp_units(model: nn.Module) -> list[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, UNIT_TYPES)]
 
 
 def _numel(module: nn.Module) -> int:
@@ -258,7 +252,7 @@ class _Tracker:
         self.alive: list[torch.Tensor] = []  # holds what is recorded, so no storage address is reused
         self.unit: int | None = None
         self.handles = []
-        for i, unit in enumerate(fsdp_units(model)):
+        for i, unit in enumerate(units(model)):
             self.handles += [unit.register_forward_pre_hook(self._enter(i), with_kwargs=True),
                              unit.register_forward_hook(self._leave)]
 

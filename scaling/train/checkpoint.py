@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -90,14 +91,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
     if not (path / METADATA).is_file():
         raise FileNotFoundError(f"{path}: not a complete checkpoint (no {METADATA})")
-    out = path.with_name(path.name + ".consolidated.pt")
-    tmp_dir = Path(os.environ.get("TMPDIR", "/tmp"))
-    target = tmp_dir / f"scaling-{os.getpid()}-{out.name}"
-    try:
+    with tempfile.TemporaryDirectory(prefix="scaling-checkpoint-") as tmp:
+        target = Path(tmp) / "consolidated.pt"
         dcp_to_torch_save(path, target)
         return torch.load(target, map_location="cpu", weights_only=False)
-    finally:
-        target.unlink(missing_ok=True)
 
 
 class _FaultInjectingPlanner(DefaultSavePlanner):
@@ -110,7 +107,7 @@ class _FaultInjectingPlanner(DefaultSavePlanner):
 
     def resolve_data(self, write_item: Any) -> Any:
         self._resolved += 1
-        if self._resolved == max(2, len(self.plan.items) // 2 if self.plan else 2):
+        if self._resolved == max(2, len(self.plan.items) // 2):
             fault_point("checkpoint-mid-write", self._step)
         return super().resolve_data(write_item)
 

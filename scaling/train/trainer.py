@@ -304,7 +304,7 @@ def build_optimizer(module: torch.nn.Module, cfg: Config, lr: float, device: tor
 class ModuleState:
     """A (sharded) module as a DCP ``Stateful``: parameters keyed by name, without wrapper prefixes."""
 
-    def __init__(self, module: torch.nn.Module | None):
+    def __init__(self, module: torch.nn.Module):
         self.module = module
 
     def state_dict(self) -> dict[str, Any]:
@@ -327,7 +327,7 @@ def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
 def global_mean(values: dict[str, Any], rt: Runtime) -> dict[str, float]:
     """Each scalar averaged over the ranks (one all-reduce)."""
     keys = sorted(values)
-    local = torch.stack([torch.as_tensor(values[k], dtype=torch.float32).detach().float().to(rt.device).reshape(())
+    local = torch.stack([torch.as_tensor(values[k], dtype=torch.float32).detach().to(rt.device).reshape(())
                          for k in keys])
     if rt.world_size > 1:
         dist.all_reduce(local)
