@@ -314,6 +314,68 @@ class TrackingConfig:
 
 
 @dataclass
+class EvalConfig:
+    """``scaling eval`` and the probe's gFID: Inception features for FID come from a local file."""
+
+    inception_weights: str = ""  # torch-fidelity's pt_inception-2015-12-05 state dict, a local file
+    num_images: int = 0  # validation images to reconstruct; 0: the whole split
+    batch_size: int = 64
+    stats_cache: str = ""  # reference FID statistics, computed once; empty: ~/.cache/scaling/fid
+
+    def validate(self) -> list[str]:
+        errs = []
+        if self.num_images < 0:
+            errs.append(f"eval.num_images: must be >= 0, got {self.num_images}")
+        if self.batch_size <= 0:
+            errs.append(f"eval.batch_size: must be positive, got {self.batch_size}")
+        return errs
+
+
+PROBE_SIZES: dict[str, tuple[int, int, int]] = {"tiny": (64, 4, 4), "B": (768, 12, 12), "L": (1024, 24, 16)}
+
+
+@dataclass
+class ProbeConfig:
+    """The AR probe (GigaTok's protocol): a class-conditional GPT on a tokenizer's cached tokens."""
+
+    size: str = "B"  # a PROBE_SIZES name: LlamaGen GPT-B for studies, tiny for tests
+    steps: int = 10000
+    batch_size: int = 256
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 0
+    class_dropout: float = 0.1  # label dropout -> classifier-free guidance
+    dropout: float = 0.0
+    ckpt_every: int = 1000
+    log_every: int = 50
+    gfid_samples: int = 5000  # generated images for gFID
+    cfg_scales: tuple[float, ...] = (1.0, 1.5, 2.0)  # searched; 1.0 is no guidance
+    temperature: float = 1.0
+    top_k: int = 0  # 0: sample from the whole codebook
+    linear_probe_epochs: int = 30
+    workers: int = 0  # token caching: DataLoader workers
+
+    def validate(self) -> list[str]:
+        errs = []
+        if self.size not in PROBE_SIZES:
+            errs.append(f"probe.size: unknown size {self.size!r} (known: {', '.join(PROBE_SIZES)})")
+        for key in ("steps", "batch_size", "ckpt_every", "log_every", "gfid_samples", "linear_probe_epochs"):
+            if getattr(self, key) <= 0:
+                errs.append(f"probe.{key}: must be positive, got {getattr(self, key)}")
+        if self.lr <= 0:
+            errs.append(f"probe.lr: must be > 0, got {self.lr}")
+        if not 0 <= self.class_dropout < 1:
+            errs.append(f"probe.class_dropout: must be in [0, 1), got {self.class_dropout}")
+        if not self.cfg_scales or any(s < 1 for s in self.cfg_scales):
+            errs.append(f"probe.cfg_scales: a non-empty list of scales >= 1, got {list(self.cfg_scales)}")
+        if self.temperature <= 0:
+            errs.append(f"probe.temperature: must be > 0, got {self.temperature}")
+        if self.top_k < 0 or self.workers < 0 or self.warmup_steps < 0:
+            errs.append("probe.top_k/workers/warmup_steps: must be >= 0")
+        return errs
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
@@ -323,11 +385,13 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
     def validate(self) -> list[str]:
         errs = []
         for section in (self.model, self.quantizer, self.loss, self.data, self.optim, self.train, self.parallel,
-                        self.tracking):
+                        self.tracking, self.eval, self.probe):
             errs += section.validate()
         down = self.model.downsample
         if self.data.image_size % down:

@@ -17,6 +17,8 @@ RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.log_every", "data.t
                      "data.num_workers", "data.cache_dir", "tracking.uri", "parallel.micro_batch_size",
                      "parallel.activation_checkpoint", "parallel.compile", "parallel.float8",
                      "parallel.reshard_after_forward")
+# Sections that never touch training: evaluation and the probe read a finished run.
+RESUMABLE_SECTIONS = ("eval.", "probe.")
 
 
 def check_run_dir(cfg: Config) -> bool:
@@ -30,7 +32,8 @@ def check_run_dir(cfg: Config) -> bool:
         old = flatten(config_to_dict(Config())) | flatten(read_toml(saved))
         new = flatten(config_to_dict(cfg))
         for key in sorted(set(old) | set(new)):
-            if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key):
+            resumable = key in RESUMABLE_CHANGES or key.startswith(RESUMABLE_SECTIONS)
+            if not resumable and old.get(key) != new.get(key):
                 raise UserError(
                     f"train.run_dir: {run_dir} holds a run with {key} = {old.get(key)!r}, not {new.get(key)!r}; "
                     "resume with the same config or choose a new train.run_dir")
