@@ -11,6 +11,7 @@ COMMAND_MODULES = (
     "scaling.data.cli",
     "scaling.train.cli",
     "scaling.export.cli",
+    "scaling.probe.cli",
     "scaling.launch.cli",
     "scaling.plan.cli",
     "scaling.analysis.cli",

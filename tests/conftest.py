@@ -75,3 +75,18 @@ def assert_bitwise_equal(a: object, b: object, where: str = "") -> None:
         assert len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b)):
             assert_bitwise_equal(x, y, f"{where}[{i}]")
+
+
+def train_tiny(data: Path, run_dir: Path, uri: str, **extra: object) -> Path:
+    """A short tiny-config training run (150 steps, one checkpoint at the end)."""
+    args = {"train.steps": 150, "train.ckpt_every": 150, "train.val_every": 150, "train.log_every": 50, **extra}
+    proc = run_cli("train", "tiny", *tiny_args(data, run_dir, uri, **args))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def tokenizer_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained tiny tokenizer, shared by the evaluation and probe tests (which only read it)."""
+    tmp = tmp_path_factory.mktemp("tokenizer")
+    return train_tiny(synth_data, tmp / "run", f"sqlite:///{tmp / 'mlflow.db'}")

@@ -183,7 +183,8 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def dump_toml(cfg: Any) -> str:
     """Serialise a config to TOML (sections of scalars and flat lists only, which is all we have)."""
     lines: list[str] = []
-    for section, table in config_to_dict(cfg).items():
+    tree = cfg if isinstance(cfg, dict) else config_to_dict(cfg)  # a config, or {section: {key: value}}
+    for section, table in tree.items():
         lines.append(f"[{section}]")
         for key, value in table.items():
             lines.append(f"{key} = {_toml_value(value)}")

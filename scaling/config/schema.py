@@ -353,13 +353,15 @@ class ProbeConfig:
     temperature: float = 1.0
     top_k: int = 0  # 0: sample from the whole codebook
     linear_probe_epochs: int = 30
-    workers: int = 0  # token caching: DataLoader workers
+    linear_probe_images: int = 50000  # training images whose features train the linear head (0: all)
+    cache_part_images: int = 1024  # token caching works (and resumes) in parts of this many images
 
     def validate(self) -> list[str]:
         errs = []
         if self.size not in PROBE_SIZES:
             errs.append(f"probe.size: unknown size {self.size!r} (known: {', '.join(PROBE_SIZES)})")
-        for key in ("steps", "batch_size", "ckpt_every", "log_every", "gfid_samples", "linear_probe_epochs"):
+        for key in ("steps", "batch_size", "ckpt_every", "log_every", "gfid_samples", "linear_probe_epochs",
+                    "cache_part_images"):
             if getattr(self, key) <= 0:
                 errs.append(f"probe.{key}: must be positive, got {getattr(self, key)}")
         if self.lr <= 0:
@@ -370,8 +372,9 @@ class ProbeConfig:
             errs.append(f"probe.cfg_scales: a non-empty list of scales >= 1, got {list(self.cfg_scales)}")
         if self.temperature <= 0:
             errs.append(f"probe.temperature: must be > 0, got {self.temperature}")
-        if self.top_k < 0 or self.workers < 0 or self.warmup_steps < 0:
-            errs.append("probe.top_k/workers/warmup_steps: must be >= 0")
+        for key in ("top_k", "warmup_steps", "linear_probe_images"):
+            if getattr(self, key) < 0:
+                errs.append(f"probe.{key}: must be >= 0, got {getattr(self, key)}")
         return errs
 
 

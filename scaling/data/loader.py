@@ -28,7 +28,7 @@ class ImageStream(StreamingDataset):
         return torch.from_numpy(image.copy()).permute(2, 0, 1), int(sample["label"]), idx
 
 
-def _stream_kwargs(split: str, cache_dir: Path) -> dict:
+def stream_kwargs(split: str, cache_dir: Path) -> dict:
     if "://" in split:
         return {"remote": split, "local": str(cache_dir), "validate_hash": "xxh64"}
     return {"local": split}
@@ -41,7 +41,7 @@ def train_loader(cfg: DataConfig, batch_size: int, seed: int, cache_root: Path) 
     depends only on the seed and the one canonical node, so a run resumes on another number of ranks with
     the same global batch and neither repeats nor skips a sample."""
     dataset = ImageStream(
-        **_stream_kwargs(cfg.train, Path(cfg.cache_dir or cache_root) / "train"),
+        **stream_kwargs(cfg.train, Path(cfg.cache_dir or cache_root) / "train"),
         shuffle=True, shuffle_seed=seed, batch_size=batch_size, num_canonical_nodes=1,
     )
     # Its own generator: each new iterator draws a worker seed, which must not move the global RNG
@@ -55,7 +55,7 @@ def train_loader(cfg: DataConfig, batch_size: int, seed: int, cache_root: Path) 
 
 def validation_images(cfg: DataConfig, cache_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``val_samples`` validation images (uint8, NCHW, at ``image_size``) and labels."""
-    dataset = ImageStream(**_stream_kwargs(cfg.val, Path(cfg.cache_dir or cache_root) / "val"), shuffle=False)
+    dataset = ImageStream(**stream_kwargs(cfg.val, Path(cfg.cache_dir or cache_root) / "val"), shuffle=False)
     n = min(cfg.val_samples, len(dataset))
     images, labels, _ = zip(*(dataset[i] for i in range(n)))
     batch = torch.stack(images)

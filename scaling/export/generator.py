@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -68,3 +69,32 @@ def load_generator(path: Path, ema: bool = True, device: str | torch.device = "c
         model = build_tokenizer(cfg)
     model.load_state_dict(averaged if ema and averaged else weights, assign=True)
     return model.eval(), cfg
+
+
+def trained_tokenizer(run_dir: Path, rt: Any, ema: bool = True) -> tuple[nn.Module, int]:
+    """The tokenizer of a run's latest checkpoint, whole on every rank of ``rt`` (for encoding and decoding,
+    never trained further), and that checkpoint's step. Rank 0 exports it first unless the export is current."""
+    from scaling.train.trainer import on_main
+
+    def export_if_stale() -> int:
+        path = run_dir / "export" / "generator.safetensors"
+        latest = CheckpointStore(run_dir / "checkpoints").latest()
+        if latest is None:
+            raise UserError(f"RUN: {run_dir} has no complete checkpoint")
+        if exported_step(path) != latest:
+            export_generator(run_dir, path, latest)
+        return latest
+
+    step = on_main(rt, export_if_stale)
+    model, _ = load_generator(run_dir / "export" / "generator.safetensors", ema=ema, device=rt.device)
+    return model.requires_grad_(False), step
+
+
+def exported_step(path: Path) -> int | None:
+    """The checkpoint step an exported file was written from, or None when there is no file."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        return int((f.metadata() or {}).get("step", -1))

@@ -31,12 +31,22 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, causal: bool = False,
+                cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``cache`` (self-attention, decoding one position at a time): keys and values of the earlier positions,
+        extended in place, so each new position attends to all of them without recomputing them."""
         if context is None:
             q, k, v = self.qkv(x).chunk(3, dim=-1)
         else:
             q, (k, v) = self.q(x), self.kv(context).chunk(2, dim=-1)
         q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                if q.shape[2] != 1:
+                    raise ValueError("a cached attention decodes one position at a time")
+                causal = False  # the new position sees every cached one
+            cache["k"], cache["v"] = k, v
         out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
         return self.proj(out.transpose(1, 2).flatten(2))
 
@@ -63,8 +73,9 @@ class TransformerBlock(nn.Module):
             self.cross_attn = Attention(dim, heads, cross=True)
         self.norm2, self.mlp = nn.LayerNorm(dim), MLP(dim, MLP_RATIO * dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), causal=self.causal)
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), causal=self.causal, cache=cache)
         if self.cross:
             x = x + self.cross_attn(self.norm_q(x), self.norm_ctx(context))
         return x + self.mlp(self.norm2(x))
@@ -85,11 +96,12 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(dim, heads, cross, causal) for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                tap: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, tap: int = 0,
+                cache: list[dict[str, torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``cache``: one dict per layer (see ``Attention``), for incremental decoding."""
         tapped = None
         for i, layer in enumerate(self.layers, start=1):
-            x = layer(x, context)
+            x = layer(x, context) if cache is None else layer(x, context, cache=cache[i - 1])
             if i == tap:
                 tapped = x
         return self.norm(x), tapped

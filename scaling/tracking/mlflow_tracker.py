@@ -69,10 +69,18 @@ class Tracker:
         tmp = id_file.with_suffix(".tmp")
         tmp.write_text(self.run_id)
         os.replace(tmp, id_file)
+        self.log_params(params)
+        return self.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Params of the run (a stage that reopens it, like the probe, adds its own; a value never changes)."""
+        if not self.enabled:
+            return
+        import mlflow
+
         items = [mlflow.entities.Param(k, _param_str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
             self._client.log_batch(self.run_id, params=items[i : i + 100])
-        return self.run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if not self.enabled:

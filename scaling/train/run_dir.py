@@ -57,3 +57,18 @@ def claim_run_dir(cfg: Config) -> Path:
     except OSError as e:
         raise UserError(f"train.run_dir: {run_dir} is not writable ({e.strerror})") from None
     return run_dir
+
+
+def load_run_config(run_dir: Path, overrides: list[str], may_change: tuple[str, ...]) -> Config:
+    """A finished run's saved config with ``--key VALUE`` overrides of keys starting with ``may_change`` only
+    (what evaluation and the probe may set without touching what was trained)."""
+    from scaling.config.loader import ConfigError, load_config, merge, parse_overrides
+
+    saved = run_dir / CONFIG_FILE
+    if not saved.is_file():
+        raise UserError(f"RUN: {run_dir} is not a scaling run directory (no {CONFIG_FILE})")
+    changes = parse_overrides(overrides)
+    for key in flatten(changes):
+        if not key.startswith(may_change):
+            raise ConfigError(f"{key}: cannot change a trained run here (allowed: {', '.join(may_change)})")
+    return load_config(None, merge(read_toml(saved), changes))

@@ -27,7 +27,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from scaling.config import Config
+from scaling.config import Config, OptimConfig
 from scaling.config.loader import config_to_dict, flatten
 from scaling.data.loader import augment, sample_seeds, to_float, train_loader, validation_images
 from scaling.distributed.parallelize import parallelize_tokenizer, shard
@@ -46,7 +46,7 @@ from scaling.train.checkpoint import CheckpointStore
 from scaling.train.ema import EMA
 from scaling.train.preemption import StopSignals
 from scaling.train.preflight import preflight
-from scaling.train.run_dir import claim_run_dir
+from scaling.train.run_dir import RESUMABLE_SECTIONS, claim_run_dir
 from scaling.train.schedule import lr_multiplier
 
 
@@ -101,20 +101,12 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
     # ---- resume (the latest complete checkpoint; DCP reshards it to this world size)
     store = CheckpointStore(run_dir / "checkpoints", cfg.train.keep_last, cfg.train.milestone_every)
     stateful = t.stateful()
-    step = 0
-    latest = rt.broadcast_object(store.latest() if resuming else None)
-    if latest is not None:
-        loaded = stateful | {"train": b""}  # one pickled value: DCP would flatten a dict, dropping empty parts
-        store.load(latest, loaded)  # in place; plain values are replaced in ``loaded``
-        train_state = pickle.loads(loaded["train"])
-        loader.load_state_dict(train_state["loader"])
-        set_rng_state(train_state["rng"])
-        step = train_state["step"]
+    step, train_state = resume(store, stateful, loader, rt) if resuming else (0, None)
 
     tracker = Tracker(cfg.tracking, run_dir, enabled=rt.is_main)
-    params = flatten(config_to_dict(cfg)) | parameter_counts(model) | {"world_size": rt.world_size}
+    params = training_params(cfg) | parameter_counts(model) | {"world_size": rt.world_size}
     run_id = tracker.start(params, run_name=run_dir.name)
-    if latest is not None:
+    if train_state is not None:
         tracker.restore_pending(train_state["tracker_pending"])
     tracker.log_artifact(run_dir / "config.toml")
     if step == 0:
@@ -186,21 +178,13 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
             first_step_recorded = True
         stop = signals.agreed()
         if stop or step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
-            tracker.flush()  # what is still pending goes into the checkpoint, so no point is lost
-            # Rank 0's view of the run's own state, the same bytes on every rank (DCP keeps one copy).
-            train_state = rt.broadcast_object({"step": step, "loader": loader.state_dict(), "rng": get_rng_state(),
-                                               "tracker_pending": tracker.pending()})
-            path = store.save(step, stateful | {"train": pickle.dumps(train_state)})
+            path = save(store, step, stateful, loader, tracker, rt)
             if rt.is_main:
                 (run_dir / "last_checkpoint").write_text(str(path.resolve()))
         bar.update(1)
         if stop:
             bar.close()
-            if rt.is_main:
-                events.record(run_dir, "preempted" if stop == "preempt" else "cancelled", step=step)
-            tracker.finish(status="KILLED")  # reopened as RUNNING if the run is resumed
-            rt.close()
-            signals.hand_over(stop)
+            stop_and_hand_over(stop, signals, run_dir, step, tracker, rt)
     bar.close()
 
     if rt.is_main:
@@ -208,6 +192,46 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
     tracker.log_artifact(run_dir / "last_checkpoint")
     tracker.finish()
     return TrainResult(run_dir, run_id, step, val_metrics, rt.rank)
+
+
+def resume(store: CheckpointStore, stateful: dict[str, Any], loader: Any, rt: Runtime
+           ) -> tuple[int, dict[str, Any] | None]:
+    """Load the latest complete checkpoint in place (DCP reshards it to this world size); (step, train state)."""
+    latest = rt.broadcast_object(store.latest())
+    if latest is None:
+        return 0, None
+    loaded = stateful | {"train": b""}  # one pickled value: DCP would flatten a dict, dropping empty parts
+    store.load(latest, loaded)  # in place; plain values are replaced in ``loaded``
+    train_state = pickle.loads(loaded["train"])
+    loader.load_state_dict(train_state["loader"])
+    set_rng_state(train_state["rng"])
+    return train_state["step"], train_state
+
+
+def save(store: CheckpointStore, step: int, stateful: dict[str, Any], loader: Any, tracker: Tracker,
+         rt: Runtime) -> Path:
+    """A collective checkpoint of ``stateful`` plus the run's own state: step, data position, RNG, and the
+    metric points not yet sent (so no point is lost)."""
+    tracker.flush()
+    # Rank 0's view of the run's own state, the same bytes on every rank (DCP keeps one copy).
+    train_state = rt.broadcast_object({"step": step, "loader": loader.state_dict(), "rng": get_rng_state(),
+                                       "tracker_pending": tracker.pending()})
+    return store.save(step, stateful | {"train": pickle.dumps(train_state)})
+
+
+def stop_and_hand_over(stop: str, signals: StopSignals, run_dir: Path, step: int, tracker: Tracker,
+                       rt: Runtime) -> None:
+    """After the checkpoint of a preemption or cancel: record it, mark the MLflow run, requeue or exit."""
+    if rt.is_main:
+        events.record(run_dir, "preempted" if stop == "preempt" else "cancelled", step=step)
+    tracker.finish(status="KILLED")  # reopened as RUNNING if the run is resumed
+    rt.close()
+    signals.hand_over(stop)
+
+
+def training_params(cfg: Config) -> dict[str, Any]:
+    """The config as MLflow params, less the sections that do not shape training (the probe logs its own)."""
+    return {k: v for k, v in flatten(config_to_dict(cfg)).items() if not k.startswith(RESUMABLE_SECTIONS)}
 
 
 def trace_samples(rt: Runtime, step: int, indices: torch.Tensor) -> None:
@@ -278,27 +302,28 @@ def build_trainables(cfg: Config, rt: Runtime, bf16: bool) -> Trainables:
     with torch.no_grad():
         model.init_weights()
     parallelize_tokenizer(model, cfg.parallel, rt.mesh, param_dtype=torch.bfloat16 if bf16 else torch.float32)
-    opt_g, sched_g = build_optimizer(model, cfg, cfg.optim.lr, rt.device)
+    opt_g, sched_g = build_optimizer(model, cfg.optim, cfg.optim.lr, cfg.train.steps, rt.device)
     t = Trainables(model, opt_g, sched_g, ema=EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None)
     if cfg.loss.gan_weight:  # small: data-parallel as one FSDP unit
         t.disc = shard(build_discriminator(cfg.loss).to(rt.device), rt.mesh)
-        t.opt_d, t.sched_d = build_optimizer(t.disc, cfg, cfg.optim.disc_lr, rt.device)
+        t.opt_d, t.sched_d = build_optimizer(t.disc, cfg.optim, cfg.optim.disc_lr, cfg.train.steps, rt.device)
     return t
 
 
-def build_optimizer(module: torch.nn.Module, cfg: Config, lr: float, device: torch.device) -> tuple[Any, Any]:
+def build_optimizer(module: torch.nn.Module, optim: OptimConfig, lr: float, steps: int,
+                    device: torch.device) -> tuple[Any, Any]:
     """AdamW and the step schedule as torchtitan containers: their state dicts are keyed by parameter name,
     so they reshard with the parameters."""
     from torchtitan.components.optimizer import OptimizersContainer
     from torchtitan.components.optimizer.lr_scheduler import LRSchedulersContainer
     from torchtitan.components.optimizer.optimizer import ParamGroupConfig
 
-    kwargs = {"lr": lr, "betas": tuple(cfg.optim.betas), "weight_decay": cfg.optim.weight_decay, "eps": 1e-8}
+    kwargs = {"lr": lr, "betas": tuple(optim.betas), "weight_decay": optim.weight_decay, "eps": 1e-8}
     config = OptimizersContainer.Config(
         param_groups=[ParamGroupConfig(pattern=".*", optimizer_name="AdamW", optimizer_kwargs=kwargs)],
         implementation="foreach" if device.type == "cuda" else "for-loop")
     optimizers = OptimizersContainer(config, model_parts=[module])
-    return optimizers, LRSchedulersContainer(optimizers, lr_multiplier(cfg.optim, cfg.train.steps))
+    return optimizers, LRSchedulersContainer(optimizers, lr_multiplier(optim, steps))
 
 
 class ModuleState:

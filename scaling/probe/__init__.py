@@ -1,0 +1,1 @@
+"""The AR probe: token caching, a class-conditional GPT, generation and representation metrics."""

@@ -1,0 +1,87 @@
+"""The AR probe's model: a class-conditional decoder-only Transformer over tokenizer codes (LlamaGen c2i GPT).
+
+The class embedding is the first position (a prefix), positions are learned 1D embeddings, and one extra class
+id is the "no class" of classifier-free guidance: training replaces the label by it with probability
+``class_dropout``. The blocks are the project's pre-norm Transformer blocks, so the probe is sharded,
+checkpointed and compiled by the same ``parallelize`` code as the tokenizers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from scaling.config.schema import PROBE_SIZES
+from scaling.models.transformer import Transformer, init_linear
+
+
+class ClassConditionalGPT(nn.Module):
+    def __init__(self, size: str, vocab: int, num_classes: int, seq_len: int, dropout: float = 0.0):
+        super().__init__()
+        dim, layers, heads = PROBE_SIZES[size]
+        self.vocab, self.num_classes, self.seq_len, self.depth = vocab, num_classes, seq_len, layers
+        self.tok_emb = nn.Embedding(vocab, dim)
+        self.cls_emb = nn.Embedding(num_classes + 1, dim)  # the last id: no class (CFG)
+        self.pos_emb = nn.Parameter(torch.empty(1, seq_len, dim))
+        self.drop = nn.Dropout(dropout)
+        self.transformer = Transformer(dim, layers, heads, causal=True)
+        self.head = nn.Linear(dim, vocab, bias=False)
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def init_weights(self) -> None:
+        for emb in (self.tok_emb, self.cls_emb):
+            nn.init.normal_(emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb, std=0.02)
+        self.transformer.init_weights()
+        init_linear(self.head)
+
+    def _inputs(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """[class, t_0 .. t_{L-2}] embedded: position i predicts token i."""
+        x = torch.cat([self.cls_emb(labels)[:, None], self.tok_emb(tokens[:, :-1])], dim=1)
+        return self.drop(x + self.pos_emb[:, : x.shape[1]])
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B, L, vocab) for tokens (B, L) of classes ``labels`` (B,)."""
+        h, _ = self.transformer(self._inputs(tokens, labels))
+        return self.head(h)
+
+    def features(self, tokens: torch.Tensor, layer: int | None = None) -> torch.Tensor:
+        """Mean-pooled hidden states of block ``layer`` (default: the middle one), read without the label."""
+        labels = torch.full((tokens.shape[0],), self.null_class, device=tokens.device)
+        _, tapped = self.transformer(self._inputs(tokens, labels), tap=layer or max(1, self.depth // 2))
+        return tapped.mean(1)
+
+    @torch.no_grad()
+    def generate(self, labels: torch.Tensor, cfg_scale: float = 1.0, temperature: float = 1.0, top_k: int = 0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Sample (B, L) tokens for ``labels`` with a key/value cache; ``cfg_scale`` > 1 mixes in the
+        unconditional logits: uncond + scale * (cond - uncond)."""
+        guided = cfg_scale != 1.0
+        cond = torch.cat([labels, torch.full_like(labels, self.null_class)]) if guided else labels
+        cache: list[dict[str, torch.Tensor]] = [{} for _ in range(self.depth)]
+        x = self.cls_emb(cond)[:, None] + self.pos_emb[:, :1]
+        out = []
+        for i in range(self.seq_len):
+            h, _ = self.transformer(x, cache=cache)
+            logits = self.head(h[:, -1]).float()
+            if guided:
+                c, u = logits.chunk(2)
+                logits = u + cfg_scale * (c - u)
+            token = _sample(logits / temperature, top_k, generator)
+            out.append(token)
+            if i + 1 < self.seq_len:
+                step = torch.cat([token, token]) if guided else token
+                x = self.tok_emb(step)[:, None] + self.pos_emb[:, i + 1 : i + 2]
+        return torch.stack(out, dim=1)
+
+
+def _sample(logits: torch.Tensor, top_k: int, generator: torch.Generator | None) -> torch.Tensor:
+    if top_k:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)

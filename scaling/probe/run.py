@@ -1,0 +1,144 @@
+"""``scaling probe RUN``: one chain per tokenizer: cache its tokens, train the AR probe, measure it.
+
+Results go to the tokenizer's own MLflow run under ``probe/`` (with the probe's config as ``probe.*`` params),
+so the analysis sees one row per tokenizer with both reconstruction and generation metrics. Everything lives
+in ``RUN/probe/``: the probe's config, token shards, checkpoints, sample grids and ``results.json``, written
+last; a chain that finds it returns it without work, and an interrupted chain resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scaling.config import Config
+from scaling.config.loader import config_to_dict, dump_toml, flatten, read_toml
+from scaling.distributed.runtime import Runtime, init_runtime
+from scaling.errors import UserError
+from scaling.eval.images import save_image_grid
+from scaling.export.generator import trained_tokenizer
+from scaling.probe import metrics
+from scaling.probe.tokens import cache_tokens, read_tokens
+from scaling.probe.trainer import autocast_for, train_ar
+from scaling.tracking.mlflow_tracker import Tracker
+from scaling.train import events
+from scaling.train.preemption import StopSignals
+from scaling.train.run_dir import load_run_config
+from scaling.train.trainer import on_main
+
+MAY_CHANGE = ("probe.", "eval.", "tracking.uri", "train.device")
+PROBE_DIR, CONFIG_FILE, RESULTS_FILE = "probe", "probe.toml", "results.json"
+
+
+def run_probe(run_dir: Path, overrides: list[str]) -> dict[str, float]:
+    """The whole chain on this process's ranks; the probe metrics."""
+    from scaling.eval.fid import check_eval
+
+    cfg = load_run_config(run_dir, overrides, MAY_CHANGE)
+    check_eval(cfg)  # the Inception file, before any work
+    with StopSignals() as signals:
+        rt = init_runtime(cfg.train.device)
+        try:
+            return _run(cfg, run_dir, signals, rt)
+        finally:
+            rt.close()
+
+
+def _run(cfg: Config, run_dir: Path, signals: StopSignals, rt: Runtime) -> dict[str, float]:
+    probe_dir = on_main(rt, lambda: claim_probe_dir(run_dir, cfg))
+    if (probe_dir / RESULTS_FILE).is_file():
+        return json.loads((probe_dir / RESULTS_FILE).read_text())
+    tokenizer, step = trained_tokenizer(run_dir, rt)
+    source = {"run": str(run_dir.resolve()), "step": step}
+    meta = {split: cache_tokens(tokenizer, getattr(cfg.data, split), probe_dir / "tokens" / split,
+                                image_size=cfg.data.image_size, batch_size=cfg.eval.batch_size,
+                                part_images=cfg.probe.cache_part_images, rt=rt, source=source)
+            for split in ("train", "val")}
+
+    tracker = Tracker(cfg.tracking, run_dir, enabled=rt.is_main)
+    tracker.start({}, run_name=run_dir.name)
+    tracker.log_params(probe_params(cfg) | {"probe.tokenizer_step": step})
+    model = train_ar(cfg, probe_dir, meta["train"], rt, signals, tracker)
+    results = measure(cfg, model, tokenizer, meta, probe_dir, rt, tracker)
+    tracker.log_metrics(results, cfg.probe.steps)
+    tracker.finish()
+    if rt.is_main:
+        tmp = probe_dir / (RESULTS_FILE + ".tmp")
+        tmp.write_text(json.dumps(results, indent=2))
+        os.replace(tmp, probe_dir / RESULTS_FILE)
+        events.record(probe_dir, "finished", step=cfg.probe.steps)
+    return results
+
+
+def probe_params(cfg: Config) -> dict[str, Any]:
+    return {k: v for k, v in flatten(config_to_dict(cfg)).items() if k.startswith(("probe.", "eval."))}
+
+
+def claim_probe_dir(run_dir: Path, cfg: Config) -> Path:
+    """``RUN/probe``, holding this probe config; a different one there is refused (its results would mix)."""
+    probe_dir = run_dir / PROBE_DIR
+    saved = probe_dir / CONFIG_FILE
+    wanted = {"probe": config_to_dict(cfg.probe)}
+    if saved.is_file():
+        old, new = flatten(read_toml(saved)), flatten(wanted)
+        for key in sorted(new):
+            if old.get(key) != new[key]:
+                raise UserError(f"{key}: {probe_dir} holds a probe with {key} = {old.get(key)!r}, not {new[key]!r}; "
+                                "remove that directory to probe again")
+        return probe_dir
+    probe_dir.mkdir(parents=True, exist_ok=True)
+    tmp = saved.with_suffix(".tmp")
+    tmp.write_text(dump_toml(wanted))
+    os.replace(tmp, saved)
+    return probe_dir
+
+
+def measure(cfg: Config, model: torch.nn.Module, tokenizer: torch.nn.Module, meta: dict[str, Any], probe_dir: Path,
+            rt: Runtime, tracker: Tracker) -> dict[str, float]:
+    """AR validation loss, linear-probe accuracy, and gFID at each CFG scale (best with and without CFG)."""
+    from scaling.eval.fid import FIDStats, InceptionFeatures, frechet_distance, reference_stats
+
+    p, autocast, batch = cfg.probe, autocast_for(cfg, rt.device), cfg.eval.batch_size
+    tokens_dir = probe_dir / "tokens"
+    val_tokens, val_labels = read_tokens(tokens_dir / "val")
+    out = {"probe/val_loss": metrics.ar_val_loss(model, val_tokens, val_labels, batch, rt, autocast)}
+
+    train_tokens, train_labels = read_tokens(tokens_dir / "train", p.linear_probe_images)
+    train_x = metrics.features(model, train_tokens, batch, rt, autocast)
+    val_x = metrics.features(model, val_tokens, batch, rt, autocast)
+    num_classes = meta["train"]["num_classes"]
+    out["probe/linear_acc"] = metrics.linear_probe(train_x, train_labels, val_x, val_labels, num_classes,
+                                                   p.linear_probe_epochs, cfg.train.seed)
+    out["probe/linear_chance"] = 1.0 / num_classes
+
+    extractor = InceptionFeatures(cfg.eval.inception_weights, rt.device)
+    ref = reference_stats(cfg, extractor)
+    labels = torch.arange(p.gfid_samples) % num_classes
+    grid = tuple(meta["train"]["grid"])
+    fids = {}
+    for scale in p.cfg_scales:
+        images, feats = metrics.generate_images(model, tokenizer, grid, labels, scale, p.temperature, p.top_k, batch,
+                                                cfg.train.seed, rt, autocast, extractor)
+        fids[scale] = frechet_distance(FIDStats.from_features(feats), ref)
+        out[f"probe/gfid_cfg{scale:g}"] = fids[scale]
+        if rt.is_main:
+            tracker.log_artifact(save_image_grid(images, probe_dir / "samples" / f"cfg{scale:g}.png"), "probe")
+    out |= best_of(fids)
+    return out
+
+
+def best_of(fids: dict[float, float]) -> dict[str, float]:
+    """gFID without guidance (scale 1) and the best with it, with the scale that gave it."""
+    out = {}
+    if 1.0 in fids:
+        out["probe/gfid"] = fids[1.0]
+    guided = {s: f for s, f in fids.items() if s != 1.0 and np.isfinite(f)}
+    if guided:
+        scale = min(guided, key=guided.get)
+        out |= {"probe/gfid_best_cfg": guided[scale], "probe/cfg_scale_best": scale}
+    return out

@@ -1,0 +1,128 @@
+"""Token caching: a dataset split encoded by a trained tokenizer, as MDS shards of (tokens, label, index).
+
+The split is cut into fixed parts of ``part_images`` images in stored order; ranks take parts round-robin and
+each part is written to ``part-NNNNN.tmp`` and renamed when whole, so a killed run keeps its finished parts and
+redoes only the one it was writing. Images are centred (no augmentation) and each part is encoded in the same
+batches whoever writes it, so the tokens do not depend on how often the caching was interrupted.
+``tokens.json``, written last, marks a complete split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from streaming import StreamingDataLoader, StreamingDataset
+
+from scaling.data.loader import ImageStream, resize_uint8, stream_kwargs, to_float
+from scaling.distributed.runtime import Runtime
+from scaling.errors import UserError
+from scaling.train.checkpoint import fault_point
+
+COLUMNS = {"tokens": "ndarray:int32", "label": "int", "index": "int"}
+META_FILE = "tokens.json"
+PART_META = "part.meta"  # (not .json: merge_index reads every .json as an index) beside a part's MDS index: its token grid and labels
+
+
+def cache_tokens(tokenizer: torch.nn.Module, split: str, out: Path, *, image_size: int, batch_size: int,
+                 part_images: int, rt: Runtime, source: dict[str, Any]) -> dict[str, Any]:
+    """Encode ``split`` into ``out`` unless it is complete there for the same ``source`` (tokenizer and step);
+    returns the split's metadata: count, seq_len, grid (the token layout the decoder takes), num_classes."""
+    meta_path = out / META_FILE
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta["source"] == source:
+            return meta
+        raise UserError(f"token cache {out}: holds tokens of {meta['source']}, not {source}; remove it to re-encode")
+    dataset = ImageStream(**stream_kwargs(split, out.parent / "cache" / out.name), shuffle=False)
+    out.mkdir(parents=True, exist_ok=True)
+    n_parts = -(-len(dataset) // part_images)
+    grid, labels = None, set()
+    for part in range(rt.rank, n_parts, rt.world_size):
+        lo, hi = part * part_images, min((part + 1) * part_images, len(dataset))
+        grid, part_labels = _write_part(tokenizer, dataset, part, range(lo, hi), out, image_size, batch_size,
+                                        rt.device)
+        labels |= part_labels
+    info = _gather(rt, (grid, sorted(labels)))
+    if rt.is_main:
+        from streaming.base.util import merge_index
+
+        merge_index(str(out), keep_local=True)
+        grid = next(g for g, _ in info if g is not None)
+        meta = {"source": source, "split": split, "count": len(dataset), "grid": list(grid),
+                "seq_len": int(np.prod(grid)), "num_classes": max(max(ls, default=-1) for _, ls in info) + 1}
+        tmp = meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, meta_path)
+    return rt.broadcast_object(json.loads(meta_path.read_text()) if rt.is_main else None)
+
+
+def _write_part(tokenizer: torch.nn.Module, dataset: StreamingDataset, part: int, rows: range, out: Path,
+                image_size: int, batch_size: int, device: torch.device) -> tuple[tuple[int, ...], set[int]]:
+    """Write part ``part`` (skipped when already whole); returns the token grid and the labels seen."""
+    from streaming import MDSWriter
+
+    final, tmp = out / f"part-{part:05d}", out / f"part-{part:05d}.tmp"
+    if (final / "index.json").is_file():
+        done = json.loads((final / PART_META).read_text())
+        return tuple(done["grid"]), set(done["labels"])
+    shutil.rmtree(tmp, ignore_errors=True)
+    labels: set[int] = set()
+    with MDSWriter(out=str(tmp), columns=COLUMNS, hashes=["xxh64"], progress_bar=False) as writer:
+        for start in range(rows.start, rows.stop, batch_size):
+            images, ys, idx = zip(*(dataset[i] for i in range(start, min(start + batch_size, rows.stop))))
+            codes = encode(tokenizer, torch.stack(images), image_size, device)
+            for tokens, y, i in zip(codes.flatten(1).numpy(), ys, idx):
+                writer.write({"tokens": tokens, "label": int(y), "index": int(i)})
+            labels.update(int(y) for y in ys)
+            fault_point("token-cache-mid-part", part)
+    grid = tuple(codes.shape[1:])
+    (tmp / PART_META).write_text(json.dumps({"grid": grid, "labels": sorted(labels)}))
+    os.replace(tmp, final)
+    return grid, labels
+
+
+@torch.no_grad()
+def encode(tokenizer: torch.nn.Module, images: torch.Tensor, image_size: int, device: torch.device) -> torch.Tensor:
+    """uint8 NCHW images -> int32 code ids on the CPU, in the tokenizer's layout: (B, H, W) or (B, N)."""
+    if images.shape[-1] != image_size or images.shape[-2] != image_size:
+        images = resize_uint8(images, image_size)
+    return tokenizer.encode(to_float(images).to(device)).indices.to(torch.int32).cpu()
+
+
+def _gather(rt: Runtime, value: Any) -> list[Any]:
+    if rt.world_size == 1:
+        return [value]
+    out: list[Any] = [None] * rt.world_size
+    dist.all_gather_object(out, value)
+    return out
+
+
+class TokenStream(StreamingDataset):
+    """Cached tokens as (int64 tokens (L,), label, image index)."""
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int, int]:  # type: ignore[override]
+        sample = super().__getitem__(idx)
+        return torch.from_numpy(sample["tokens"].astype(np.int64)), int(sample["label"]), int(sample["index"])
+
+
+def token_loader(split: Path, batch_size: int, seed: int) -> StreamingDataLoader:
+    """A shuffled, resumable loader over a cached split (``state_dict`` holds the position), per rank."""
+    dataset = TokenStream(local=str(split), shuffle=True, shuffle_seed=seed, batch_size=batch_size,
+                          num_canonical_nodes=1)
+    return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=0, drop_last=True,
+                               generator=torch.Generator().manual_seed(seed))
+
+
+def read_tokens(split: Path, limit: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``limit`` (0: all) cached samples in stored order, as (tokens (N, L), labels (N,))."""
+    dataset = TokenStream(local=str(split), shuffle=False)
+    n = min(limit, len(dataset)) if limit else len(dataset)
+    tokens, labels, _ = zip(*(dataset[i] for i in range(n)))
+    return torch.stack(tokens), torch.tensor(labels)
