@@ -8,6 +8,7 @@ ranks there are, and a resumed run draws exactly the crops an uninterrupted one 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,13 +56,26 @@ def train_loader(cfg: DataConfig, batch_size: int, seed: int, cache_root: Path) 
 
 def validation_images(cfg: DataConfig, cache_root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``val_samples`` validation images (uint8, NCHW, at ``image_size``) and labels."""
-    dataset = ImageStream(**stream_kwargs(cfg.val, Path(cfg.cache_dir or cache_root) / "val"), shuffle=False)
+    dataset = validation_stream(cfg, cache_root)
     n = min(cfg.val_samples, len(dataset))
-    images, labels, _ = zip(*(dataset[i] for i in range(n)))
-    batch = torch.stack(images)
-    if batch.shape[-1] != cfg.image_size or batch.shape[-2] != cfg.image_size:
-        batch = resize_uint8(batch, cfg.image_size)
-    return batch, torch.tensor(labels)
+    return next(validation_batches(dataset, n, n, cfg.image_size))
+
+
+def validation_stream(cfg: DataConfig, cache_root: Path) -> ImageStream:
+    """The validation split in its stored order; its (local copy of the) index is in ``streams[0].local``."""
+    return ImageStream(**stream_kwargs(cfg.val, Path(cfg.cache_dir or cache_root) / "val"), shuffle=False)
+
+
+def validation_batches(dataset: ImageStream, n: int, batch_size: int, image_size: int
+                       ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``n`` images and labels in batches: uint8 NCHW as stored (``convert`` centre-crops them), resized
+    to ``image_size``, no augmentation."""
+    for start in range(0, n, batch_size):
+        images, labels, _ = zip(*(dataset[i] for i in range(start, min(start + batch_size, n))))
+        batch = torch.stack(images)
+        if batch.shape[-1] != image_size or batch.shape[-2] != image_size:
+            batch = resize_uint8(batch, image_size)
+        yield batch, torch.tensor(labels)
 
 
 def check_splits(cfg: DataConfig, *, hashes: bool = True) -> None:

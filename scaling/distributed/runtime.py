@@ -51,6 +51,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """``precision`` auto: bf16 autocast on GPU, fp32 on CPU."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def init_runtime(device: str = "auto") -> Runtime:
     """Initialise (or join) the process group and build the data-parallel mesh."""
     dev = resolve_device(device)

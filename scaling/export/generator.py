@@ -30,12 +30,7 @@ def export_generator(run_dir: Path, out: Path | None = None, step: int | None = 
     from scaling.train.run_dir import CONFIG_FILE
 
     store = CheckpointStore(run_dir / "checkpoints")
-    steps = store.steps()
-    if not steps:
-        raise UserError(f"RUN: {run_dir} has no complete checkpoint to export")
-    if step is not None and step not in steps:
-        raise UserError(f"--step: {run_dir} has no checkpoint at step {step} (it has {', '.join(map(str, steps))})")
-    step = steps[-1] if step is None else step
+    step = store.resolve(step)
     state = read_checkpoint(store.path(step))
     tensors = {k: v.contiguous() for k, v in state["model"].items()}
     tensors |= {EMA_PREFIX + k: v.contiguous() for k, v in state.get("ema", {}).items()}

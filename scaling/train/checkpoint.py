@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,17 @@ class CheckpointStore:
     def latest(self) -> int | None:
         steps = self.steps()
         return steps[-1] if steps else None
+
+    def resolve(self, step: int | None) -> int:
+        """``step`` if it is a complete checkpoint, the latest for None; else a UserError naming the run."""
+        from scaling.errors import UserError
+
+        steps, run_dir = self.steps(), self.root.parent
+        if not steps:
+            raise UserError(f"RUN: {run_dir} has no complete checkpoint")
+        if step is not None and step not in steps:
+            raise UserError(f"--step: {run_dir} has no checkpoint at step {step} (it has {', '.join(map(str, steps))})")
+        return steps[-1] if step is None else step
 
     def save(self, step: int, state: dict[str, Any]) -> Path:
         """Write ``state`` (tensors, DTensors, ``Stateful`` objects, picklable values the same on every rank)."""
@@ -95,6 +107,22 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         target = Path(tmp) / "consolidated.pt"
         dcp_to_torch_save(path, target)
         return torch.load(target, map_location="cpu", weights_only=False)
+
+
+def load_generator_weights(path: Path, model: torch.nn.Module, ema: bool) -> None:
+    """Checkpoint ``path``'s generator weights into a plain (unsharded) ``model``, its EMA over the parameters when
+    ``ema``, in this process alone. DCP reads just these entries, resharded to full tensors: no optimiser state,
+    no discriminator, so memory is one copy of the model whatever the run's world size."""
+    state: dict[str, Any] = {"model": model.state_dict()}
+    if ema:
+        state["ema"] = {name: torch.empty_like(p) for name, p in model.named_parameters()}
+    with warnings.catch_warnings():  # DCP warns that there is no process group even when told so
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=path, no_dist=True)  # in place
+    if ema:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(state["ema"][name])
 
 
 class _FaultInjectingPlanner(DefaultSavePlanner):
