@@ -20,6 +20,9 @@ class QuantOut:
     codebook_loss: torch.Tensor
     commit_loss: torch.Tensor
     entropy_loss: torch.Tensor  # zero (and not computed) unless asked for
+    # l2 distance of each token's encoder output (as the quantiser compares it: normalised for vq) to its code,
+    # detached, shaped as ``indices``: how far quantisation moves the latents (``scaling eval``'s histogram)
+    distance: torch.Tensor
 
     def usage(self, codebook_size: int) -> tuple[float, float]:
         """(share of codes used, perplexity) of this batch's assignments."""
@@ -74,6 +77,11 @@ def _to_rows(z: torch.Tensor) -> torch.Tensor:
     return z.movedim(1, -1).reshape(-1, z.shape[1]).float()
 
 
+def _token_distance(rows: torch.Tensor, codes: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-token l2 distance of (N, C) rows to their (N, C) codes, shaped as ``like``'s indices."""
+    return (rows - codes).detach().norm(dim=-1).view(like.shape[0], *like.shape[2:])
+
+
 def _from_rows(rows: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     b, c, *spatial = like.shape
     return rows.view(b, *spatial, c).movedim(-1, 1).to(like.dtype)
@@ -109,8 +117,10 @@ class VectorQuantizer(nn.Module):
         codebook_loss = F.mse_loss(quant, flat.detach())
         commit_loss = self.cfg.beta * F.mse_loss(flat, quant.detach())
         ent = entropy_loss(sq_dist, entropy_temperature) if entropy_temperature else flat.new_zeros(())
+        distance = _token_distance(flat, quant, z)
         quant = rotate_to(flat, quant) if self.cfg.rotation_trick else flat + (quant - flat).detach()
-        return QuantOut(_from_rows(quant, z), indices.view(z.shape[0], *z.shape[2:]), codebook_loss, commit_loss, ent)
+        return QuantOut(_from_rows(quant, z), indices.view(z.shape[0], *z.shape[2:]), codebook_loss, commit_loss, ent,
+                        distance)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Code vectors for (B, H, W) or (B, N) ids, as (B, C, H, W) or (B, C, N)."""
@@ -176,7 +186,8 @@ class FSQ(nn.Module):
         indices = ((digits.detach() + half + offset).round().long() * radix).sum(-1)
         zero = flat.new_zeros(())
         z_q = _from_rows(digits / (levels // 2), z)
-        return QuantOut(z_q, indices.view(z.shape[0], *z.shape[2:]), zero, zero, zero)
+        distance = _token_distance(bounded / (levels // 2), digits / (levels // 2), z)
+        return QuantOut(z_q, indices.view(z.shape[0], *z.shape[2:]), zero, zero, zero, distance)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         levels, half, offset, radix = self._grid(indices.device)
@@ -207,7 +218,8 @@ class LFQ(nn.Module):
             sq_dist = flat.pow(2).sum(1, keepdim=True) + self.cfg.code_dim - 2 * flat @ codes.t()
             ent = entropy_loss(sq_dist, entropy_temperature)
         z_q = _from_rows(flat + (signs - flat).detach(), z)
-        return QuantOut(z_q, indices.view(z.shape[0], *z.shape[2:]), flat.new_zeros(()), commit, ent)
+        return QuantOut(z_q, indices.view(z.shape[0], *z.shape[2:]), flat.new_zeros(()), commit, ent,
+                        _token_distance(flat, signs, z))
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         return _bit_signs(indices, self.cfg.code_dim).movedim(-1, 1)

@@ -66,6 +66,24 @@ def test_lfq_codes_are_signs_and_ids_round_trip() -> None:
     assert z.grad.abs().sum() > 0
 
 
+def test_distance_is_from_the_encoder_output_to_its_code() -> None:
+    """``QuantOut.distance``: per token, the l2 distance the quantiser moved it (what ``scaling eval`` plots)."""
+    torch.manual_seed(0)
+    z = torch.randn(2, 6, 3, 5)
+    vq = VectorQuantizer(QuantizerConfig(codebook_size=64, code_dim=6))
+    vq.reset_parameters()
+    lfq = LFQ(QuantizerConfig(kind="lfq", code_dim=6, codebook_size=64))
+    for quantizer, seen in ((vq, torch.nn.functional.normalize(z, dim=1)), (lfq, z)):  # vq compares unit vectors
+        q = quantizer(z)
+        assert q.distance.shape == q.indices.shape
+        assert torch.allclose(q.distance, (seen - quantizer.lookup(q.indices)).norm(dim=1), atol=1e-5)
+    levels = (8, 5, 5, 5, 5, 5)
+    q = FSQ(QuantizerConfig(kind="fsq", levels=levels, code_dim=6, codebook_size=8 * 5 ** 5))(z)
+    half_steps = torch.tensor([0.5 / (n // 2) for n in levels])  # rounding moves each digit half a step at most
+    assert q.distance.shape == q.indices.shape and (q.distance <= half_steps.norm() + 1e-6).all()
+    assert q.distance.max() > 0
+
+
 @pytest.mark.parametrize("config", ["tiny", "gigatok-tiny", "titok-tiny"])
 @pytest.mark.parametrize("args", [FSQ_ARGS, LFQ_ARGS, ("--quantizer.rotation_trick", "true")],
                          ids=["fsq", "lfq", "vq-rotation"])
