@@ -317,10 +317,11 @@ class TrackingConfig:
 class EvalConfig:
     """``scaling eval`` and the probe's gFID: Inception features for FID come from a local file."""
 
-    inception_weights: str = ""  # torch-fidelity's pt_inception-2015-12-05 state dict, a local file
+    inception_weights: str = ""  # torch-fidelity's weights-inception-2015-12-05-6726825d.pth, a local file
     num_images: int = 0  # validation images to reconstruct; 0: the whole split
     batch_size: int = 64
     stats_cache: str = ""  # reference FID statistics, computed once; empty: ~/.cache/scaling/fid
+    device: str = "auto"  # auto | cpu | cuda: where evaluation runs (not necessarily where the run trained)
 
     def validate(self) -> list[str]:
         errs = []
@@ -328,6 +329,8 @@ class EvalConfig:
             errs.append(f"eval.num_images: must be >= 0, got {self.num_images}")
         if self.batch_size <= 0:
             errs.append(f"eval.batch_size: must be positive, got {self.batch_size}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            errs.append(f"eval.device: must be auto, cpu or cuda, got {self.device!r}")
         return errs
 
 
