@@ -1,0 +1,129 @@
+"""FID from Inception-v3 pool features: torch-fidelity's port of the TF Inception that FID is defined with, its
+weights from a local file, and its Frechet distance.
+
+The validation split's reference statistics are computed once and cached as .npz, keyed by everything that
+determines them, so every evaluation (``scaling eval``'s rFID, the AR probe's gFID) compares against the same
+numbers without recomputing them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from scaling.config import Config
+from scaling.data.loader import ImageStream, to_float, validation_batches, validation_stream
+from scaling.data.mds import verify_split
+from scaling.errors import UserError, require_file
+from scaling.eval.metrics import to_uint8
+
+EXTRACTOR = "inception-v3-compat"  # torch-fidelity's name for the TF-Inception port
+FEATURE = "2048"  # pool3 features
+DEFAULT_STATS_CACHE = "~/.cache/scaling/fid"
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's release file
+
+
+def check_eval(cfg: Config) -> Path:
+    """Preflight of anything that computes FID, before any work: the Inception weight file and the validation
+    split (sizes; training verified the hashes). Returns the weight file."""
+    if not cfg.eval.inception_weights:
+        raise UserError(f"eval.inception_weights: required, a local weight file (torch-fidelity's {INCEPTION_FILE})")
+    path = require_file(cfg.eval.inception_weights, "eval.inception_weights")
+    verify_split(cfg.data.val, hashes=False)
+    return path
+
+
+class InceptionFeatures:
+    """Frozen Inception-v3: a batch of [-1, 1] images (N, 3, H, W) -> (N, 2048) float64 pool features.
+
+    Images go in as the uint8 a PNG of them would hold (what torch-fidelity's extractor expects, and what FID
+    tools measure from files); the extractor resizes them to 299 itself."""
+
+    def __init__(self, weights: str | Path, device: torch.device):
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+        self.weights, self.device = Path(weights).expanduser(), device
+        try:
+            model = FeatureExtractorInceptionV3(EXTRACTOR, [FEATURE], feature_extractor_weights_path=str(self.weights))
+        except Exception as e:  # unreadable, or another network's state dict
+            raise UserError(f"eval.inception_weights: {self.weights} is not torch-fidelity's Inception state dict "
+                            f"({type(e).__name__})") from None
+        self.model = model.to(device)
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of the weight file (part of the reference statistics' cache key)."""
+        with open(self.weights, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        (features,) = self.model(to_uint8(images).to(self.device))
+        return features.cpu().double().numpy()
+
+
+@dataclass
+class FIDStats:
+    """Mean and covariance of a set's Inception features, and how many images they summarise."""
+
+    mu: np.ndarray
+    sigma: np.ndarray
+    n: int
+
+    @classmethod
+    def from_features(cls, feats: np.ndarray) -> FIDStats:
+        from torch_fidelity.metric_fid import fid_features_to_statistics
+
+        stats = fid_features_to_statistics(torch.from_numpy(np.asarray(feats, dtype=np.float64)))
+        return cls(stats["mu"], stats["sigma"], len(feats))
+
+    def save(self, path: Path) -> None:
+        """Atomically: written under a temporary name, then renamed, so a reader never sees half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".tmp", delete=False) as f:
+            np.savez(f, mu=self.mu, sigma=self.sigma, n=self.n)
+        os.replace(f.name, path)
+
+    @classmethod
+    def load(cls, path: Path) -> FIDStats:
+        with np.load(path) as z:
+            return cls(z["mu"], z["sigma"], int(z["n"]))
+
+
+def frechet_distance(a: FIDStats, b: FIDStats) -> float:
+    """FID between two sets' statistics (torch-fidelity's computation)."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
+
+    metric = fid_statistics_to_metric({"mu": a.mu, "sigma": a.sigma}, {"mu": b.mu, "sigma": b.sigma}, verbose=False)
+    return float(metric[KEY_METRIC_FID])
+
+
+def eval_split(cfg: Config) -> tuple[ImageStream, int]:
+    """The validation split and how many of its first images evaluation uses (``eval.num_images``; 0: all)."""
+    dataset = validation_stream(cfg.data, Path(cfg.train.run_dir) / "cache")
+    return dataset, min(cfg.eval.num_images or len(dataset), len(dataset))
+
+
+def reference_stats(cfg: Config, extractor: InceptionFeatures) -> FIDStats:
+    """Statistics of the first ``eval.num_images`` validation images at ``data.image_size``, from the cache in
+    ``eval.stats_cache`` when they were computed before."""
+    dataset, n = eval_split(cfg)
+    index = Path(dataset.streams[0].local) / "index.json"  # names every shard with its hash: the data itself
+    key = {"extractor": f"{EXTRACTOR}/{FEATURE}", "weights": extractor.digest, "image_size": cfg.data.image_size,
+           "num_images": n, "index": hashlib.sha256(index.read_bytes()).hexdigest()}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    path = Path(cfg.eval.stats_cache or DEFAULT_STATS_CACHE).expanduser() / f"val-{digest}.npz"
+    if path.is_file():
+        return FIDStats.load(path)
+    batches = validation_batches(dataset, n, cfg.eval.batch_size, cfg.data.image_size)
+    stats = FIDStats.from_features(np.concatenate([extractor(to_float(images)) for images, _ in batches]))
+    stats.save(path)
+    return stats
