@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "scaling.train.cli",
     "scaling.export.cli",
     "scaling.probe.cli",
+    "scaling.eval.cli",
     "scaling.launch.cli",
     "scaling.plan.cli",
     "scaling.analysis.cli",

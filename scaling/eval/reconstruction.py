@@ -1,0 +1,192 @@
+"""``scaling eval RUN``: a trained tokenizer's reconstruction metrics on the validation split.
+
+rFID, PSNR, SSIM, LPIPS, codebook usage and perplexity, and how far quantisation moves the encoder outputs,
+logged to the run's own MLflow run at the checkpoint's step and written to ``RUN/eval/step-N/``.
+
+One process and a plain (unsharded) model: evaluation needs no gradients and no optimiser state, and every
+preset's generator fits on one device, so the checkpoint's generator (or EMA) entries are read straight into a
+plain model (DCP reshards them from however many ranks saved them). No process group, no FSDP wrappers, and
+memory is one copy of the weights, not the whole training state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from scaling.config import Config, load_config
+from scaling.config.loader import flatten, parse_overrides
+from scaling.data.loader import to_float, validation_batches
+from scaling.distributed.runtime import resolve_device, uses_bf16
+from scaling.errors import UserError, require_file
+from scaling.eval.fid import FIDStats, InceptionFeatures, check_eval, eval_split, frechet_distance, reference_stats
+from scaling.eval.images import save_histogram, save_recon_grid
+from scaling.eval.metrics import psnr, ssim
+from scaling.losses.perceptual import PerceptualLoss
+from scaling.models.factory import build_tokenizer
+from scaling.models.quantizers import codebook_stats
+from scaling.tracking.mlflow_tracker import RUN_ID_FILE, tracking_uri
+from scaling.train.checkpoint import CheckpointStore, load_generator_weights
+from scaling.train.run_dir import CONFIG_FILE
+
+LPIPS_SKIPPED = "skipped: the config names no VGG16 weights (loss.vgg_weights)"
+
+
+@dataclass
+class Target:
+    """What one evaluation measures: a run's checkpoint, with its EMA or its raw weights."""
+
+    run_dir: Path
+    cfg: Config
+    step: int
+    ema: bool  # the EMA weights (the run keeps an EMA and they were asked for)
+    run_id: str
+
+    @property
+    def raw(self) -> bool:
+        """The raw weights of a run that keeps an EMA (``--no-ema``), not the ones it is judged by."""
+        return bool(self.cfg.train.ema_decay) and not self.ema
+
+    @property
+    def prefix(self) -> str:
+        """Metric keys: ``eval/...``, or ``eval_raw/...`` for the raw weights."""
+        return "eval_raw" if self.raw else "eval"
+
+    @property
+    def out_dir(self) -> Path:
+        return self.run_dir / "eval" / f"step-{self.step:08d}{'-raw' if self.raw else ''}"
+
+
+def evaluate(run_dir: Path, overrides: list[str] | dict[str, Any] | None = None, step: int | None = None,
+             ema: bool = True) -> dict[str, float]:
+    """Evaluate checkpoint ``step`` (default: the newest) of ``run_dir``; ``overrides`` may set ``eval.*`` only."""
+    target = prepare(run_dir, overrides, step, ema)
+    cfg = target.cfg
+    device = resolve_device(cfg.eval.device)
+    # Frozen networks first: a bad weight file fails here, before anything is computed or written.
+    extractor = InceptionFeatures(cfg.eval.inception_weights, device)
+    perceptual = PerceptualLoss(cfg.loss.vgg_weights, cfg.loss.lpips_weights).to(device) if cfg.loss.vgg_weights \
+        else None
+    model = load_tokenizer(target, device)
+    reference = reference_stats(cfg, extractor)
+    metrics, extras = reconstruct(model, cfg, extractor, perceptual, device)
+    metrics = {"rfid": frechet_distance(FIDStats.from_features(extras.pop("features")), reference)} | metrics
+    metrics = {f"{target.prefix}/{k}": v for k, v in metrics.items()}
+    files = save_outputs(target, metrics, extras)
+    log_to_mlflow(target, metrics, files)
+    return metrics
+
+
+def prepare(run_dir: Path, overrides: list[str] | dict[str, Any] | None, step: int | None, ema: bool) -> Target:
+    """Every check that needs no computation: the run, its config with the ``eval.*`` overrides, the Inception
+    weights, the LPIPS weights the config names, the checkpoint and the MLflow run."""
+    saved = run_dir / CONFIG_FILE
+    if not saved.is_file():
+        raise UserError(f"RUN: {run_dir} is not a run directory (no {CONFIG_FILE})")
+    over = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
+    fixed = sorted(k for k in flatten(over) if not k.startswith("eval."))
+    if fixed:
+        raise UserError(f"{fixed[0]}: scaling eval takes eval.* overrides only (the run's other keys are fixed)")
+    cfg = load_config(str(saved), over)
+    cfg.train.run_dir = str(run_dir)  # where the run is now (its cache too), not where it trained
+    check_eval(cfg)
+    if cfg.loss.vgg_weights:  # LPIPS, whatever the training's perceptual weight was
+        require_file(cfg.loss.vgg_weights, "loss.vgg_weights")
+        if cfg.loss.lpips_weights:
+            require_file(cfg.loss.lpips_weights, "loss.lpips_weights")
+    step = CheckpointStore(run_dir / "checkpoints").resolve(step)
+    id_file = run_dir / RUN_ID_FILE
+    if not id_file.is_file():
+        raise UserError(f"RUN: {run_dir} has no MLflow run ({RUN_ID_FILE})")
+    return Target(run_dir, cfg, step, ema and cfg.train.ema_decay > 0, id_file.read_text().strip())
+
+
+def load_tokenizer(target: Target, device: torch.device) -> nn.Module:
+    """The run's tokenizer at ``target.step``, plain and in eval mode (all tokens kept, no dropout)."""
+    with torch.device("meta"):
+        model = build_tokenizer(target.cfg)
+    model.to_empty(device=device)
+    with torch.no_grad():
+        model.init_weights()  # anything the checkpoint does not hold (non-persistent buffers) gets its values
+    load_generator_weights(CheckpointStore(target.run_dir / "checkpoints").path(target.step), model, target.ema)
+    return model.eval()
+
+
+@torch.no_grad()
+def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures, perceptual: PerceptualLoss | None,
+                device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
+    """One pass over the first ``eval.num_images`` validation images (centred, no augmentation): the per-image
+    metrics' means, codebook statistics, and (as extras) the reconstructions' Inception features, the per-token
+    distances to the assigned codes and the first batch for the grid."""
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(cfg.train.precision, device) \
+        else nullcontext()  # the precision the run trained and validated in
+    dataset, n = eval_split(cfg)
+    sums = {"psnr": 0.0, "ssim": 0.0} | ({"lpips": 0.0} if perceptual is not None else {})
+    features, indices, distances, first = [], [], [], None
+    for images, _ in validation_batches(dataset, n, cfg.eval.batch_size, cfg.data.image_size):
+        x = to_float(images).to(device)
+        with autocast:
+            recon, q = model(x)
+        recon = recon.float()
+        sums["psnr"] += float(psnr(recon, x).sum())
+        sums["ssim"] += float(ssim(recon, x).sum())
+        if perceptual is not None:
+            sums["lpips"] += float(perceptual(recon, x)) * len(x)
+        features.append(extractor(recon))
+        indices.append(q.indices.flatten().cpu())
+        distances.append(q.distance.flatten().float().cpu())
+        if first is None:
+            first = (x.cpu(), recon.cpu())
+    usage, perplexity = codebook_stats(torch.cat(indices), cfg.quantizer.codebook_size)
+    dist = torch.cat(distances).numpy()
+    p50, p95 = np.percentile(dist, [50, 95])
+    metrics = {k: v / n for k, v in sums.items()} | {
+        "codebook_usage": usage, "perplexity": perplexity, "code_distance_mean": float(dist.mean()),
+        "code_distance_p50": float(p50), "code_distance_p95": float(p95), "code_distance_max": float(dist.max()),
+        "num_images": float(n)}
+    return metrics, {"features": np.concatenate(features), "distances": dist, "first": first}
+
+
+def save_outputs(target: Target, metrics: dict[str, float], extras: dict[str, Any]) -> list[Path]:
+    """``metrics.json``, the reconstructions grid and the distance histogram, in ``target.out_dir``."""
+    out = target.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    grid = save_recon_grid(*extras["first"], out / "reconstructions.png")
+    hist = save_histogram(extras["distances"], out / "code_distances.png",
+                          xlabel="l2 distance, encoder output to its code",
+                          title=f"{target.run_dir.name} step {target.step}{' (EMA)' if target.ema else ''}")
+    record = {"run_dir": str(target.run_dir), "step": target.step, "ema": target.ema, "metrics": metrics}
+    if f"{target.prefix}/lpips" not in metrics:
+        record["lpips"] = LPIPS_SKIPPED
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, out / "metrics.json")
+    return [out / "metrics.json", grid, hist]
+
+
+def log_to_mlflow(target: Target, metrics: dict[str, float], files: list[Path]) -> None:
+    """Metrics at the checkpoint's step and the files as artifacts, in the run's own MLflow run; its status is
+    left as training left it."""
+    import time
+
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri(target.cfg.tracking))
+    now = int(time.time() * 1000)
+    try:
+        client.log_batch(target.run_id, metrics=[Metric(k, v, now, target.step) for k, v in metrics.items()])
+        for path in files:
+            client.log_artifact(target.run_id, str(path), target.out_dir.relative_to(target.run_dir).as_posix())
+    except Exception as e:  # the results are on disk; a tracking server that is down must not lose them
+        warnings.warn(f"MLflow: could not log to run {target.run_id} ({type(e).__name__}: {str(e)[:200]}); "
+                      f"the results are in {target.out_dir}", stacklevel=2)

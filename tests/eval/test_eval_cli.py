@@ -1,0 +1,112 @@
+"""``scaling eval RUN`` on a short tiny training run: metrics in the run's MLflow run at the checkpoint's step,
+metrics.json, the grid and the histogram; the weights it evaluates; bad input stops before any work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scaling.config import load_config
+from scaling.errors import UserError
+from scaling.eval.reconstruction import load_tokenizer, prepare, reconstruct
+from scaling.losses.perceptual import PerceptualLoss
+from scaling.models.factory import build_tokenizer
+from scaling.train.checkpoint import read_checkpoint
+from tests.conftest import run_cli, tiny_args
+from tests.models.standins import random_inception  # noqa: F401 (a fixture)
+from tests.test_losses import random_vgg  # noqa: F401 (a fixture)
+
+KEYS = ("eval/rfid", "eval/psnr", "eval/ssim", "eval/codebook_usage", "eval/perplexity", "eval/code_distance_mean",
+        "eval/code_distance_p95")
+
+
+@pytest.fixture(scope="module")
+def trained(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A tiny run of 20 steps with an EMA, checkpoints at 10 and 20, and its MLflow store."""
+    root = tmp_path_factory.mktemp("evalrun")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    overrides = {"train.steps": 20, "train.batch_size": 8, "optim.warmup_steps": 0, "train.ckpt_every": 10,
+                 "train.val_every": 20, "train.ema_decay": 0.9, "data.val_samples": 8}
+    result = run_cli("train", "tiny", *tiny_args(synth_data, root / "run", uri, **overrides))
+    assert result.returncode == 0, result.stderr
+    return root / "run", uri
+
+
+def test_eval_logs_to_the_runs_mlflow_run(trained: tuple[Path, str], random_inception: Path, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    run, uri = trained
+    result = run_cli("eval", str(run), "--eval.inception_weights", str(random_inception), "--eval.num_images", "10",
+                     "--eval.batch_size", "5", "--eval.stats_cache", str(tmp_path / "fid"))
+    assert result.returncode == 0, result.stderr
+    assert "eval/rfid" in result.stdout and "eval/lpips" in result.stdout  # the table, LPIPS noted as skipped
+
+    out = run / "eval" / "step-00000020"
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["step"] == 20 and record["ema"] is True and "lpips" in record
+    metrics = record["metrics"]
+    assert metrics["eval/num_images"] == 10 and 0 < metrics["eval/codebook_usage"] <= 1
+    assert metrics["eval/rfid"] > 0 and metrics["eval/perplexity"] >= 1
+    assert (out / "reconstructions.png").stat().st_size and (out / "code_distances.png").stat().st_size
+
+    client = MlflowClient(uri)
+    run_id = (run / "mlflow_run_id").read_text().strip()
+    for key in KEYS:
+        (point,) = client.get_metric_history(run_id, key)
+        assert point.step == 20 and point.value == pytest.approx(metrics[key])
+    logged = {Path(a.path).name for a in client.list_artifacts(run_id, "eval/step-00000020")}
+    assert logged == {"metrics.json", "reconstructions.png", "code_distances.png"}
+    assert client.get_run(run_id).info.status == "FINISHED"  # left as training left it
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_evaluates_the_checkpoints_weights(trained: tuple[Path, str], random_inception: Path, ema: bool) -> None:
+    run, _ = trained
+    target = prepare(run, ["--eval.inception_weights", str(random_inception)], step=10, ema=ema)
+    assert target.step == 10 and target.prefix == ("eval" if ema else "eval_raw")
+    assert target.out_dir == run / "eval" / ("step-00000010" if ema else "step-00000010-raw")
+    model = load_tokenizer(target, torch.device("cpu"))
+    expected = read_checkpoint(run / "checkpoints" / "step-00000010")["ema" if ema else "model"]
+    for name, p in model.named_parameters():
+        assert torch.equal(p, expected[name]), name
+
+
+def test_bad_input_stops_before_any_work(trained: tuple[Path, str], tmp_path: Path) -> None:
+    run, _ = trained
+    missing = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
+    before = sorted(run.rglob("*"))
+    result = run_cli("eval", str(run), "--eval.inception_weights", str(missing))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"scaling: error: eval.inception_weights: weight file {missing} "
+                                                  "not found"]
+    assert sorted(run.rglob("*")) == before  # nothing written: no eval/ directory (or its step) created
+
+    with pytest.raises(UserError, match=r"^model.base_channels: scaling eval takes eval.\* overrides only"):
+        prepare(run, ["--model.base_channels", "8"], None, True)
+    with pytest.raises(UserError, match=r"^--step: .* has no checkpoint at step 7 \(it has 10, 20\)"):
+        prepare(run, ["--eval.inception_weights", str(Path(__file__))], 7, True)
+
+
+@pytest.mark.parametrize("config, tokens", [("tiny", 64), ("gigatok-tiny", 32), ("titok-tiny", 16),
+                                            ("tokenflow-tiny", 64)])
+def test_every_family_reconstructs(config: str, tokens: int, synth_data: Path, random_vgg: Path,
+                                   tmp_path: Path) -> None:
+    """One pass over the split for each family (random weights; Inception replaced by zeros: the metrics here are
+    the pass's bookkeeping), LPIPS when the config names VGG weights."""
+    cfg = load_config(config, {"data": {"train": str(synth_data / "train"), "val": str(synth_data / "val")},
+                               "train": {"run_dir": str(tmp_path)}, "eval": {"num_images": 6, "batch_size": 4}})
+    torch.manual_seed(0)
+    model = build_tokenizer(cfg).eval()
+    perceptual = PerceptualLoss(str(random_vgg)) if config == "tiny" else None
+    metrics, extras = reconstruct(model, cfg, lambda x: np.zeros((len(x), 2048)), perceptual, torch.device("cpu"))
+    assert metrics["num_images"] == 6 and extras["features"].shape == (6, 2048)
+    assert len(extras["distances"]) == 6 * tokens and (extras["distances"] > 0).all()
+    assert 0 < metrics["codebook_usage"] <= 1 and 1 <= metrics["perplexity"] <= 6 * tokens
+    assert 0 < metrics["psnr"] < 100 and -1 <= metrics["ssim"] <= 1
+    assert ("lpips" in metrics) == (perceptual is not None) and metrics.get("lpips", 1) > 0
+    originals, recons = extras["first"]
+    assert originals.shape == recons.shape == (4, 3, 32, 32)
