@@ -23,8 +23,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from scaling.config import Config, load_config
-from scaling.config.loader import flatten, parse_overrides
+from scaling.config import Config
 from scaling.data.loader import to_float, validation_batches
 from scaling.distributed.runtime import resolve_device, uses_bf16
 from scaling.errors import UserError, require_file
@@ -36,7 +35,7 @@ from scaling.models.factory import build_tokenizer
 from scaling.models.quantizers import codebook_stats
 from scaling.tracking.mlflow_tracker import RUN_ID_FILE, tracking_uri
 from scaling.train.checkpoint import CheckpointStore, load_generator_weights
-from scaling.train.run_dir import CONFIG_FILE
+from scaling.train.run_dir import load_run_config
 
 LPIPS_SKIPPED = "skipped: the config names no VGG16 weights (loss.vgg_weights)"
 
@@ -66,9 +65,10 @@ class Target:
         return self.run_dir / "eval" / f"step-{self.step:08d}{'-raw' if self.raw else ''}"
 
 
-def evaluate(run_dir: Path, overrides: list[str] | dict[str, Any] | None = None, step: int | None = None,
-             ema: bool = True) -> dict[str, float]:
-    """Evaluate checkpoint ``step`` (default: the newest) of ``run_dir``; ``overrides`` may set ``eval.*`` only."""
+def evaluate(run_dir: Path, overrides: list[str] | None = None, step: int | None = None, ema: bool = True
+             ) -> dict[str, float]:
+    """Evaluate checkpoint ``step`` (default: the newest) of ``run_dir``; ``overrides`` (``--eval.key VALUE``)
+    may set ``eval.*`` only. Returns the metrics as logged."""
     target = prepare(run_dir, overrides, step, ema)
     cfg = target.cfg
     device = resolve_device(cfg.eval.device)
@@ -86,17 +86,10 @@ def evaluate(run_dir: Path, overrides: list[str] | dict[str, Any] | None = None,
     return metrics
 
 
-def prepare(run_dir: Path, overrides: list[str] | dict[str, Any] | None, step: int | None, ema: bool) -> Target:
+def prepare(run_dir: Path, overrides: list[str] | None, step: int | None, ema: bool) -> Target:
     """Every check that needs no computation: the run, its config with the ``eval.*`` overrides, the Inception
     weights, the LPIPS weights the config names, the checkpoint and the MLflow run."""
-    saved = run_dir / CONFIG_FILE
-    if not saved.is_file():
-        raise UserError(f"RUN: {run_dir} is not a run directory (no {CONFIG_FILE})")
-    over = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides or {})
-    fixed = sorted(k for k in flatten(over) if not k.startswith("eval."))
-    if fixed:
-        raise UserError(f"{fixed[0]}: scaling eval takes eval.* overrides only (the run's other keys are fixed)")
-    cfg = load_config(str(saved), over)
+    cfg = load_run_config(run_dir, overrides or [], ("eval.",))
     cfg.train.run_dir = str(run_dir)  # where the run is now (its cache too), not where it trained
     check_eval(cfg)
     if cfg.loss.vgg_weights:  # LPIPS, whatever the training's perceptual weight was

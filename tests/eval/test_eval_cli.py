@@ -85,7 +85,7 @@ def test_bad_input_stops_before_any_work(trained: tuple[Path, str], tmp_path: Pa
                                                   "not found"]
     assert sorted(run.rglob("*")) == before  # nothing written: no eval/ directory (or its step) created
 
-    with pytest.raises(UserError, match=r"^model.base_channels: scaling eval takes eval.\* overrides only"):
+    with pytest.raises(UserError, match=r"^model.base_channels: cannot change a trained run here \(allowed: eval.\)"):
         prepare(run, ["--model.base_channels", "8"], None, True)
     with pytest.raises(UserError, match=r"^--step: .* has no checkpoint at step 7 \(it has 10, 20\)"):
         prepare(run, ["--eval.inception_weights", str(Path(__file__))], 7, True)
