@@ -73,9 +73,7 @@ def trained_tokenizer(run_dir: Path, rt: Any, ema: bool = True) -> tuple[nn.Modu
 
     def export_if_stale() -> int:
         path = run_dir / "export" / "generator.safetensors"
-        latest = CheckpointStore(run_dir / "checkpoints").latest()
-        if latest is None:
-            raise UserError(f"RUN: {run_dir} has no complete checkpoint")
+        latest = CheckpointStore(run_dir / "checkpoints").resolve(None)
         if exported_step(path) != latest:
             export_generator(run_dir, path, latest)
         return latest

@@ -18,7 +18,7 @@ from torch.distributed.fsdp import register_fsdp_forward_method
 
 from scaling.config import Config, OptimConfig
 from scaling.distributed.parallelize import parallelize_tokenizer
-from scaling.distributed.runtime import Runtime
+from scaling.distributed.runtime import Runtime, uses_bf16
 from scaling.errors import UserError
 from scaling.probe.gpt import ClassConditionalGPT
 from scaling.probe.tokens import token_loader
@@ -33,8 +33,8 @@ GRAD_CLIP = 1.0
 
 
 def autocast_for(cfg: Config, device: torch.device) -> Any:
-    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(cfg.train.precision, device) \
+        else nullcontext()
 
 
 def build_gpt(cfg: Config, vocab: int, num_classes: int, seq_len: int, rt: Runtime) -> ClassConditionalGPT:
@@ -45,7 +45,7 @@ def build_gpt(cfg: Config, vocab: int, num_classes: int, seq_len: int, rt: Runti
     torch.manual_seed(cfg.train.seed)
     with torch.no_grad():
         model.init_weights()
-    bf16 = not isinstance(autocast_for(cfg, rt.device), nullcontext)
+    bf16 = uses_bf16(cfg.train.precision, rt.device)
     parallelize_tokenizer(model, cfg.parallel, rt.mesh, param_dtype=torch.bfloat16 if bf16 else torch.float32)
     for method in ("features", "generate"):  # entry points besides forward: FSDP gathers the root's parameters
         register_fsdp_forward_method(model, method)

@@ -1,0 +1,83 @@
+"""``scaling probe RUN`` end to end on the synthetic data: a trained tokenizer against the same tokenizer
+before training, resume after a kill, a finished probe does no work, a missing Inception file stops it first."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from scaling.train import events
+from tests.conftest import _literal, run_cli, train_tiny
+from tests.models.standins import random_inception  # noqa: F401 (a fixture)
+
+PROBE = {"probe.size": "tiny", "probe.steps": 150, "probe.batch_size": 32, "probe.lr": 1e-3, "probe.log_every": 50,
+         "probe.ckpt_every": 75, "probe.gfid_samples": 60, "probe.linear_probe_epochs": 30, "eval.num_images": 64}
+MARGIN = 0.1  # the linear probe must beat chance (1 in 10 classes) by this much
+
+
+def _probe(run: Path, inception: Path, cache: Path, fault: str = "", **extra: object):
+    args = PROBE | {"eval.inception_weights": str(inception), "eval.stats_cache": str(cache)} | extra
+    flat = [x for k, v in args.items() for x in (f"--{k}", _literal(v))]
+    return run_cli("probe", str(run), *flat, env={"SCALING_FAULT": fault} if fault else None)
+
+
+def _results(run: Path) -> dict[str, float]:
+    return json.loads((run / "probe" / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def untrained(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny tokenizer as initialised: one step at a negligible learning rate."""
+    tmp = tmp_path_factory.mktemp("untrained")
+    return train_tiny(synth_data, tmp / "run", f"sqlite:///{tmp / 'mlflow.db'}", **{
+        "train.steps": 1, "train.ckpt_every": 1, "train.val_every": 1, "train.log_every": 1, "optim.lr": 1e-9,
+        "optim.min_lr": 0.0, "optim.warmup_steps": 0})
+
+
+def test_probe_separates_a_trained_tokenizer_from_an_untrained_one(tokenizer_run: Path, untrained: Path,
+                                                                   random_inception: Path, tmp_path: Path) -> None:
+    t0 = time.perf_counter()
+    proc = _probe(tokenizer_run, random_inception, tmp_path / "fid", **{"probe.cfg_scales": [1.0, 2.0]})
+    wall = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # Killed right after its step-75 checkpoint, the untrained probe resumes from it when re-run.
+    killed = _probe(untrained, random_inception, tmp_path / "fid", fault="checkpoint-saved:75")
+    assert killed.returncode == -9
+    assert _probe(untrained, random_inception, tmp_path / "fid").returncode == 0
+    starts = [e["step"] for e in events.read(untrained / "probe") if e["event"] == "start"]
+    assert starts == [0, 75]
+
+    trained, base = _results(tokenizer_run), _results(untrained)
+    print(f"\nprobe wall time (tiny, CPU): {wall:.1f} s\ntrained:   {trained}\nuntrained: {base}")
+    assert trained["probe/val_loss"] < base["probe/val_loss"] - 0.1
+    assert trained["probe/linear_acc"] > trained["probe/linear_chance"] + MARGIN
+    assert trained["probe/gfid"] > 0 and trained["probe/gfid_best_cfg"] > 0
+    assert trained["probe/cfg_scale_best"] == 2.0
+
+    client = MlflowClient((tokenizer_run / "config.toml").read_text().split('uri = "')[1].split('"')[0])
+    run = client.get_run((tokenizer_run / "mlflow_run_id").read_text().strip())
+    assert {"val/psnr", "probe/val_loss", "probe/linear_acc", "probe/gfid", "probe/gfid_cfg2",
+            "probe/train_loss"} <= set(run.data.metrics)
+    assert run.data.params["probe.size"] == "tiny" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "probe/train_loss")] == [50, 100, 150]
+
+    # Done once: a re-run returns the results without touching the checkpoints.
+    ckpt = next((tokenizer_run / "probe" / "checkpoints").iterdir()).stat().st_mtime_ns
+    again = _probe(tokenizer_run, random_inception, tmp_path / "fid", **{"probe.cfg_scales": [1.0, 2.0]})
+    assert again.returncode == 0 and _results(tokenizer_run) == trained
+    assert next((tokenizer_run / "probe" / "checkpoints").iterdir()).stat().st_mtime_ns == ckpt
+
+
+def test_missing_inception_file_stops_the_probe_before_any_work(untrained: Path, tmp_path: Path) -> None:
+    run = tmp_path / "copy"
+    run.mkdir()
+    (run / "config.toml").write_text((untrained / "config.toml").read_text())
+    proc = _probe(run, tmp_path / "no-inception.pth", tmp_path / "fid")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"scaling: error: eval.inception_weights: weight file {tmp_path / 'no-inception.pth'} " \
+                                  "not found"
+    assert not (run / "probe").exists()
