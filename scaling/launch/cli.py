@@ -14,6 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config")
     p.add_argument("--profile", default="slurm/local.toml", help="cluster profile TOML (default: slurm/local.toml)")
     p.add_argument("--wait", action="store_true", help="wait for the job and print its result")
+    p.add_argument("--with-probe", action="store_true",
+                   help="AR-probe the trained tokenizer afterwards (a dependent job on Slurm; needs "
+                        "eval.inception_weights)")
     p.set_defaults(func=_launch, accepts_overrides=True)
 
     p = sub.add_parser("status", help="job state, step, last loss and restarts of runs")
@@ -33,7 +36,7 @@ def _launch(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     from scaling.launch.submit import submit
 
-    job = submit(cfg, profile, Path(args.profile).stem)
+    job = submit(cfg, profile, Path(args.profile).stem, with_probe=args.with_probe)
     run_dir = Path(cfg.train.run_dir)
     print(f"job:            {job.job_id} ({profile.executor})")
     print(f"run directory:  {run_dir}")

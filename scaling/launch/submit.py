@@ -11,7 +11,7 @@ import submitit
 from scaling.config import Config
 from scaling.config.loader import config_to_dict
 from scaling.errors import UserError
-from scaling.launch.job import TrainJob
+from scaling.launch.job import ProbeJob, TrainJob
 from scaling.launch.profile import ClusterProfile
 from scaling.train.preflight import preflight
 from scaling.train.run_dir import claim_run_dir
@@ -39,14 +39,24 @@ def make_executor(profile: ClusterProfile, folder: Path) -> submitit.Executor:
     return executor
 
 
-def submit(cfg: Config, profile: ClusterProfile, profile_name: str) -> submitit.Job:
-    """Everything that can fail fails here, before anything is queued."""
+def submit(cfg: Config, profile: ClusterProfile, profile_name: str, with_probe: bool = False) -> submitit.Job:
+    """Everything that can fail fails here, before anything is queued. ``with_probe``: the AR probe follows the
+    training, as a dependent job (afterok) on Slurm, in the same job on the local executor; returns the last job."""
     preflight(cfg)
+    if with_probe:
+        from scaling.eval.fid import check_eval
+
+        check_eval(cfg)
     check_gpu_fit(cfg, profile)
     run_dir = claim_run_dir(cfg)
     executor = make_executor(profile, run_dir / "submitit")
-    job = executor.submit(TrainJob(), config_to_dict(cfg))
+    chained = with_probe and profile.executor == "local"
+    job = executor.submit(TrainJob(), config_to_dict(cfg), chained)
     record_job(run_dir, str(job.job_id), profile.executor, profile_name)
+    if with_probe and not chained:
+        executor.update_parameters(slurm_additional_parameters={**profile.sbatch, "dependency": f"afterok:{job.job_id}"})
+        job = executor.submit(ProbeJob(), str(run_dir))
+        record_job(run_dir, str(job.job_id), profile.executor, profile_name, kind="probe")
     return job
 
 
@@ -73,10 +83,10 @@ def check_gpu_fit(cfg: Config, profile: ClusterProfile) -> None:
                         f"activation checkpointing {ac}, {gpus} GPUs) but a GPU has {profile.gpu_mem_gb:g}; {hint}")
 
 
-def record_job(run_dir: Path, job_id: str, executor: str, profile: str) -> None:
-    """Append to the run's job history (a run may span several jobs: requeues, relaunches)."""
+def record_job(run_dir: Path, job_id: str, executor: str, profile: str, kind: str = "train") -> None:
+    """Append to the run's job history (a run may span several jobs: requeues, relaunches, its probe)."""
     with open(run_dir / "jobs.jsonl", "a") as f:
-        f.write(json.dumps({"job_id": job_id, "executor": executor, "profile": profile,
+        f.write(json.dumps({"job_id": job_id, "executor": executor, "profile": profile, "kind": kind,
                             "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
 
 
