@@ -197,7 +197,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
         if stop:
             bar.close()
             if rt.is_main:
-                events.record(run_dir, "preempted" if stop == "preempt" else "cancelled", step=step)
+                events.record(run_dir, signals.event(stop), step=step)
             tracker.finish(status="KILLED")  # reopened as RUNNING if the run is resumed
             rt.close()
             signals.hand_over(stop)
