@@ -62,12 +62,21 @@ def _alive(pid: int) -> bool:
         return False
 
 
+# Events a trainer records as it stops; an ended job whose log stops elsewhere died without warning.
+ENDINGS = ("finished", "cancelled", "preempted", "timed_out")
+
+
 def run_state(run_dir: Path, job: dict) -> str:
+    """The scheduler's state while the job is queued or running; once it ended, how the run stopped: FINISHED,
+    CANCELLED, PREEMPTED, TIMED_OUT, or FAILED (killed or crashed: relaunching resumes it)."""
     state = job_state(job)
-    if state in ("ENDED", "-"):
-        history = events.read(run_dir)
-        return history[-1]["event"].upper() if history else state
-    return state
+    if state not in ("ENDED", "-"):
+        return state
+    history = events.read(run_dir)
+    last = history[-1]["event"] if history else ""
+    if last in ENDINGS:
+        return last.upper()
+    return "FAILED" if state == "ENDED" else state  # "-": trained without a launcher, it may still be running
 
 
 def last_loss(run_dir: Path) -> float | None:

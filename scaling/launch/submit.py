@@ -20,21 +20,25 @@ from scaling.train.run_dir import claim_run_dir
 def make_executor(profile: ClusterProfile, folder: Path) -> submitit.Executor:
     if profile.executor == "slurm" and not _has_slurm():
         raise UserError("profile executor = 'slurm', but no Slurm here (sbatch not found); use slurm/local.toml")
-    cluster = "local" if profile.executor == "local" else "slurm"
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, slurm_max_num_timeout=profile.max_requeues)
     params = dict(timeout_min=profile.time_min, nodes=profile.nodes, tasks_per_node=profile.tasks_per_node,
                   cpus_per_task=profile.cpus_per_task, name="scaling")
     if profile.gpus_per_node:
         params["gpus_per_node"] = profile.gpus_per_node
     if profile.mem_gb:
         params["mem_gb"] = profile.mem_gb
-    if profile.executor == "slurm":
-        slurm = {"partition": profile.partition, "account": profile.account, "qos": profile.qos,
-                 "constraint": profile.constraint}
-        params |= {f"slurm_{k}": v for k, v in slurm.items() if v}
-        params |= {"slurm_signal_delay_s": profile.signal_delay_s, "slurm_setup": profile.setup, "slurm_additional_parameters": dict(profile.sbatch)}
-        if profile.exclusive:
-            params["slurm_exclusive"] = True
+    if profile.executor == "local":
+        # Not through AutoExecutor, which gives the local executor neither the signal delay nor max_requeues.
+        local = submitit.LocalExecutor(folder, max_num_timeout=profile.max_requeues)
+        local.update_parameters(**params, signal_delay_s=profile.signal_delay_s)
+        return local
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=profile.max_requeues)
+    slurm = {"partition": profile.partition, "account": profile.account, "qos": profile.qos,
+             "constraint": profile.constraint}
+    params |= {f"slurm_{k}": v for k, v in slurm.items() if v}
+    params |= {"slurm_signal_delay_s": profile.signal_delay_s, "slurm_setup": profile.setup,
+               "slurm_additional_parameters": dict(profile.sbatch)}
+    if profile.exclusive:
+        params["slurm_exclusive"] = True
     executor.update_parameters(**params)
     return executor
 

@@ -5,6 +5,9 @@ across ranks, and saves a checkpoint collectively. After USR2 (Slurm's preemptio
 it hands over to the handler that was installed before (submitit's, which requeues the job and exits);
 outside submitit there is nothing to requeue and the process exits with ``EXIT_PREEMPTED``. After TERM
 (``scancel``, ``scaling cancel``) it exits cleanly without requeueing.
+
+The same USR2 announces a preemption and the time limit; submitit tells them apart by the job's run time (a
+time-out uses up one of the profile's ``max_requeues``), and the events log follows its verdict.
 """
 
 from __future__ import annotations
@@ -41,6 +44,17 @@ class StopSignals:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             code = int(flag.item())
         return _CODES[code]
+
+    def event(self, what: str) -> str:
+        """The events-log name of an agreed stop: cancelled, timed_out or preempted."""
+        if what == "stop":
+            return "cancelled"
+        return "timed_out" if self._timed_out() else "preempted"
+
+    def _timed_out(self) -> bool:
+        """submitit's own verdict on this USR2 (its handler's ``has_timed_out``); no submitit: a preemption."""
+        handler = getattr(self._previous[signal.SIGUSR2], "__self__", None)
+        return bool(handler is not None and hasattr(handler, "has_timed_out") and handler.has_timed_out())
 
     def __enter__(self) -> StopSignals:
         return self

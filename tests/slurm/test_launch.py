@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -74,29 +75,79 @@ def _wait_for_training(run_dir: Path, job, timeout: float = 300) -> None:
     time.sleep(3)
 
 
+def _task_pids(job, profile: str) -> list[int]:
+    """The job's training processes on this node: its job steps' (Slurm), the local controller's children."""
+    if profile == "dev":
+        out = subprocess.run(["scontrol", "listpids", str(job.job_id)], capture_output=True, text=True).stdout
+        rows = [line.split() for line in out.splitlines()[1:]]  # PID JOBID STEPID LOCALID GLOBALID
+        return [int(row[0]) for row in rows if row[2] not in ("batch", "extern")]
+    out = subprocess.run(["pgrep", "-P", str(job._process.pid)], capture_output=True, text=True).stdout
+    return [int(pid) for pid in out.split()]
+
+
 def _preempt(job, profile: str) -> None:
     if profile == "dev":
         subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
-    else:  # the local controller's child is the training task
-        children = subprocess.run(["pgrep", "-P", str(job._process.pid)], capture_output=True, text=True).stdout
-        for pid in children.split():
-            os.kill(int(pid), signal.SIGUSR2)
+    else:
+        for pid in _task_pids(job, profile):
+            os.kill(pid, signal.SIGUSR2)
 
 
-def _release_requeue_hold(job, profile: str, timeout: float = 120) -> float:
-    """Slurm holds a requeued job (BeginTime) for ~100 s; a dev cluster has no reason to wait. Returns when
-    the requeue happened (monotonic)."""
-    if profile != "dev":
-        return time.monotonic()
+def _result(job, profile: str, timeout: float = 600) -> dict:
+    """The job's result after any requeues. Slurm holds a requeued job (BeginTime) for ~100 s; a dev cluster
+    has no reason to wait, so each hold is released."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        out = subprocess.run(["squeue", "-h", "-j", str(job.job_id), "-o", "%T %r"], capture_output=True,
-                             text=True).stdout.strip()
-        if out.startswith("PENDING") and "BeginTime" in out:
-            subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True)
-            return time.monotonic()
+    while not job.done():
+        assert time.monotonic() < deadline, "job did not finish"
+        if profile == "dev":
+            out = subprocess.run(["squeue", "-h", "-j", str(job.job_id), "-o", "%T %r"], capture_output=True,
+                                 text=True).stdout.strip()
+            if out.startswith("PENDING") and "BeginTime" in out:
+                subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True)
         time.sleep(0.5)
-    raise AssertionError("job was not requeued")
+    return job.result()
+
+
+def _wait_for_state(run_dir: Path, state: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while status(run_dir).state != state:
+        assert time.monotonic() < deadline, status(run_dir)
+        time.sleep(0.5)
+
+
+def _trace_and_slow_steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, delay_s: float = 0) -> Path:
+    """Jobs submitted from here on (submitit passes our environment on) trace their samples and sleep
+    ``delay_s`` before each step."""
+    trace = tmp_path / "trace"
+    monkeypatch.setenv("SCALING_SAMPLE_TRACE", str(trace))
+    monkeypatch.setenv("SCALING_STEP_DELAY_S", str(delay_s))
+    return Path(f"{trace}.rank0")
+
+
+def _traced_steps(trace: Path) -> list[int]:
+    """The steps rank 0 began, in order, over all the run's jobs (a resume goes back to its checkpoint)."""
+    return [json.loads(line)[0] for line in trace.read_text().splitlines()]
+
+
+def _steps_redone(trace: Path) -> int:
+    """Steps trained twice: those begun after the last checkpoint before a stop. No step may be skipped."""
+    steps = _traced_steps(trace)
+    assert sorted(set(steps)) == list(range(STEPS))
+    return len(steps) - STEPS
+
+
+def _requeue_to_first_step(history: list[dict], stop: str) -> list[float]:
+    """Seconds from each ``stop`` event to the next first step (requeue, start-up, one step)."""
+    return [history[i + 2]["time"] - e["time"] for i, e in enumerate(history) if e["event"] == stop]
+
+
+def _assert_reference_run(reference: dict, run_dir: Path, uri: str) -> None:
+    """The run ended bitwise where an uninterrupted one does, as one FINISHED MLflow run with every point once."""
+    state = final_state(run_dir, STEPS)
+    for key in ("model", "opt_g", "sched_g"):
+        assert_bitwise_equal(reference[key], state[key], key)
+    assert _history_steps(uri, "train/loss") == list(range(5, STEPS + 1, 5))
+    assert _status(uri) == "FINISHED"
 
 
 @pytest.fixture(scope="module")
@@ -120,26 +171,94 @@ def test_launched_job_trains_and_records_a_complete_run(profile: str, synth_data
 
 
 def test_usr2_saves_requeues_and_resumes_bitwise(profile: str, reference: dict, synth_data: Path, tmp_path: Path,
-                                                 mlflow_uri: str) -> None:
+                                                 mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = _trace_and_slow_steps(monkeypatch, tmp_path)
     run_dir = tmp_path / "run"
     job = submit(_config(synth_data, run_dir, mlflow_uri), load_profile(REPO / "slurm" / f"{profile}.toml"), profile)
     _wait_for_training(run_dir, job)
     _preempt(job, profile)
-    _release_requeue_hold(job, profile)
-    result = job.result()
+    result = _result(job, profile)
     assert result["step"] == STEPS
     saved = sorted(int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("step-*"))
     assert len(saved) == 2 and 0 < saved[0] < STEPS  # the preemption checkpoint, then the final one
-    state = final_state(run_dir, STEPS)
-    for key in ("model", "opt_g", "sched_g"):
-        assert_bitwise_equal(reference[key], state[key], key)
-    assert _history_steps(mlflow_uri, "train/loss") == list(range(5, STEPS + 1, 5))
-    assert _status(mlflow_uri) == "FINISHED"
+    _assert_reference_run(reference, run_dir, mlflow_uri)
     history = events.read(run_dir)
     assert [e["event"] for e in history] == ["start", "first_step", "preempted", "start", "first_step", "finished"]
     assert history[3]["step"] == history[2]["step"]  # resumed exactly where it was preempted
-    print(f"requeue to first resumed step: {history[4]['time'] - history[2]['time']:.1f} s ({profile})")
+    assert _steps_redone(trace) == 0
+    (seconds,) = _requeue_to_first_step(history, "preempted")
+    print(f"[{profile}] USR2 preemption: requeue to first resumed step {seconds:.1f} s, steps redone 0")
+    _wait_for_state(run_dir, "FINISHED")  # the result comes just before the job's end
     assert status(run_dir).restarts == 1
+
+
+# A one-minute limit, Slurm's least. slurmctld checks time limits every 30 s (PERIODIC_TIMEOUT) and sends the
+# --signal up to one check early, so with signal_delay_s = 1 the USR2 comes 29-59 s into a job, before the
+# check (60-90 s in) that would kill it; the local executor signals on time, 50 s in. Slowed steps make the
+# tiny run outlast its first job even on an idle machine; on a loaded one a requeued job may time out again.
+TIME_LIMIT = {"local": {"signal_delay_s": 10, "step_delay_s": 0.8}, "dev": {"signal_delay_s": 1, "step_delay_s": 1.0}}
+
+
+def test_time_limit_checkpoints_requeues_and_finishes_bitwise(profile: str, reference: dict, synth_data: Path,
+                                                               tmp_path: Path, mlflow_uri: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    limit = TIME_LIMIT[profile]
+    trace = _trace_and_slow_steps(monkeypatch, tmp_path, limit["step_delay_s"])
+    cluster = replace(load_profile(REPO / "slurm" / f"{profile}.toml"), time_min=1,
+                      signal_delay_s=limit["signal_delay_s"], max_requeues=10)  # how many depends on load
+    assert not cluster.validate()
+    run_dir = tmp_path / "run"
+    job = submit(_config(synth_data, run_dir, mlflow_uri), cluster, profile)
+    assert _result(job, profile)["step"] == STEPS
+    _assert_reference_run(reference, run_dir, mlflow_uri)
+    history = events.read(run_dir)
+    names = [e["event"] for e in history]
+    timeouts = [i for i, name in enumerate(names) if name == "timed_out"]
+    assert timeouts and names[-1] == "finished" and len(names) == 3 * len(timeouts) + 3, names
+    for i in timeouts:  # each time-out saved a checkpoint and the requeued job resumed from it
+        assert names[i - 2:i + 3] == ["start", "first_step", "timed_out", "start", "first_step"], names
+        assert history[i + 1]["step"] == history[i]["step"]
+    assert len({e["job"] for e in history}) == 1  # requeued, not resubmitted
+    assert _steps_redone(trace) == 0
+    seconds = ", ".join(f"{s:.1f}" for s in _requeue_to_first_step(history, "timed_out"))
+    print(f"[{profile}] time limit: {len(timeouts)} time-out(s), requeue to first resumed step {seconds} s, "
+          "steps redone 0")
+    _wait_for_state(run_dir, "FINISHED")
+    assert (status(run_dir).step, status(run_dir).restarts) == (STEPS, len(timeouts))
+
+
+CKPT_EVERY = 10
+
+
+def test_sigkilled_job_resumes_from_its_last_checkpoint_when_relaunched(profile: str, reference: dict,
+                                                                       synth_data: Path, tmp_path: Path,
+                                                                       mlflow_uri: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    trace = _trace_and_slow_steps(monkeypatch, tmp_path, 0.2)
+    run_dir = tmp_path / "run"
+    args = tiny_args(synth_data, run_dir, mlflow_uri, **(ARGS | {"train.ckpt_every": CKPT_EVERY}))
+    path = REPO / "slurm" / f"{profile}.toml"
+    job = submit(load_config("tiny", args), load_profile(path), profile)
+    deadline = time.monotonic() + 300
+    while not (trace.is_file() and trace.read_text().count("\n") > 2.5 * CKPT_EVERY):  # between checkpoints
+        assert not job.done() and time.monotonic() < deadline, "job did not train"
+        time.sleep(0.05)
+    for pid in _task_pids(job, profile):  # the node loses the job: no signal, no checkpoint, no requeue
+        os.kill(pid, signal.SIGKILL)
+    _wait_for_state(run_dir, "FAILED")
+    saved = CheckpointStore(run_dir / "checkpoints").latest()
+    killed_at = _traced_steps(trace)[-1] + 1  # steps begun
+    assert main(["launch", "tiny", "--profile", str(path), "--wait", *args]) == 0  # the same command again
+    _assert_reference_run(reference, run_dir, mlflow_uri)
+    history = events.read(run_dir)
+    assert [e["event"] for e in history] == ["start", "first_step", "start", "first_step", "finished"]
+    assert history[2]["step"] == saved and 0 < saved < killed_at
+    redone = _steps_redone(trace)
+    assert redone == killed_at - saved
+    print(f"[{profile}] SIGKILL at step {killed_at}: resumed from checkpoint {saved}, steps redone {redone}")
+    _wait_for_state(run_dir, "FINISHED")
+    assert (status(run_dir).step, status(run_dir).restarts) == (STEPS, 1)
+    assert len((run_dir / "jobs.jsonl").read_text().splitlines()) == 2
 
 
 def test_cancel_checkpoints_and_stops_without_requeue(profile: str, synth_data: Path, tmp_path: Path,
@@ -149,10 +268,7 @@ def test_cancel_checkpoints_and_stops_without_requeue(profile: str, synth_data: 
     _wait_for_training(run_dir, job)
     assert status(run_dir).state == "RUNNING"
     assert cancel(run_dir).startswith("sent TERM")
-    deadline = time.monotonic() + 120
-    while status(run_dir).state not in ("CANCELLED",):
-        assert time.monotonic() < deadline, status(run_dir)
-        time.sleep(0.5)
+    _wait_for_state(run_dir, "CANCELLED")
     saved = CheckpointStore(run_dir / "checkpoints").latest()
     assert saved is not None and 0 < saved < STEPS
     assert [e["event"] for e in events.read(run_dir)][-1] == "cancelled"
