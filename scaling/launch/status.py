@@ -37,10 +37,11 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return runs
 
 
-def last_job(run_dir: Path) -> dict:
+def last_job(run_dir: Path, kind: str = "train") -> dict:
+    """The newest job of ``kind`` (train, or the AR probe that follows it) in the run's job history."""
     path = run_dir / "jobs.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return json.loads(lines[-1]) if lines else {}
+    jobs = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    return next((j for j in reversed(jobs) if j.get("kind", "train") == kind), {})
 
 
 def job_state(job: dict) -> str:

@@ -26,6 +26,7 @@ from scaling.launch.submit import submit
 from scaling.train import events
 from scaling.train.checkpoint import CheckpointStore
 from tests.conftest import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
+from tests.models.standins import random_inception  # noqa: F401 (a fixture)
 
 STEPS = 60
 ARGS = {"train.steps": STEPS, "train.ckpt_every": 1000, "train.log_every": 5, "train.val_every": 1000,
@@ -331,3 +332,26 @@ def test_two_task_job_trains_as_two_ranks(profile: str, synth_data: Path, tmp_pa
     starts = [e for e in events.read(run_dir) if e["event"] == "start"]
     assert [e["world_size"] for e in starts] == [2]  # one run of two ranks, recorded once (by rank 0)
     assert _history_steps(mlflow_uri, "train/loss") == [5, 10]
+
+
+def test_with_probe_follows_training_with_the_ar_probe(profile: str, synth_data: Path, tmp_path: Path,
+                                                       mlflow_uri: str, random_inception: Path) -> None:
+    run_dir = tmp_path / "run"
+    probe = {"probe.size": "tiny", "probe.steps": 20, "probe.batch_size": 16, "probe.log_every": 10,
+             "probe.ckpt_every": 20, "probe.gfid_samples": 20, "probe.cfg_scales": [1.0],
+             "probe.linear_probe_epochs": 2, "eval.num_images": 32, "eval.inception_weights": str(random_inception),
+             "eval.stats_cache": str(tmp_path / "fid")}
+    cfg = load_config("tiny", tiny_args(synth_data, run_dir, mlflow_uri, **ARGS, **probe))
+    job = submit(cfg, load_profile(REPO / "slurm" / f"{profile}.toml"), profile, with_probe=True)
+    result = _result(job, profile)
+    assert {"probe/val_loss", "probe/gfid", "probe/linear_acc"} <= set(result["probe"])
+    jobs = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
+    # Slurm: the probe is its own job, queued behind the training (afterok); local: chained in one job.
+    assert [j["kind"] for j in jobs] == (["train", "probe"] if profile == "dev" else ["train"])
+    trained = next(e for e in events.read(run_dir) if e["event"] == "finished")
+    probe_start = next(e for e in events.read(run_dir / "probe") if e["event"] == "start")
+    assert probe_start["time"] > trained["time"]
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
+    assert {"val/psnr", "probe/val_loss", "probe/gfid"} <= set(run.data.metrics)
+    assert status(run_dir).state == "FINISHED" and status(run_dir).step == STEPS
