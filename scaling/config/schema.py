@@ -342,16 +342,16 @@ class ProbeConfig:
     """The AR probe (GigaTok's protocol): a class-conditional GPT on a tokenizer's cached tokens."""
 
     size: str = "B"  # a PROBE_SIZES name: LlamaGen GPT-B for studies, tiny for tests
-    steps: int = 10000
+    steps: int = 250000  # GigaTok: 50 ImageNet epochs at batch 256
     batch_size: int = 256
     lr: float = 1e-4
     weight_decay: float = 0.05
     warmup_steps: int = 0
     class_dropout: float = 0.1  # label dropout -> classifier-free guidance
     dropout: float = 0.0
-    ckpt_every: int = 1000
-    log_every: int = 50
-    gfid_samples: int = 5000  # generated images for gFID
+    ckpt_every: int = 5000
+    log_every: int = 100
+    gfid_samples: int = 50000  # generated images for gFID (GigaTok: 50k)
     cfg_scales: tuple[float, ...] = (1.0, 1.5, 2.0)  # searched; 1.0 is no guidance
     temperature: float = 1.0
     top_k: int = 0  # 0: sample from the whole codebook

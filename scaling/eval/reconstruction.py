@@ -130,6 +130,10 @@ def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures, per
         with autocast:
             recon, q = model(x)
         recon = recon.float()
+        for keep in prefix_lengths(model):  # nested dropout: what the first ``keep`` tokens alone reconstruct
+            with autocast:
+                partial = model.decode(q.z_q, keep=keep).float()
+            sums[f"psnr_keep{keep}"] = sums.get(f"psnr_keep{keep}", 0.0) + float(psnr(partial, x).sum())
         sums["psnr"] += float(psnr(recon, x).sum())
         sums["ssim"] += float(ssim(recon, x).sum())
         if perceptual is not None:
@@ -147,6 +151,14 @@ def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures, per
         "code_distance_p50": float(p50), "code_distance_p95": float(p95), "code_distance_max": float(dist.max()),
         "num_images": float(n)}
     return metrics, {"features": np.concatenate(features), "distances": dist, "first": first}
+
+
+def prefix_lengths(model: nn.Module) -> list[int]:
+    """Token counts 1, 2, 4, ... below the model's full count, for a 1D tokenizer trained with nested dropout
+    (any prefix decodes); none otherwise."""
+    if getattr(model, "nested", None) is None:
+        return []
+    return [2**i for i in range(model.num_tokens.bit_length()) if 2**i < model.num_tokens]
 
 
 def save_outputs(target: Target, metrics: dict[str, float], extras: dict[str, Any]) -> list[Path]:

@@ -110,3 +110,21 @@ def test_every_family_reconstructs(config: str, tokens: int, synth_data: Path, r
     assert ("lpips" in metrics) == (perceptual is not None) and metrics.get("lpips", 1) > 0
     originals, recons = extras["first"]
     assert originals.shape == recons.shape == (4, 3, 32, 32)
+
+
+def test_nested_dropout_tokenizers_are_evaluated_at_every_prefix_length(synth_data: Path, tmp_path: Path) -> None:
+    """A 1D tokenizer trained with nested dropout reports PSNR for the first 1, 2, 4, ... tokens alone."""
+    overrides = {"data": {"train": str(synth_data / "train"), "val": str(synth_data / "val")},
+                 "train": {"run_dir": str(tmp_path)}, "eval": {"num_images": 6, "batch_size": 4}}
+    no_features = lambda x: np.zeros((len(x), 2048))  # noqa: E731
+    cfg = load_config("titok-tiny", overrides | {"model": {"nested_dropout": True}})
+    torch.manual_seed(0)
+    model = build_tokenizer(cfg).eval()
+    metrics, _ = reconstruct(model, cfg, no_features, None, torch.device("cpu"))
+    n = cfg.model.num_tokens
+    keeps = [k for k in (1, 2, 4, 8, 16, 32, 64) if k < n]
+    assert sorted(int(k[len("psnr_keep"):]) for k in metrics if k.startswith("psnr_keep")) == keeps
+    assert len({round(metrics[f"psnr_keep{k}"], 6) for k in keeps} | {round(metrics["psnr"], 6)}) == len(keeps) + 1
+    plain = load_config("titok-tiny", overrides)
+    metrics, _ = reconstruct(build_tokenizer(plain).eval(), plain, no_features, None, torch.device("cpu"))
+    assert not any(k.startswith("psnr_keep") for k in metrics)
