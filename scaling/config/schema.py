@@ -39,6 +39,9 @@ class ModelConfig:
     causal: bool = False  # 1D queries attend only to earlier ones (SEED)
     nested_dropout: bool = False  # 1D tokens: train on random prefixes, the tail masked (FlexTok): any prefix decodes
     patch_size: int = 16  # titok: ViT patch side (no CNN)
+    # tokenflow: cnn = ViT blocks on the shared CNN grid; teacher = TokenFlow's own semantic encoder, a timm ViT of
+    # loss.semantic_teacher's architecture initialised from loss.semantic_teacher_weights, then trained
+    semantic_encoder: str = "cnn"
 
     @property
     def downsample(self) -> int:
@@ -60,6 +63,8 @@ class ModelConfig:
         if self.nested_dropout and (self.family not in ONE_D or self.family == "gigatok" and self.layout != "1d"):
             errs.append("model.nested_dropout: applies to 1D tokens only (model.family 'titok', or 'gigatok' "
                         "with model.layout '1d')")
+        if self.semantic_encoder not in ("cnn", "teacher"):
+            errs.append(f"model.semantic_encoder: must be 'cnn' or 'teacher', got {self.semantic_encoder!r}")
         if self.patch_size <= 0:
             errs.append(f"model.patch_size: must be positive, got {self.patch_size}")
         if not self.channel_mult:
@@ -434,4 +439,10 @@ class Config:
     def _family_errors(self) -> list[str]:
         if self.model.family == "tokenflow" and self.quantizer.kind != "vq":
             return [f"quantizer.kind: model.family 'tokenflow' needs 'vq' (two codebooks), got {self.quantizer.kind!r}"]
+        if self.model.semantic_encoder == "teacher":
+            if self.model.family != "tokenflow":
+                return ["model.semantic_encoder: 'teacher' applies to model.family 'tokenflow' only"]
+            if not self.loss.semantic_teacher_weights:
+                return ["loss.semantic_teacher_weights: required when model.semantic_encoder is 'teacher' (the "
+                        "semantic encoder starts from the teacher's local weights)"]
         return []

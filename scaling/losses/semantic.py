@@ -73,10 +73,15 @@ class FrozenTimm(nn.Module):
         return super().train(False)  # always frozen, always eval
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x.float() + 1) / 2
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False, antialias=True)
-        return (x - self.mean) / self.std
+        return timm_input(x, self.size, self.mean, self.std)
+
+
+def timm_input(x: torch.Tensor, size: int, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] as a pretrained timm model expects them: resized to ``size``, normalised."""
+    x = (x.float() + 1) / 2
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+    return (x - mean) / std
 
 
 def resample_tokens(tokens: torch.Tensor, grid: int) -> torch.Tensor:

@@ -34,7 +34,7 @@ def build_tokenizer(cfg: Config) -> nn.Module:
     if cfg.model.family == "tokenflow":
         from scaling.models.tokenflow import TokenFlow
 
-        return TokenFlow(cfg.model, cfg.quantizer, cfg.data.image_size, semantic_dim)
+        return TokenFlow(cfg.model, cfg.quantizer, cfg.data.image_size, semantic_dim, cfg.loss)
     raise ValueError(f"model.family {cfg.model.family!r}")  # validate() rejects it before this
 
 

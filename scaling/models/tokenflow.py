@@ -6,7 +6,9 @@ a projection to ``quantizer.semantic_code_dim``) and a pixel one (a projection t
 The pixel decoder (the LlamaGen CNN) reconstructs the image from both codes, concatenated as in TokenFlow;
 the semantic decoder (ViT blocks) maps the semantic codes to the teacher's feature width, and the trainer's
 semantic loss aligns it with the frozen teacher (minus cosine: TokenFlow's 1 - cos up to a constant).
-TokenFlow's semantic encoder is a separate ViT initialised from the teacher; here the branches share the CNN.
+``model.semantic_encoder = "teacher"`` gives TokenFlow's own semantic encoder instead of the shared-CNN branch:
+a timm ViT of the teacher's architecture on the image, initialised from the teacher's local weights and trained,
+its patch tokens resampled to the CNN grid and projected to the semantic code width.
 """
 
 from __future__ import annotations
@@ -14,22 +16,61 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from scaling.config import ModelConfig, QuantizerConfig
+from scaling.config import LossConfig, ModelConfig, QuantizerConfig
 from scaling.models.gigatok import TokenTransformer
 from scaling.models.quantizers import DualCodebookVQ, QuantOut
+from scaling.models.transformer import init_linear
 from scaling.models.vqgan import Decoder, Encoder
+
+
+class TeacherInitViT(nn.Module):
+    """TokenFlow's semantic encoder: a trainable timm ViT (the teacher's architecture and, at ``init_weights``,
+    its local weights) on the resized image; (B, grid*grid, out_dim) tokens on the CNN grid."""
+
+    def __init__(self, loss: LossConfig, grid: int, out_dim: int):
+        super().__init__()
+        import timm
+
+        self.name, self.weights, self.size, self.grid = (loss.semantic_teacher, loss.semantic_teacher_weights,
+                                                         loss.semantic_teacher_size, grid)
+        self.vit = timm.create_model(self.name, pretrained=False, img_size=self.size, num_classes=0)
+        self.proj = nn.Linear(self.vit.num_features, out_dim)
+        # Persistent: an exported tokenizer rebuilt on meta gets them back from its file.
+        self.register_buffer("mean", torch.empty(1, 3, 1, 1))
+        self.register_buffer("std", torch.empty(1, 3, 1, 1))
+
+    def init_weights(self) -> None:
+        """The teacher's weights from its local file (a missing one is a one-line error naming the key)."""
+        from scaling.losses.semantic import load_timm
+
+        init_linear(self.proj)
+        pretrained = self.vit.pretrained_cfg
+        self.mean.copy_(torch.tensor(pretrained["mean"]).view(1, 3, 1, 1))
+        self.std.copy_(torch.tensor(pretrained["std"]).view(1, 3, 1, 1))
+        if not self.proj.weight.is_meta:  # a meta build (planning, counting) has nothing to load into
+            teacher = load_timm(self.name, self.weights, self.size, "loss.semantic_teacher_weights")
+            self.vit.load_state_dict(teacher.state_dict())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from scaling.losses.semantic import resample_tokens, timm_input
+
+        tokens = self.vit.forward_features(timm_input(x, self.size, self.mean, self.std))
+        return self.proj(resample_tokens(tokens[:, self.vit.num_prefix_tokens:], self.grid))
 
 
 class TokenFlow(nn.Module):
     """Image -> (B, g, g) ids into both codebooks -> image. ``semantic_dim > 0`` (the teacher's width) adds
     the semantic decoder; ``forward(..., semantic=True)`` then also returns its (B, g*g, semantic_dim) output."""
 
-    def __init__(self, model: ModelConfig, quantizer: QuantizerConfig, image_size: int, semantic_dim: int = 0):
+    def __init__(self, model: ModelConfig, quantizer: QuantizerConfig, image_size: int, semantic_dim: int = 0,
+                 loss: LossConfig | None = None):
         super().__init__()
         self.grid = grid = image_size // model.downsample
         z, sem, pix = model.z_channels, quantizer.semantic_code_dim, quantizer.code_dim
         self.encoder = Encoder(model)
-        self.semantic_encoder = TokenTransformer(model.encoder_size, z, grid * grid, out_dim=sem)
+        self.own_semantic_encoder = model.semantic_encoder == "teacher"
+        self.semantic_encoder = TeacherInitViT(loss or LossConfig(), grid, sem) if self.own_semantic_encoder \
+            else TokenTransformer(model.encoder_size, z, grid * grid, out_dim=sem)
         self.pixel_proj = nn.Conv2d(z, pix, 1)
         self.quantizer = DualCodebookVQ(quantizer)
         self.post_quant_conv = nn.Conv2d(sem + pix, z, 1)
@@ -57,7 +98,8 @@ class TokenFlow(nn.Module):
 
     def encode(self, x: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
         h = self.encoder(x)  # (B, z, g, g)
-        sem, _ = self.semantic_encoder(h.flatten(2).transpose(1, 2))
+        sem = self.semantic_encoder(x) if self.own_semantic_encoder \
+            else self.semantic_encoder(h.flatten(2).transpose(1, 2))[0]
         sem = sem.transpose(1, 2).unflatten(2, (self.grid, self.grid))
         return self.quantizer(torch.cat([sem, self.pixel_proj(h)], dim=1), entropy_temperature)
 

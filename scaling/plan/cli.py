@@ -113,6 +113,9 @@ def _describe(cfg: Config) -> str:
     if m.family == "titok":
         return f"titok, {m.patch_size}x{m.patch_size} patches, {vits}, {m.num_tokens} 1D tokens{nested}, {vq}"
     if m.family == "tokenflow":
+        if m.semantic_encoder == "teacher":
+            vits = (f"encoder {cfg.loss.semantic_teacher} (from the teacher's weights), decoder "
+                    f"{m.decoder_size} {dec[0]}x{dec[1]} (width x layers)")
         return (f"tokenflow, {m.downsample}x CNN, semantic {vits}, VQ {q.codebook_size} x ({q.semantic_code_dim} "
                 f"semantic + {q.code_dim} pixel) with one index (w = {q.pixel_distance_weight})")
     if m.family != "gigatok":

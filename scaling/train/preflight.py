@@ -16,6 +16,8 @@ def weight_files(cfg: Config) -> list[tuple[str, str]]:
         files.append(("loss.vgg_weights", cfg.loss.vgg_weights))
         if cfg.loss.lpips_weights:
             files.append(("loss.lpips_weights", cfg.loss.lpips_weights))
+    if cfg.loss.semantic_weight or cfg.model.semantic_encoder == "teacher":
+        files.append(("loss.semantic_teacher_weights", cfg.loss.semantic_teacher_weights))
     if cfg.loss.gan_weight and cfg.loss.disc_kind == "dino":
         files.append(("loss.disc_backbone_weights", cfg.loss.disc_backbone_weights))
     return files

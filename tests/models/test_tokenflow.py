@@ -85,3 +85,45 @@ def test_tiny_tokenflow_trains_both_branches(random_vit: Path, synth_data: Path,
     assert sum(cos[-5:]) / 5 > cos[0] + 0.2, cos  # the semantic decoder learns the (random) teacher
     params = run.data.params
     assert int(params["params_semantic_mlp"]) > 0 and int(params["params_encoder_transformer"]) > 0
+
+
+def _teacher_config(random_vit: Path, **extra: str) -> list[str]:  # noqa: F811
+    args = {"model.semantic_encoder": '"teacher"', "loss.semantic_teacher": f'"{TINY_VIT}"',
+            "loss.semantic_teacher_weights": f'"{random_vit}"', "loss.semantic_teacher_size": "64", **extra}
+    return [x for k, v in args.items() for x in (f"--{k}", v)]
+
+
+def test_own_semantic_encoder_starts_from_the_teacher_and_trains(random_vit: Path) -> None:  # noqa: F811
+    """TokenFlow's semantic encoder: the teacher's architecture and local weights (a random stand-in here: the
+    mechanism only), trainable, its 4x4 patch tokens resampled to the 8x8 CNN grid."""
+    from safetensors.torch import load_file
+
+    cfg = load_config("tokenflow-tiny", _teacher_config(random_vit))
+    with torch.device("meta"):
+        model = build_tokenizer(cfg)  # a meta build reads no file
+    model.to_empty(device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.init_weights()
+    teacher = load_file(str(random_vit))
+    vit = model.semantic_encoder.vit.state_dict()
+    differ = [k for k in vit if not torch.equal(vit[k], teacher[k])]
+    assert differ == ["pos_embed"] and vit["pos_embed"].shape[1] == 1 + 4 * 4  # resampled by timm to 64 px
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    recon, q = model(x)
+    assert q.indices.shape == (2, 8, 8)
+    (recon.square().mean() + q.codebook_loss + q.commit_loss).backward()
+    opt.step()
+    assert not torch.equal(model.semantic_encoder.vit.state_dict()["blocks.0.attn.qkv.weight"],
+                           teacher["blocks.0.attn.qkv.weight"])  # trained, not frozen
+
+
+def test_own_semantic_encoder_needs_the_teacher_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^loss\.semantic_teacher_weights: required when model\.semantic_encoder"):
+        load_config("tokenflow-tiny", ["--model.semantic_encoder", '"teacher"'])
+    cfg = load_config("tokenflow-tiny", _teacher_config(tmp_path / "missing.safetensors"))
+    from scaling.errors import UserError
+
+    with pytest.raises(UserError, match=r"^loss\.semantic_teacher_weights: weight file .*missing\.safetensors not found"):
+        build_tokenizer(cfg)
