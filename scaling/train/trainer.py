@@ -72,7 +72,7 @@ def train(cfg: Config) -> TrainResult:
 def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
     # ---- checks that must pass before anything is written or trained
     micro, accum = batch_split(cfg, rt.world_size)
-    resuming = preflight(cfg)
+    preflight(cfg)
     perceptual = PerceptualLoss(cfg.loss.vgg_weights, cfg.loss.lpips_weights) if cfg.loss.perceptual_weight else None
     semantic = SemanticLoss(cfg.loss) if cfg.loss.semantic_weight else None  # frozen teacher
     run_dir = on_main(rt, lambda: claim_run_dir(cfg))
@@ -101,7 +101,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
     # ---- resume (the latest complete checkpoint; DCP reshards it to this world size)
     store = CheckpointStore(run_dir / "checkpoints", cfg.train.keep_last, cfg.train.milestone_every)
     stateful = t.stateful()
-    step, train_state = resume(store, stateful, loader, rt) if resuming else (0, None)
+    step, train_state = resume(store, stateful, loader, rt)  # on every rank: it is collective
 
     tracker = Tracker(cfg.tracking, run_dir, enabled=rt.is_main)
     params = training_params(cfg) | parameter_counts(model) | {"world_size": rt.world_size}
