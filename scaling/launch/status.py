@@ -37,10 +37,15 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return runs
 
 
-def last_job(run_dir: Path) -> dict:
+def read_jobs(run_dir: Path) -> list[dict]:
+    """Every job submit queued for the run (training, relaunches, its probe), oldest first."""
     path = run_dir / "jobs.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return json.loads(lines[-1]) if lines else {}
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
+def last_job(run_dir: Path) -> dict:
+    jobs = read_jobs(run_dir)
+    return jobs[-1] if jobs else {}
 
 
 def job_state(job: dict) -> str:
