@@ -103,8 +103,12 @@ def status(run_dir: Path) -> RunStatus:
 def cancel(run_dir: Path) -> str:
     """Stop a run cleanly: TERM makes the trainer save a checkpoint and exit without requeueing."""
     job = last_job(run_dir)
-    if job_state(job) in ("ENDED", "-"):
+    state = job_state(job)
+    if state in ("ENDED", "-"):
         return "not running"
+    if job["executor"] == "slurm" and state == "PENDING":  # Slurm signals no pending job; it has nothing to save
+        subprocess.run(["scancel", job["job_id"]], check=True)
+        return f"cancelled queued job {job['job_id']}"
     if job["executor"] == "slurm":
         subprocess.run(["scancel", "--signal=TERM", job["job_id"]], check=True)
     else:
