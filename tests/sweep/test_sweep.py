@@ -184,3 +184,34 @@ def test_bad_sweep_file_fails_with_one_line_before_launching(body: str, tmp_path
     err = capsys.readouterr().err.strip()
     assert err == f"scaling: error: sweep {path}: {BAD[body]}", err
     assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_sweeps_load(path: Path) -> None:
+    spec = load_sweep(path)
+    assert spec.is_grid or spec.search.n_trials > 0
+
+
+def test_cancel_stops_the_jobs_and_marks_the_trials(synth_data: Path, tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, synth_data, GRID, steps=5000)
+    env = {**os.environ, **ENV}
+    driver = subprocess.Popen([sys.executable, "-m", "scaling", "sweep", "run", str(path), "--poll", "1"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while sum(1 for p in (tmp_path / "root").glob("trial-*/mlflow_run_id")) < 2:  # both trials training
+        assert time.monotonic() < deadline and driver.poll() is None
+        time.sleep(0.5)
+    proc = run_cli("sweep", "cancel", str(path), env=ENV)
+    assert proc.returncode == 0 and proc.stdout.count("sent TERM") == 2, proc.stdout + proc.stderr[-2000:]
+    assert driver.wait(timeout=60) == 0  # the driver stops at its next poll
+    done = trials(path)
+    assert [t.state for t in done[:2]] == [TrialState.FAIL] * 2 and all(t.user_attrs["cancelled"] for t in done[:2])
+    assert [t.state for t in done[2:]] == [TrialState.WAITING] * 2  # a later `sweep run` continues with these
+    for t in done[:2]:
+        run_dir = Path(t.user_attrs["run_dir"])
+        deadline = time.monotonic() + 60
+        while events.read(run_dir)[-1]["event"] != "cancelled":  # checkpointed and stopped
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    status = run_cli("sweep", "status", str(path), env=ENV).stdout
+    assert status.count("CANCELLED") == 2 and status.count("WAITING") == 2
