@@ -111,8 +111,9 @@ def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_pa
     assert_ran_once_each(path, 4)
 
 
-def test_killed_driver_resumes_without_rerunning_or_losing_trials(synth_data: Path, tmp_path: Path) -> None:
-    path = write_sweep(tmp_path, synth_data, GRID)
+def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, synth_data: Path,
+                                                                   tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, synth_data, GRID, profile)
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     cmd = [sys.executable, "-m", "scaling", "sweep", "run", str(path), "--poll", "1"]
@@ -124,6 +125,7 @@ def test_killed_driver_resumes_without_rerunning_or_losing_trials(synth_data: Pa
         driver.wait()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"seed {seed}: {proc.stderr[-3000:]}"
+    print(f"killed at random moments (seed {seed}); the last driver:\n{proc.stdout}")
     assert_ran_once_each(path, 4)
 
 
