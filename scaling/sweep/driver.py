@@ -31,7 +31,8 @@ from scaling.sweep.study import (TrialReporter, describe, distributions, enqueue
                                  trial_params)
 from scaling.train import events
 from scaling.train.checkpoint import CheckpointStore
-from scaling.tracking.mlflow_tracker import RUN_ID_FILE
+from scaling.config import TrackingConfig
+from scaling.tracking.mlflow_tracker import RUN_ID_FILE, Tracker, tracking_uri
 
 PARENT_ATTR, CANCEL_ATTR = "mlflow_parent_run_id", "cancelled"
 
@@ -47,7 +48,11 @@ class Sweep:
     spec: SweepSpec
     study: optuna.Study
     profile: ClusterProfile
-    parent_run_id: str = ""
+    parent: Tracker
+
+    @property
+    def parent_run_id(self) -> str:
+        return self.parent.run_id or ""
 
 
 def run_sweep(spec: SweepSpec, poll_s: float = 2.0) -> optuna.Study:
@@ -63,8 +68,7 @@ def run_sweep(spec: SweepSpec, poll_s: float = 2.0) -> optuna.Study:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         in_flight = sum(supervise(sweep, t) for t in running)
         while in_flight < spec.max_concurrent and more_to_ask(spec, study) and not study.user_attrs.get(CANCEL_ATTR):
-            launch(sweep, study.ask(distributions(spec)))
-            in_flight += 1
+            in_flight += launch(sweep, study.ask(distributions(spec)))
         if not in_flight and not more_to_ask(spec, study):
             break
         time.sleep(poll_s)
@@ -75,7 +79,10 @@ def run_sweep(spec: SweepSpec, poll_s: float = 2.0) -> optuna.Study:
 def supervise(sweep: Sweep, t: FrozenTrial) -> bool:
     """One RUNNING trial: adopt its live job, tell its outcome, or relaunch it. True while it is in flight."""
     run_dir = sweep.spec.run_dir(t.number)
-    if live_jobs(run_dir, sweep.profile.executor):
+    live = live_jobs(run_dir, sweep.profile.executor)
+    if live:
+        if "job_id" not in t.user_attrs:  # the last driver died before recording it
+            sweep.study._storage.set_trial_user_attr(t._trial_id, "job_id", live[-1]["job_id"])
         return True
     history = events.read(run_dir)
     last = history[-1]["event"] if history else ""
@@ -93,10 +100,10 @@ def supervise(sweep: Sweep, t: FrozenTrial) -> bool:
     return False
 
 
-def launch(sweep: Sweep, trial: optuna.Trial) -> None:
+def launch(sweep: Sweep, trial: optuna.Trial) -> bool:
     """A newly asked trial: its run directory is fixed by its number before anything is queued."""
     trial.set_user_attr("run_dir", str(sweep.spec.run_dir(trial.number)))
-    relaunch(sweep, sweep.study._storage.get_trial(trial._trial_id))
+    return relaunch(sweep, sweep.study._storage.get_trial(trial._trial_id))
 
 
 def relaunch(sweep: Sweep, t: FrozenTrial) -> bool:
@@ -114,8 +121,8 @@ def relaunch(sweep: Sweep, t: FrozenTrial) -> bool:
         job = submit(cfg, sweep.profile, Path(spec.profile).stem, with_probe=spec.probe, job=TrainJob(reporter))
     except UserError as e:
         tell(sweep, t, TrialState.FAIL, run_dir, error=str(e))
-        log(f"trial {t.number} FAIL: {e}")
         return False
+    # Optuna has no public setter for another process's trial; the storage call is what Trial.set_user_attr does.
     sweep.study._storage.set_trial_user_attr(t._trial_id, "job_id", str(job.job_id))
     log(f"trial {t.number} {'relaunched' if launches(run_dir) > 1 else 'launched'}: job {job.job_id}, "
         f"{describe(trial_params(t))}, {run_dir}")
@@ -197,54 +204,33 @@ def run_metric(spec: SweepSpec, run_dir: Path, key: str) -> float | None:
 def _client(spec: SweepSpec):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(spec.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or None)
+    return MlflowClient(tracking_uri(TrackingConfig(uri=spec.tracking.uri)))
 
 
-def parent_run(spec: SweepSpec, study: optuna.Study) -> str:
-    """The sweep's MLflow run (trials' runs are its children): kept in the study, found by tag if a driver
-    died between creating it and recording it."""
-    run_id = study.user_attrs.get(PARENT_ATTR)
-    client = _client(spec)
-    if run_id is None:
-        exp = client.get_experiment_by_name(spec.tracking.experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(spec.tracking.experiment)
-        found = client.search_runs([exp_id], f"tags.`sweep.storage` = '{spec.storage_url()}' and "
-                                             f"tags.`sweep.study` = '{spec.name}'")
-        if found:
-            run_id = found[0].info.run_id
-        else:
-            run_id = client.create_run(exp_id, run_name=f"sweep-{spec.name}",
-                                       tags={"sweep.study": spec.name, "sweep.storage": spec.storage_url()}).info.run_id
-            items = [optuna_param(k, v) for k, v in sweep_params(spec).items()]
-            for i in range(0, len(items), 100):
-                client.log_batch(run_id, params=items[i:i + 100])
-        study.set_user_attr(PARENT_ATTR, run_id)
-    client.update_run(run_id, status="RUNNING")
-    return run_id
-
-
-def optuna_param(key: str, value: Any):
-    from mlflow.entities import Param
-
-    return Param(key, str(value)[:6000])
+def parent_run(spec: SweepSpec, study: optuna.Study) -> Tracker:
+    """The sweep's MLflow run, its definition as params; the trials' runs are its children. A Tracker on the
+    sweep's root: a re-run driver reopens the same run (``ROOT/mlflow_run_id``), as a resumed training does."""
+    cfg = TrackingConfig(uri=spec.tracking.uri, experiment=spec.tracking.experiment, run_name=f"sweep-{spec.name}")
+    tracker = Tracker(cfg, spec.root_dir())
+    study.set_user_attr(PARENT_ATTR, tracker.start(sweep_params(spec), run_name=cfg.run_name))
+    return tracker
 
 
 def finish_parent(sweep: Sweep) -> None:
-    """Trial counts and the best value on the parent run; FINISHED when nothing is left."""
+    """Trial counts and the best value on the parent run (at step = trials told so far); FINISHED when the
+    sweep is done, KILLED when cancelled."""
     trials = sweep.study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
-    client = _client(sweep.spec)
-    for key, n in counts.items():
-        client.log_metric(sweep.parent_run_id, f"sweep/{key}", n)
+    metrics = {f"sweep/{key}": n for key, n in counts.items()}
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if done:
         best = sweep.study.best_trial
-        client.log_metric(sweep.parent_run_id, f"sweep/best_{sweep.spec.objective.metric.replace('/', '_')}", best.value)
-        client.set_tag(sweep.parent_run_id, "sweep.best_trial", str(best.number))
-    cancelled = sweep.study.user_attrs.get(CANCEL_ATTR)
-    client.set_terminated(sweep.parent_run_id, status="KILLED" if cancelled else "FINISHED")
+        metrics |= {f"sweep/best_{sweep.spec.objective.metric.replace('/', '_')}": best.value,
+                    "sweep/best_trial": best.number}
+    sweep.parent.log_metrics(metrics, step=sum(t.state.is_finished() for t in trials))
+    sweep.parent.finish(status="KILLED" if sweep.study.user_attrs.get(CANCEL_ATTR) else "FINISHED")
     log(f"sweep {sweep.spec.name}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        + (f"; best trial {sweep.study.best_trial.number}: {sweep.study.best_value:.4g}" if done else ""))
+        + (f"; best trial {best.number}: {best.value:.4g}" if done else ""))
 
 
 @dataclass
