@@ -9,6 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from scaling.errors import UserError
 from scaling.train import events
 from scaling.train.checkpoint import CheckpointStore
 from scaling.train.run_dir import CONFIG_FILE
@@ -48,10 +49,22 @@ def last_job(run_dir: Path) -> dict:
     return jobs[-1] if jobs else {}
 
 
-def job_state(job: dict) -> str:
-    """Scheduler state of the run's newest job; '-' for a run trained without a launcher."""
+def slurm_states() -> dict[str, str]:
+    """Every queued or running Slurm job's state from one squeue call (a sweep polls hundreds of jobs). A
+    scheduler that does not answer is an error, never 'all jobs ended'."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise UserError(f"squeue failed: {out.stderr.strip()[:200]}")
+    return dict(line.split(maxsplit=1) for line in out.stdout.splitlines() if line.strip())
+
+
+def job_state(job: dict, slurm: dict[str, str] | None = None) -> str:
+    """Scheduler state of the run's newest job; '-' for a run trained without a launcher. ``slurm``: a
+    ``slurm_states`` snapshot to read instead of asking squeue."""
     if not job:
         return "-"
+    if job["executor"] == "slurm" and slurm is not None:
+        return slurm.get(job["job_id"], "ENDED")
     if job["executor"] == "slurm":
         out = subprocess.run(["squeue", "-h", "-j", job["job_id"], "-o", "%T"], capture_output=True, text=True)
         return out.stdout.strip() or "ENDED"

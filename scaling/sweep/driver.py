@@ -25,9 +25,9 @@ from optuna.trial import FrozenTrial, TrialState
 from scaling.errors import UserError
 from scaling.launch.profile import ClusterProfile, load_profile
 from scaling.launch.status import cancel as cancel_run
-from scaling.launch.status import job_state, read_jobs
+from scaling.launch.status import job_state, read_jobs, slurm_states
 from scaling.sweep.spec import SweepSpec, sweep_params
-from scaling.sweep.study import (TrialReporter, describe, distributions, enqueue_points, more_to_ask, open_study,
+from scaling.sweep.study import (TrialReporter, describe, distributions, enqueue_points, open_study, to_ask,
                                  trial_params)
 from scaling.train import events
 from scaling.train.checkpoint import CheckpointStore
@@ -65,21 +65,31 @@ def run_sweep(spec: SweepSpec, poll_s: float = 2.0) -> optuna.Study:
     sweep = Sweep(spec, study, profile, parent_run(spec, study))
     log(f"sweep {spec.name}: study in {spec.storage_url()}, MLflow parent run {sweep.parent_run_id}")
     while not study.user_attrs.get(CANCEL_ATTR):
+        try:
+            states = scheduler_states(profile.executor)
+        except UserError as e:  # never read an unanswering scheduler as "every job ended"
+            log(f"{e}; retrying")
+            time.sleep(poll_s)
+            continue
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        in_flight = sum(supervise(sweep, t) for t in running)
-        while in_flight < spec.max_concurrent and more_to_ask(spec, study) and not study.user_attrs.get(CANCEL_ATTR):
+        in_flight = sum(supervise(sweep, t, states) for t in running)
+        left = to_ask(spec, study)
+        for _ in range(min(max(spec.max_concurrent - in_flight, 0), left)):
+            if study.user_attrs.get(CANCEL_ATTR):
+                break
             in_flight += launch(sweep, study.ask(distributions(spec)))
-        if not in_flight and not more_to_ask(spec, study):
+            left -= 1
+        if not in_flight and not left:
             break
         time.sleep(poll_s)
     finish_parent(sweep)
     return study
 
 
-def supervise(sweep: Sweep, t: FrozenTrial) -> bool:
+def supervise(sweep: Sweep, t: FrozenTrial, states: dict[str, str] | None) -> bool:
     """One RUNNING trial: adopt its live job, tell its outcome, or relaunch it. True while it is in flight."""
     run_dir = sweep.spec.run_dir(t.number)
-    live = live_jobs(run_dir, sweep.profile.executor)
+    live = live_jobs(run_dir, sweep.profile.executor, states)
     if live:
         if "job_id" not in t.user_attrs:  # the last driver died before recording it
             sweep.study._storage.set_trial_user_attr(t._trial_id, "job_id", live[-1]["job_id"])
@@ -129,7 +139,12 @@ def relaunch(sweep: Sweep, t: FrozenTrial) -> bool:
     return True
 
 
-def live_jobs(run_dir: Path, executor: str) -> list[dict[str, Any]]:
+def scheduler_states(executor: str) -> dict[str, str] | None:
+    """One snapshot of the Slurm queue per poll; None for the local executor (a job is a process)."""
+    return slurm_states() if executor == "slurm" else None
+
+
+def live_jobs(run_dir: Path, executor: str, states: dict[str, str] | None) -> list[dict[str, Any]]:
     """The run's queued or running jobs: every job of ``jobs.jsonl``, and any that submitit queued but submit
     had not recorded yet (its ``submitit/*_submitted.pkl``), so that a driver killed in between duplicates
     nothing. A dependent probe job left waiting behind a training job that did not finish is cancelled."""
@@ -137,7 +152,7 @@ def live_jobs(run_dir: Path, executor: str) -> list[dict[str, Any]]:
     known = {j["job_id"] for j in recorded}
     unrecorded = [{"job_id": p.name.split("_")[0], "executor": executor, "kind": "train"}
                   for p in sorted((run_dir / "submitit").glob("*_submitted.pkl")) if p.name.split("_")[0] not in known]
-    live = [j for j in recorded + unrecorded if j.get("executor") and job_state(j) != "ENDED"]
+    live = [j for j in recorded + unrecorded if j.get("executor") and job_state(j, states) != "ENDED"]
     if live and all(j.get("kind") == "probe" for j in live) and not _finished(run_dir):
         for j in live:
             cancel_job(j)
@@ -246,13 +261,14 @@ class TrialRow:
 def trial_rows(spec: SweepSpec) -> list[TrialRow]:
     """What ``scaling sweep status`` prints: a RUNNING trial's state is its job's (PENDING, RUNNING, ...)."""
     study = open_study(spec, create=False)
+    states = scheduler_states(load_profile(spec.profile).executor)
     rows = []
     for t in study.get_trials(deepcopy=False):
         run_dir = spec.run_dir(t.number)
         state = "CANCELLED" if t.user_attrs.get(CANCEL_ATTR) else t.state.name
         jobs = read_jobs(run_dir)
         if t.state == TrialState.RUNNING:
-            state = job_state(jobs[-1]) if jobs else "LAUNCHING"
+            state = job_state(jobs[-1], states) if jobs else "LAUNCHING"
         step = CheckpointStore(run_dir / "checkpoints").latest() if run_dir.is_dir() else None
         rows.append(TrialRow(t.number, describe(trial_params(t)), state, step if step is not None else t.last_step,
                              t.value, t.user_attrs.get("job_id", jobs[-1]["job_id"] if jobs else "-")))
@@ -265,12 +281,13 @@ def cancel_sweep(spec: SweepSpec) -> list[str]:
     study = open_study(spec, create=False)
     study.set_user_attr(CANCEL_ATTR, True)
     executor = load_profile(spec.profile).executor
+    states = scheduler_states(executor)
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         run_dir = spec.run_dir(t.number)
         jobs = read_jobs(run_dir)
         what = cancel_run(run_dir) if jobs else "not launched"  # TERM: the trainer checkpoints and stops
-        for job in live_jobs(run_dir, executor):
+        for job in live_jobs(run_dir, executor, states):
             if not jobs or job["job_id"] != jobs[-1]["job_id"]:
                 cancel_job(job)  # an unrecorded job, or a probe waiting on the training
         study._storage.set_trial_user_attr(t._trial_id, CANCEL_ATTR, True)

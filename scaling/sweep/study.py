@@ -42,17 +42,20 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
 
 
 def enqueue_points(spec: SweepSpec, study: optuna.Study) -> None:
-    """Every grid point (or the search's first points) as a WAITING trial. ``skip_if_exists`` compares with
-    the trials already in storage, so a driver killed half-way through enqueues only what is missing."""
+    """Every grid point (or the search's first points) as a WAITING trial, unless a trial already has it, so a
+    driver killed half-way through enqueues only what is missing. (Optuna's ``skip_if_exists`` does this
+    check by reading every trial for every point: 24 s for 200 points; here they are read once.)"""
+    seen = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(deepcopy=False)]
     for point in spec.grid_points() if spec.is_grid else spec.search.enqueue:
-        study.enqueue_trial(point, skip_if_exists=True)
+        if point not in seen:
+            study.enqueue_trial(point)
 
 
-def more_to_ask(spec: SweepSpec, study: optuna.Study) -> bool:
-    """Enqueued points not asked yet; for a search, also fewer than n_trials trials."""
-    if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        return True
-    return not spec.is_grid and len(study.get_trials(deepcopy=False)) < spec.search.n_trials
+def to_ask(spec: SweepSpec, study: optuna.Study) -> int:
+    """Trials still to ask: enqueued points, and for a search the trials short of n_trials."""
+    trials = study.get_trials(deepcopy=False)
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return waiting if spec.is_grid else waiting + max(spec.search.n_trials - len(trials), 0)
 
 
 def distributions(spec: SweepSpec) -> dict[str, optuna.distributions.BaseDistribution]:
