@@ -41,14 +41,9 @@ class ProbeJob(submitit.helpers.Checkpointable):
     def __call__(self, run_dir: str) -> dict[str, Any]:
         from scaling.probe.run import run_probe
 
-        if was_pruned(Path(run_dir)):  # a dependent (afterok) probe job follows a pruned training too
+        if events.last(Path(run_dir)) == "pruned":  # a dependent (afterok) probe job follows a pruned training too
             return {"run_dir": run_dir, "probe": {}, "pruned": True}
         return {"run_dir": run_dir, "probe": run_probe(Path(run_dir), [])}
 
     def checkpoint(self, run_dir: str) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(self, run_dir)
-
-
-def was_pruned(run_dir: Path) -> bool:
-    history = events.read(run_dir)
-    return bool(history) and history[-1]["event"] == "pruned"

@@ -14,6 +14,8 @@ always in one of these cases, whatever moment the previous driver died at:
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +96,7 @@ def supervise(sweep: Sweep, t: FrozenTrial, states: dict[str, str] | None) -> bo
         if "job_id" not in t.user_attrs:  # the last driver died before recording it
             sweep.study._storage.set_trial_user_attr(t._trial_id, "job_id", live[-1]["job_id"])
         return True
-    history = events.read(run_dir)
-    last = history[-1]["event"] if history else ""
+    last = events.last(run_dir)
     probe_missing = sweep.spec.probe and not (run_dir / "probe" / "results.json").is_file()
     if last == "finished" and not probe_missing:
         tell_complete(sweep, t, run_dir)
@@ -153,16 +154,11 @@ def live_jobs(run_dir: Path, executor: str, states: dict[str, str] | None) -> li
     unrecorded = [{"job_id": p.name.split("_")[0], "executor": executor, "kind": "train"}
                   for p in sorted((run_dir / "submitit").glob("*_submitted.pkl")) if p.name.split("_")[0] not in known]
     live = [j for j in recorded + unrecorded if j.get("executor") and job_state(j, states) != "ENDED"]
-    if live and all(j.get("kind") == "probe" for j in live) and not _finished(run_dir):
+    if live and all(j.get("kind") == "probe" for j in live) and events.last(run_dir) != "finished":
         for j in live:
             cancel_job(j)
         return []
     return live
-
-
-def _finished(run_dir: Path) -> bool:
-    history = events.read(run_dir)
-    return bool(history) and history[-1]["event"] == "finished"
 
 
 def launches(run_dir: Path) -> int:
@@ -170,9 +166,7 @@ def launches(run_dir: Path) -> int:
 
 
 def cancel_job(job: dict[str, Any]) -> None:
-    import signal
-    import subprocess
-
+    """End a job outright (one that has nothing to save: a waiting probe, an unrecorded duplicate)."""
     if job["executor"] == "slurm":
         subprocess.run(["scancel", job["job_id"]], check=False)
     else:
