@@ -165,6 +165,12 @@ def launches(run_dir: Path) -> int:
     return sum(1 for j in read_jobs(run_dir) if j.get("kind", "train") == "train")
 
 
+def training(run_dir: Path, jobs: list[dict[str, Any]]) -> bool:
+    """The newest job has started training, so it handles TERM (checkpoint, stop). One still starting up
+    would ignore TERM (submitit's handler does until the trainer installs its own): it is ended outright."""
+    return bool(jobs) and any(e["event"] == "start" and e["job"] == jobs[-1]["job_id"] for e in events.read(run_dir))
+
+
 def cancel_job(job: dict[str, Any]) -> None:
     """End a job outright (one that has nothing to save: a waiting probe, an unrecorded duplicate)."""
     if job["executor"] == "slurm":
@@ -279,11 +285,14 @@ def cancel_sweep(spec: SweepSpec) -> list[str]:
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         run_dir = spec.run_dir(t.number)
-        jobs = read_jobs(run_dir)
-        what = cancel_run(run_dir) if jobs else "not launched"  # TERM: the trainer checkpoints and stops
-        for job in live_jobs(run_dir, executor, states):
-            if not jobs or job["job_id"] != jobs[-1]["job_id"]:
-                cancel_job(job)  # an unrecorded job, or a probe waiting on the training
+        jobs, live = read_jobs(run_dir), live_jobs(run_dir, executor, states)
+        what = "not running"
+        if training(run_dir, jobs):
+            what = cancel_run(run_dir)  # TERM: the trainer checkpoints and stops
+            live = [j for j in live if j["job_id"] != jobs[-1]["job_id"]]
+        for job in live:  # nothing to save: still starting, unrecorded, or a probe waiting on the training
+            cancel_job(job)
+            what = f"ended job {job['job_id']}" if what == "not running" else what
         study._storage.set_trial_user_attr(t._trial_id, CANCEL_ATTR, True)
         study.tell(t.number, state=TrialState.FAIL)
         out.append(f"trial {t.number}: {what}")

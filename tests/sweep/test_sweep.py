@@ -200,7 +200,7 @@ def test_cancel_stops_the_jobs_and_marks_the_trials(synth_data: Path, tmp_path: 
     driver = subprocess.Popen([sys.executable, "-m", "scaling", "sweep", "run", str(path), "--poll", "1"], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + 120
-    while sum(1 for p in (tmp_path / "root").glob("trial-*/mlflow_run_id")) < 2:  # both trials training
+    while sum(events.last(p) == "first_step" for p in (tmp_path / "root").glob("trial-*")) < 2:  # both training
         assert time.monotonic() < deadline and driver.poll() is None
         time.sleep(0.5)
     proc = run_cli("sweep", "cancel", str(path), env=ENV)
