@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "scaling.probe.cli",
     "scaling.eval.cli",
     "scaling.launch.cli",
+    "scaling.sweep.cli",
     "scaling.plan.cli",
     "scaling.analysis.cli",
 )

@@ -313,6 +313,7 @@ class TrackingConfig:
     uri: str = ""  # empty: MLFLOW_TRACKING_URI, else MLflow's default local store
     experiment: str = "scaling"
     run_name: str = ""  # empty: the run directory's name
+    parent_run_id: str = ""  # a sweep's MLflow run: this run is created as its child (tag mlflow.parentRunId)
 
     def validate(self) -> list[str]:
         return [] if self.experiment else ["tracking.experiment: must not be empty"]

@@ -8,11 +8,15 @@ ranks there are, and a resumed run draws exactly the crops an uninterrupted one 
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from streaming import StreamingDataLoader, StreamingDataset
 
@@ -41,7 +45,7 @@ def train_loader(cfg: DataConfig, batch_size: int, seed: int, cache_root: Path) 
     Its ``state_dict`` holds the global position (samples seen by all ranks), and the global sample order
     depends only on the seed and the one canonical node, so a run resumes on another number of ranks with
     the same global batch and neither repeats nor skips a sample."""
-    dataset = ImageStream(
+    dataset = open_stream(
         **stream_kwargs(cfg.train, Path(cfg.cache_dir or cache_root) / "train"),
         shuffle=True, shuffle_seed=seed, batch_size=batch_size, num_canonical_nodes=1,
     )
@@ -63,7 +67,21 @@ def validation_images(cfg: DataConfig, cache_root: Path) -> tuple[torch.Tensor, 
 
 def validation_stream(cfg: DataConfig, cache_root: Path) -> ImageStream:
     """The validation split in its stored order; its (local copy of the) index is in ``streams[0].local``."""
-    return ImageStream(**stream_kwargs(cfg.val, Path(cfg.cache_dir or cache_root) / "val"), shuffle=False)
+    return open_stream(**stream_kwargs(cfg.val, Path(cfg.cache_dir or cache_root) / "val"), shuffle=False)
+
+
+def open_stream(attempts: int = 10, **kwargs: Any) -> ImageStream:
+    """An ImageStream. Streaming finds a free shared-memory prefix, then creates it: two jobs starting at the same
+    instant on one machine (a sweep's trials) can race for the same one. A single-rank loser retries and gets
+    the next; with several ranks a retry would unbalance streaming's barriers, so they do not retry."""
+    for attempt in range(attempts):
+        try:
+            return ImageStream(**kwargs)
+        except FileExistsError:
+            if attempt == attempts - 1 or (dist.is_initialized() and dist.get_world_size() > 1):
+                raise
+            time.sleep(random.uniform(0.05, 0.5))
+    raise AssertionError("unreachable")
 
 
 def validation_batches(dataset: ImageStream, n: int, batch_size: int, image_size: int

@@ -9,6 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from scaling.errors import UserError
 from scaling.train import events
 from scaling.train.checkpoint import CheckpointStore
 from scaling.train.run_dir import CONFIG_FILE
@@ -37,17 +38,33 @@ def find_runs(paths: list[Path]) -> list[Path]:
     return runs
 
 
+def read_jobs(run_dir: Path) -> list[dict]:
+    """Every job submit queued for the run (training, relaunches, its probe), oldest first."""
+    path = run_dir / "jobs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
 def last_job(run_dir: Path, kind: str = "train") -> dict:
     """The newest job of ``kind`` (train, or the AR probe that follows it) in the run's job history."""
-    path = run_dir / "jobs.jsonl"
-    jobs = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
-    return next((j for j in reversed(jobs) if j.get("kind", "train") == kind), {})
+    return next((j for j in reversed(read_jobs(run_dir)) if j.get("kind", "train") == kind), {})
 
 
-def job_state(job: dict) -> str:
-    """Scheduler state of the run's newest job; '-' for a run trained without a launcher."""
+def slurm_states() -> dict[str, str]:
+    """Every queued or running Slurm job's state from one squeue call (a sweep polls hundreds of jobs). A
+    scheduler that does not answer is an error, never 'all jobs ended'."""
+    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise UserError(f"squeue failed: {out.stderr.strip()[:200]}")
+    return dict(line.split(maxsplit=1) for line in out.stdout.splitlines() if line.strip())
+
+
+def job_state(job: dict, slurm: dict[str, str] | None = None) -> str:
+    """Scheduler state of the run's newest job; '-' for a run trained without a launcher. ``slurm``: a
+    ``slurm_states`` snapshot to read instead of asking squeue."""
     if not job:
         return "-"
+    if job["executor"] == "slurm" and slurm is not None:
+        return slurm.get(job["job_id"], "ENDED")
     if job["executor"] == "slurm":
         out = subprocess.run(["squeue", "-h", "-j", job["job_id"], "-o", "%T"], capture_output=True, text=True)
         return out.stdout.strip() or "ENDED"
@@ -108,8 +125,12 @@ def status(run_dir: Path) -> RunStatus:
 def cancel(run_dir: Path) -> str:
     """Stop a run cleanly: TERM makes the trainer save a checkpoint and exit without requeueing."""
     job = last_job(run_dir)
-    if job_state(job) in ("ENDED", "-"):
+    state = job_state(job)
+    if state in ("ENDED", "-"):
         return "not running"
+    if job["executor"] == "slurm" and state == "PENDING":  # Slurm signals no pending job; it has nothing to save
+        subprocess.run(["scancel", job["job_id"]], check=True)
+        return f"cancelled queued job {job['job_id']}"
     if job["executor"] == "slurm":
         subprocess.run(["scancel", "--signal=TERM", job["job_id"]], check=True)
     else:

@@ -43,9 +43,11 @@ def make_executor(profile: ClusterProfile, folder: Path) -> submitit.Executor:
     return executor
 
 
-def submit(cfg: Config, profile: ClusterProfile, profile_name: str, with_probe: bool = False) -> submitit.Job:
+def submit(cfg: Config, profile: ClusterProfile, profile_name: str, with_probe: bool = False,
+           job: TrainJob | None = None) -> submitit.Job:
     """Everything that can fail fails here, before anything is queued. ``with_probe``: the AR probe follows the
-    training, as a dependent job (afterok) on Slurm, in the same job on the local executor; returns the last job."""
+    training, as a dependent job (afterok) on Slurm, in the same job on the local executor; returns the last job.
+    ``job``: the training callable, e.g. a TrainJob that reports to a sweep's pruner."""
     preflight(cfg)
     if with_probe:
         from scaling.eval.fid import check_eval
@@ -55,7 +57,7 @@ def submit(cfg: Config, profile: ClusterProfile, profile_name: str, with_probe: 
     run_dir = claim_run_dir(cfg)
     executor = make_executor(profile, run_dir / "submitit")
     chained = with_probe and profile.executor == "local"
-    job = executor.submit(TrainJob(), config_to_dict(cfg), chained)
+    job = executor.submit(job or TrainJob(), config_to_dict(cfg), chained)
     record_job(run_dir, str(job.job_id), profile.executor, profile_name)
     if with_probe and not chained:
         executor.update_parameters(slurm_additional_parameters={**profile.sbatch, "dependency": f"afterok:{job.job_id}"})

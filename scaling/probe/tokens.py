@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from streaming import StreamingDataLoader, StreamingDataset
 
-from scaling.data.loader import ImageStream, resize_uint8, stream_kwargs, to_float
+from scaling.data.loader import open_stream, resize_uint8, stream_kwargs, to_float
 from scaling.distributed.runtime import Runtime
 from scaling.errors import UserError
 from scaling.train.checkpoint import fault_point
@@ -40,7 +40,7 @@ def cache_tokens(tokenizer: torch.nn.Module, split: str, out: Path, *, image_siz
         if meta["source"] == source:
             return meta
         raise UserError(f"token cache {out}: holds tokens of {meta['source']}, not {source}; remove it to re-encode")
-    dataset = ImageStream(**stream_kwargs(split, out.parent / "cache" / out.name), shuffle=False)
+    dataset = open_stream(**stream_kwargs(split, out.parent / "cache" / out.name), shuffle=False)
     out.mkdir(parents=True, exist_ok=True)
     n_parts = -(-len(dataset) // part_images)
     grid, labels = None, set()

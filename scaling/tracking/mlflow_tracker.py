@@ -64,7 +64,8 @@ class Tracker:
             return self.run_id
         exp = self._client.get_experiment_by_name(self.cfg.experiment)
         exp_id = exp.experiment_id if exp else self._client.create_experiment(self.cfg.experiment)
-        run = self._client.create_run(exp_id, run_name=self.cfg.run_name or run_name)
+        tags = {"mlflow.parentRunId": self.cfg.parent_run_id} if self.cfg.parent_run_id else None
+        run = self._client.create_run(exp_id, run_name=self.cfg.run_name or run_name, tags=tags)
         self.run_id = run.info.run_id
         tmp = id_file.with_suffix(".tmp")
         tmp.write_text(self.run_id)

@@ -27,3 +27,9 @@ def read(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def last(run_dir: Path) -> str:
+    """The newest event's name ('' for none): finished, pruned, cancelled, preempted, start, ..."""
+    history = read(run_dir)
+    return history[-1]["event"] if history else ""

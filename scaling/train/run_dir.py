@@ -14,7 +14,7 @@ CONFIG_FILE = "config.toml"
 # move, e.g. from local disk to object storage; its shards are verified wherever it is).
 # How a run is spread over ranks may change too (elastic resume): the global batch stays train.batch_size.
 RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.log_every", "data.train", "data.val",
-                     "data.num_workers", "data.cache_dir", "tracking.uri", "parallel.micro_batch_size",
+                     "data.num_workers", "data.cache_dir", "tracking.uri", "tracking.parent_run_id", "parallel.micro_batch_size",
                      "parallel.activation_checkpoint", "parallel.compile", "parallel.float8",
                      "parallel.reshard_after_forward")
 # Sections that never touch training: evaluation and the probe read a finished run.

@@ -19,7 +19,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -57,19 +57,25 @@ class TrainResult:
     step: int
     val: dict[str, float]
     rank: int = 0
+    pruned: bool = False
 
 
-def train(cfg: Config) -> TrainResult:
+# Called on rank 0 after each validation with (step, metrics); True stops the run early (a sweep's pruner).
+OnValidation = Callable[[int, dict[str, float]], bool]
+
+
+def train(cfg: Config, on_validation: OnValidation | None = None) -> TrainResult:
     # From here on USR2/TERM wait for a step boundary, where a checkpoint is safe.
     with StopSignals() as signals:
         rt = init_runtime(cfg.train.device)
         try:
-            return _train(cfg, signals, rt)
+            return _train(cfg, signals, rt, on_validation)
         finally:
             rt.close()
 
 
-def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
+def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnValidation | None = None
+           ) -> TrainResult:
     # ---- checks that must pass before anything is written or trained
     micro, accum = batch_split(cfg, rt.world_size)
     preflight(cfg)
@@ -122,7 +128,8 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
     t0, step_at_t0 = time.perf_counter(), step
     val_metrics: dict[str, float] = {}
     delay = step_delay()
-    while step < cfg.train.steps:
+    pruned = False
+    while step < cfg.train.steps and not pruned:
         if delay:
             time.sleep(delay)
         gan_on = disc is not None and step >= cfg.loss.gan_start
@@ -176,11 +183,13 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
             with ema.swapped_in(model) if ema is not None else nullcontext():
                 val_metrics = validate(model, val_x, micro, cfg, rt, autocast, run_dir, step, tracker)
             tracker.log_metrics(val_metrics, step)
+            if on_validation is not None and step < cfg.train.steps:  # the last value is the result, not a report
+                pruned = bool(on_main(rt, lambda: on_validation(step, val_metrics)))
         if not first_step_recorded and rt.is_main:
             events.record(run_dir, "first_step", step=step)
             first_step_recorded = True
         stop = signals.agreed()
-        if stop or step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
+        if stop or pruned or step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
             path = save(store, step, stateful, loader, tracker, rt)
             if rt.is_main:
                 (run_dir / "last_checkpoint").write_text(str(path.resolve()))
@@ -191,10 +200,10 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime) -> TrainResult:
     bar.close()
 
     if rt.is_main:
-        events.record(run_dir, "finished", step=step)
+        events.record(run_dir, "pruned" if pruned else "finished", step=step)
     tracker.log_artifact(run_dir / "last_checkpoint")
-    tracker.finish()
-    return TrainResult(run_dir, run_id, step, val_metrics, rt.rank)
+    tracker.finish(status="KILLED" if pruned else "FINISHED")
+    return TrainResult(run_dir, run_id, step, val_metrics, rt.rank, pruned)
 
 
 def resume(store: CheckpointStore, stateful: dict[str, Any], loader: Any, rt: Runtime

@@ -1,0 +1,1 @@
+"""Sweeps: scaling grids and Optuna searches over configs, launched as jobs, resumable, recorded in MLflow."""

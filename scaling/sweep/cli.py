@@ -1,0 +1,52 @@
+"""``scaling sweep run|status|cancel SWEEP``: a sweep file's study, its trials' jobs and their state."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="scaling grids and Optuna searches, one job per trial",
+                       description="Run, inspect or cancel a sweep (sweeps/*.toml). Re-running 'run' resumes it.")
+    actions = p.add_subparsers(dest="action", required=True)
+    run = actions.add_parser("run", help="create or continue the study; launch trials until all are told")
+    run.add_argument("sweep", help="a sweep TOML file")
+    run.add_argument("--poll", type=float, default=5.0, help="seconds between looks at the jobs (default 5)")
+    run.set_defaults(func=_run)
+    status = actions.add_parser("status", help="a table of the trials: params, state, step, objective, job")
+    status.add_argument("sweep")
+    status.set_defaults(func=_status)
+    cancel = actions.add_parser("cancel", help="stop the driver and the running trials' jobs (trials: FAIL, cancelled)")
+    cancel.add_argument("sweep")
+    cancel.set_defaults(func=_cancel)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from scaling.sweep.driver import run_sweep
+    from scaling.sweep.spec import load_sweep
+
+    run_sweep(load_sweep(args.sweep), poll_s=args.poll)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from scaling.sweep.driver import trial_rows
+    from scaling.sweep.spec import load_sweep
+
+    spec = load_sweep(args.sweep)
+    header = ("TRIAL", "PARAMS", "STATE", "STEP", spec.objective.metric.upper(), "JOB")
+    table = [header] + [(str(r.number), r.params, r.state, "-" if r.step is None else str(r.step),
+                         "-" if r.value is None else f"{r.value:.4g}", r.job_id) for r in trial_rows(spec)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from scaling.sweep.driver import cancel_sweep
+    from scaling.sweep.spec import load_sweep
+
+    for line in cancel_sweep(load_sweep(args.sweep)) or ["no running trials"]:
+        print(line)
+    return 0

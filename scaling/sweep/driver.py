@@ -1,0 +1,299 @@
+"""``scaling sweep run``: Optuna ask-and-tell over submitit jobs, resumable after the driver is killed.
+
+The study's storage is the sweep's only state. Each trial owns one run directory, ``ROOT/trial-NNNN`` (its
+number), so what a trial's job did is always found in the same place: ``jobs.jsonl`` (every job that submit
+queued), ``events.jsonl`` (start, finished, pruned, ...) and ``mlflow_run_id``. A RUNNING trial is therefore
+always in one of these cases, whatever moment the previous driver died at:
+
+- a live job in its run directory (queued, running, requeued): adopted and polled, never duplicated;
+- no live job, the run finished or was pruned: told COMPLETE (the objective from its MLflow run) or PRUNED;
+- no live job, the run unfinished or never launched: (re)launched on the same directory, which resumes from
+  its checkpoints, up to ``max_launches`` jobs; then FAIL.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from scaling.errors import UserError
+from scaling.launch.profile import ClusterProfile, load_profile
+from scaling.launch.status import cancel as cancel_run
+from scaling.launch.status import job_state, read_jobs, slurm_states
+from scaling.sweep.spec import SweepSpec, sweep_params
+from scaling.sweep.study import (TrialReporter, describe, distributions, enqueue_points, open_study, to_ask,
+                                 trial_params)
+from scaling.train import events
+from scaling.train.checkpoint import CheckpointStore
+from scaling.config import TrackingConfig
+from scaling.tracking.mlflow_tracker import RUN_ID_FILE, Tracker, tracking_uri
+
+PARENT_ATTR, CANCEL_ATTR = "mlflow_parent_run_id", "cancelled"
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+@dataclass
+class Sweep:
+    """A loaded sweep: its spec, study, cluster profile and MLflow parent run."""
+
+    spec: SweepSpec
+    study: optuna.Study
+    profile: ClusterProfile
+    parent: Tracker
+
+    @property
+    def parent_run_id(self) -> str:
+        return self.parent.run_id or ""
+
+
+def run_sweep(spec: SweepSpec, poll_s: float = 2.0) -> optuna.Study:
+    """Create or continue the study, keep ``max_concurrent`` trials in flight until every trial is told."""
+    profile = load_profile(spec.profile)  # a bad profile fails before the study exists
+    spec.root_dir().mkdir(parents=True, exist_ok=True)
+    study = open_study(spec)
+    study.set_user_attr(CANCEL_ATTR, False)
+    enqueue_points(spec, study)
+    sweep = Sweep(spec, study, profile, parent_run(spec, study))
+    log(f"sweep {spec.name}: study in {spec.storage_url()}, MLflow parent run {sweep.parent_run_id}")
+    while not study.user_attrs.get(CANCEL_ATTR):
+        try:
+            states = scheduler_states(profile.executor)
+        except UserError as e:  # never read an unanswering scheduler as "every job ended"
+            log(f"{e}; retrying")
+            time.sleep(poll_s)
+            continue
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        in_flight = sum(supervise(sweep, t, states) for t in running)
+        left = to_ask(spec, study)
+        for _ in range(min(max(spec.max_concurrent - in_flight, 0), left)):
+            if study.user_attrs.get(CANCEL_ATTR):
+                break
+            in_flight += launch(sweep, study.ask(distributions(spec)))
+            left -= 1
+        if not in_flight and not left:
+            break
+        time.sleep(poll_s)
+    finish_parent(sweep)
+    return study
+
+
+def supervise(sweep: Sweep, t: FrozenTrial, states: dict[str, str] | None) -> bool:
+    """One RUNNING trial: adopt its live job, tell its outcome, or relaunch it. True while it is in flight."""
+    run_dir = sweep.spec.run_dir(t.number)
+    live = live_jobs(run_dir, sweep.profile.executor, states)
+    if live:
+        if "job_id" not in t.user_attrs:  # the last driver died before recording it
+            sweep.study._storage.set_trial_user_attr(t._trial_id, "job_id", live[-1]["job_id"])
+        return True
+    last = events.last(run_dir)
+    probe_missing = sweep.spec.probe and not (run_dir / "probe" / "results.json").is_file()
+    if last == "finished" and not probe_missing:
+        tell_complete(sweep, t, run_dir)
+    elif last == "pruned":
+        tell(sweep, t, TrialState.PRUNED, run_dir)
+    elif last == "cancelled":
+        tell(sweep, t, TrialState.FAIL, run_dir, cancelled=True)
+    elif launches(run_dir) >= sweep.spec.max_launches:
+        tell(sweep, t, TrialState.FAIL, run_dir, error=f"{launches(run_dir)} jobs ended without finishing")
+    else:
+        return relaunch(sweep, t)
+    return False
+
+
+def launch(sweep: Sweep, trial: optuna.Trial) -> bool:
+    """A newly asked trial: its run directory is fixed by its number before anything is queued."""
+    trial.set_user_attr("run_dir", str(sweep.spec.run_dir(trial.number)))
+    return relaunch(sweep, sweep.study._storage.get_trial(trial._trial_id))
+
+
+def relaunch(sweep: Sweep, t: FrozenTrial) -> bool:
+    """Submit the trial's job (preflight, claim, queue, jobs.jsonl); a refused config fails the trial."""
+    spec = sweep.spec
+    run_dir = spec.run_dir(t.number)
+    from scaling.launch.job import TrainJob
+    from scaling.launch.submit import submit
+
+    reporter = None
+    if spec.pruner.kind != "none":
+        reporter = TrialReporter(spec.storage_url(), spec.name, t._trial_id, spec.pruner.metric, sweep.study.pruner)
+    try:
+        cfg = spec.trial_config(trial_params(t), run_dir, sweep.parent_run_id)
+        job = submit(cfg, sweep.profile, Path(spec.profile).stem, with_probe=spec.probe, job=TrainJob(reporter))
+    except UserError as e:
+        tell(sweep, t, TrialState.FAIL, run_dir, error=str(e))
+        return False
+    # Optuna has no public setter for another process's trial; the storage call is what Trial.set_user_attr does.
+    sweep.study._storage.set_trial_user_attr(t._trial_id, "job_id", str(job.job_id))
+    log(f"trial {t.number} {'relaunched' if launches(run_dir) > 1 else 'launched'}: job {job.job_id}, "
+        f"{describe(trial_params(t))}, {run_dir}")
+    return True
+
+
+def scheduler_states(executor: str) -> dict[str, str] | None:
+    """One snapshot of the Slurm queue per poll; None for the local executor (a job is a process)."""
+    return slurm_states() if executor == "slurm" else None
+
+
+def live_jobs(run_dir: Path, executor: str, states: dict[str, str] | None) -> list[dict[str, Any]]:
+    """The run's queued or running jobs: every job of ``jobs.jsonl``, and any that submitit queued but submit
+    had not recorded yet (its ``submitit/*_submitted.pkl``), so that a driver killed in between duplicates
+    nothing. A dependent probe job left waiting behind a training job that did not finish is cancelled."""
+    recorded = read_jobs(run_dir)
+    known = {j["job_id"] for j in recorded}
+    unrecorded = [{"job_id": p.name.split("_")[0], "executor": executor, "kind": "train"}
+                  for p in sorted((run_dir / "submitit").glob("*_submitted.pkl")) if p.name.split("_")[0] not in known]
+    live = [j for j in recorded + unrecorded if j.get("executor") and job_state(j, states) != "ENDED"]
+    if live and all(j.get("kind") == "probe" for j in live) and events.last(run_dir) != "finished":
+        for j in live:
+            cancel_job(j)
+        return []
+    return live
+
+
+def launches(run_dir: Path) -> int:
+    return sum(1 for j in read_jobs(run_dir) if j.get("kind", "train") == "train")
+
+
+def training(run_dir: Path, jobs: list[dict[str, Any]]) -> bool:
+    """The newest job has started training, so it handles TERM (checkpoint, stop). One still starting up
+    would ignore TERM (submitit's handler does until the trainer installs its own): it is ended outright."""
+    return bool(jobs) and any(e["event"] == "start" and e["job"] == jobs[-1]["job_id"] for e in events.read(run_dir))
+
+
+def cancel_job(job: dict[str, Any]) -> None:
+    """End a job outright (one that has nothing to save: a waiting probe, an unrecorded duplicate)."""
+    if job["executor"] == "slurm":
+        subprocess.run(["scancel", job["job_id"]], check=False)
+    else:
+        try:
+            os.kill(int(job["job_id"]), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
+def tell_complete(sweep: Sweep, t: FrozenTrial, run_dir: Path) -> None:
+    metric = sweep.spec.objective.metric
+    value = run_metric(sweep.spec, run_dir, metric)
+    if value is None:
+        tell(sweep, t, TrialState.FAIL, run_dir, error=f"objective {metric}: not in the trial's MLflow run")
+    else:
+        tell(sweep, t, TrialState.COMPLETE, run_dir, value=value)
+
+
+def tell(sweep: Sweep, t: FrozenTrial, state: TrialState, run_dir: Path, value: float | None = None,
+         **attrs: Any) -> None:
+    """Record the trial's outcome (user attrs first: a finished trial is read-only)."""
+    storage = sweep.study._storage
+    id_file = run_dir / RUN_ID_FILE
+    if id_file.is_file():
+        attrs["mlflow_run_id"] = id_file.read_text().strip()
+        client = _client(sweep.spec)  # tags the analysis selects a sweep's runs by
+        client.set_tag(attrs["mlflow_run_id"], "sweep", sweep.spec.name)
+        client.set_tag(attrs["mlflow_run_id"], "sweep.trial", str(t.number))
+    for key, v in attrs.items():
+        storage.set_trial_user_attr(t._trial_id, key, v)
+    sweep.study.tell(t.number, value if state == TrialState.COMPLETE else None, state=state)
+    log(f"trial {t.number} {state.name}" + (f": {sweep.spec.objective.metric} = {value:.4g}" if value is not None else "")
+        + (f" ({attrs['error']})" if "error" in attrs else ""))
+
+
+def run_metric(spec: SweepSpec, run_dir: Path, key: str) -> float | None:
+    """The last value of ``key`` in the trial's MLflow run."""
+    id_file = run_dir / RUN_ID_FILE
+    if not id_file.is_file():
+        return None
+    return _client(spec).get_run(id_file.read_text().strip()).data.metrics.get(key)
+
+
+def _client(spec: SweepSpec):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri(TrackingConfig(uri=spec.tracking.uri)))
+
+
+def parent_run(spec: SweepSpec, study: optuna.Study) -> Tracker:
+    """The sweep's MLflow run, its definition as params; the trials' runs are its children. A Tracker on the
+    sweep's root: a re-run driver reopens the same run (``ROOT/mlflow_run_id``), as a resumed training does."""
+    cfg = TrackingConfig(uri=spec.tracking.uri, experiment=spec.tracking.experiment, run_name=f"sweep-{spec.name}")
+    tracker = Tracker(cfg, spec.root_dir())
+    study.set_user_attr(PARENT_ATTR, tracker.start(sweep_params(spec), run_name=cfg.run_name))
+    return tracker
+
+
+def finish_parent(sweep: Sweep) -> None:
+    """Trial counts and the best value on the parent run (at step = trials told so far); FINISHED when the
+    sweep is done, KILLED when cancelled."""
+    trials = sweep.study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    metrics = {f"sweep/{key}": n for key, n in counts.items()}
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    if done:
+        best = sweep.study.best_trial
+        metrics |= {f"sweep/best_{sweep.spec.objective.metric.replace('/', '_')}": best.value,
+                    "sweep/best_trial": best.number}
+    sweep.parent.log_metrics(metrics, step=sum(t.state.is_finished() for t in trials))
+    sweep.parent.finish(status="KILLED" if sweep.study.user_attrs.get(CANCEL_ATTR) else "FINISHED")
+    log(f"sweep {sweep.spec.name}: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        + (f"; best trial {best.number}: {best.value:.4g}" if done else ""))
+
+
+@dataclass
+class TrialRow:
+    number: int
+    params: str
+    state: str
+    step: int | None
+    value: float | None
+    job_id: str
+
+
+def trial_rows(spec: SweepSpec) -> list[TrialRow]:
+    """What ``scaling sweep status`` prints: a RUNNING trial's state is its job's (PENDING, RUNNING, ...)."""
+    study = open_study(spec, create=False)
+    states = scheduler_states(load_profile(spec.profile).executor)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        run_dir = spec.run_dir(t.number)
+        state = "CANCELLED" if t.user_attrs.get(CANCEL_ATTR) else t.state.name
+        jobs = read_jobs(run_dir)
+        if t.state == TrialState.RUNNING:
+            state = job_state(jobs[-1], states) if jobs else "LAUNCHING"
+        step = CheckpointStore(run_dir / "checkpoints").latest() if run_dir.is_dir() else None
+        rows.append(TrialRow(t.number, describe(trial_params(t)), state, step if step is not None else t.last_step,
+                             t.value, t.user_attrs.get("job_id", jobs[-1]["job_id"] if jobs else "-")))
+    return rows
+
+
+def cancel_sweep(spec: SweepSpec) -> list[str]:
+    """Stop the driver (at its next poll) and every running trial's job; the trials become FAIL, marked
+    ``cancelled``. Waiting grid points stay queued: ``scaling sweep run`` continues with them."""
+    study = open_study(spec, create=False)
+    study.set_user_attr(CANCEL_ATTR, True)
+    executor = load_profile(spec.profile).executor
+    states = scheduler_states(executor)
+    out = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        run_dir = spec.run_dir(t.number)
+        jobs, live = read_jobs(run_dir), live_jobs(run_dir, executor, states)
+        what = "not running"
+        if training(run_dir, jobs):
+            what = cancel_run(run_dir)  # TERM: the trainer checkpoints and stops
+            live = [j for j in live if j["job_id"] != jobs[-1]["job_id"]]
+        for job in live:  # nothing to save: still starting, unrecorded, or a probe waiting on the training
+            cancel_job(job)
+            what = f"ended job {job['job_id']}" if what == "not running" else what
+        study._storage.set_trial_user_attr(t._trial_id, CANCEL_ATTR, True)
+        study.tell(t.number, state=TrialState.FAIL)
+        out.append(f"trial {t.number}: {what}")
+    return out

@@ -1,0 +1,231 @@
+"""A sweep file (``sweeps/*.toml``) as a typed, validated ``SweepSpec``.
+
+Every problem is a ``ConfigError`` with one line naming the file and the key, raised before anything is
+created or launched. Each trial's config is loaded (base, overrides, the trial's values) as part of the check.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scaling.config import Config, ConfigError, load_config
+from scaling.config.loader import config_to_dict, flatten, from_dict, read_toml, set_dotted
+
+BASE_AXIS = "base"  # a grid axis over shipped configs (e.g. the GigaTok sizes), beside config keys
+CONFIG_KEYS = tuple(flatten(config_to_dict(Config())))
+# The sweep decides where each trial runs and how it is tracked.
+SWEEP_OWNED = ("train.run_dir", "tracking.uri", "tracking.experiment", "tracking.parent_run_id")
+
+
+@dataclass
+class Distribution:
+    """One search-space entry: optuna's FloatDistribution, IntDistribution or CategoricalDistribution."""
+
+    type: str = ""  # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class Grid:
+    mode: str = "product"  # product: every combination; zip: the i-th value of every axis together
+    axes: dict[str, Any] = field(default_factory=dict)  # config key (or "base") -> list of values
+
+
+@dataclass
+class Search:
+    n_trials: int = 0
+    space: dict[str, Distribution] = field(default_factory=dict)  # config key -> distribution
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # points tried first (optuna enqueue_trial)
+
+
+@dataclass
+class Objective:
+    metric: str = "val/psnr"  # an MLflow metric of the trial's run; its last value is the trial's value
+    direction: str = "maximize"  # maximize | minimize
+
+
+@dataclass
+class Pruner:
+    kind: str = "none"  # none | median | hyperband
+    metric: str = "val/psnr"  # the validation metric reported at every train.val_every
+    n_startup_trials: int = 2  # median: trials finished before any pruning
+    n_warmup_steps: int = 0  # median: steps before a trial may be pruned
+    min_resource: int = 1  # hyperband, in training steps
+    reduction_factor: int = 3  # hyperband
+
+
+@dataclass
+class Tracking:
+    uri: str = ""  # empty: MLFLOW_TRACKING_URI, else MLflow's default local store
+    experiment: str = "sweeps"
+
+
+@dataclass
+class SweepSpec:
+    base: str = ""  # a shipped config name or a config file
+    name: str = ""  # the Optuna study name; empty: the sweep file's stem
+    root: str = ""  # trial run directories are ROOT/trial-NNNN; empty: runs/sweeps/NAME
+    profile: str = "slurm/local.toml"
+    max_concurrent: int = 2
+    probe: bool = False  # AR-probe every trained tokenizer (submit's with_probe)
+    storage: str = ""  # empty: sqlite file ROOT/optuna.db; journal:PATH; any RDB URL
+    seed: int = 0  # the sampler's seed
+    max_launches: int = 3  # jobs per trial (relaunches after a job died) before the trial fails
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted config keys, every trial
+    grid: Grid = field(default_factory=Grid)
+    search: Search = field(default_factory=Search)
+    objective: Objective = field(default_factory=Objective)
+    pruner: Pruner = field(default_factory=Pruner)
+    tracking: Tracking = field(default_factory=Tracking)
+
+    @property
+    def is_grid(self) -> bool:
+        return bool(self.grid.axes)
+
+    def root_dir(self) -> Path:
+        return Path(self.root or f"runs/sweeps/{self.name}")
+
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.root_dir() / 'optuna.db').resolve()}"
+
+    def run_dir(self, number: int) -> Path:
+        return self.root_dir() / f"trial-{number:04d}"
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        keys, values = list(self.grid.axes), list(self.grid.axes.values())
+        combos = zip(*values) if self.grid.mode == "zip" else itertools.product(*values)
+        return [dict(zip(keys, combo)) for combo in combos]
+
+    def trial_config(self, params: dict[str, Any], run_dir: Path, parent_run_id: str = "") -> Config:
+        """The base config with the sweep's overrides, the trial's values and the sweep's own keys."""
+        tree: dict[str, Any] = {}
+        for key, value in {**self.overrides, **params}.items():
+            if key != BASE_AXIS:
+                set_dotted(tree, key, value)
+        owned = {"train.run_dir": str(run_dir), "tracking.experiment": self.tracking.experiment,
+                 "tracking.parent_run_id": parent_run_id, "train.progress": False}
+        if self.tracking.uri:
+            owned["tracking.uri"] = self.tracking.uri
+        for key, value in owned.items():
+            set_dotted(tree, key, value)
+        return load_config(params.get(BASE_AXIS, self.base), tree)
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """The validated sweep of a file; ConfigError (one line: file and key) otherwise."""
+    path = Path(path)
+    try:
+        data = read_toml(path)
+        data["overrides"] = flatten(data.get("overrides", {}))
+        if isinstance(data.get("grid"), dict):
+            data["grid"]["axes"] = flatten(data["grid"].get("axes", {}))
+        search = data.get("search")
+        if isinstance(search, dict) and isinstance(search.get("space"), dict):
+            search["space"] = {key: from_dict(Distribution, d, f"search.space.{key}.")
+                               for key, d in search["space"].items()}
+        spec = from_dict(SweepSpec, data)
+        spec.name = spec.name or path.stem
+        validate(spec)
+    except ConfigError as e:
+        raise ConfigError(f"sweep {path}: {e}") from None
+    return spec
+
+
+def validate(spec: SweepSpec) -> None:
+    if not spec.base:
+        raise ConfigError("base: missing (a shipped config name or a config file)")
+    if spec.is_grid == bool(spec.search.space):
+        raise ConfigError("grid.axes / search.space: give exactly one (a grid or an Optuna search)")
+    for key in spec.overrides:
+        check_key(key, "overrides.")
+    _check_choice("objective.direction", spec.objective.direction, ("maximize", "minimize"))
+    _check_choice("pruner.kind", spec.pruner.kind, ("none", "median", "hyperband"))
+    if spec.max_concurrent <= 0:
+        raise ConfigError(f"max_concurrent: must be positive, got {spec.max_concurrent}")
+    if spec.storage.startswith("journal:") and not spec.storage[len("journal:"):]:
+        raise ConfigError("storage: journal:PATH needs a path")
+    if spec.is_grid:
+        _check_grid(spec.grid)
+        points = spec.grid_points()
+    else:
+        _check_search(spec.search)
+        points = [dict(p) for p in spec.search.enqueue] + _space_corners(spec.search.space)
+    for point in points:  # every trial's config must load: keys, types and values
+        spec.trial_config(point, spec.run_dir(0))
+
+
+def check_key(key: str, prefix: str) -> None:
+    """A config key a sweep may set; a did-you-mean otherwise."""
+    if key in SWEEP_OWNED:
+        raise ConfigError(f"{prefix}{key}: set by the sweep (root, tracking), not per trial")
+    if key not in CONFIG_KEYS:
+        hint = difflib.get_close_matches(key, CONFIG_KEYS, n=1)
+        raise ConfigError(f"{prefix}{key}: not a config key" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+
+
+def _check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _check_grid(grid: Grid) -> None:
+    _check_choice("grid.mode", grid.mode, ("product", "zip"))
+    for key, values in grid.axes.items():
+        if key != BASE_AXIS:
+            check_key(key, "grid.axes.")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid.axes.{key}: must be a non-empty list of values")
+        if any(isinstance(v, (list, dict)) for v in values):
+            raise ConfigError(f"grid.axes.{key}: values must be numbers, strings or booleans")
+    lengths = {key: len(values) for key, values in grid.axes.items()}
+    if grid.mode == "zip" and len(set(lengths.values())) > 1:
+        raise ConfigError(f"grid.axes: zip axes differ in length ({', '.join(f'{k}: {n}' for k, n in lengths.items())})")
+
+
+def _check_search(search: Search) -> None:
+    if search.n_trials <= 0:
+        raise ConfigError(f"search.n_trials: must be positive, got {search.n_trials}")
+    for key, dist in search.space.items():
+        check_key(key, "search.space.")
+        where = f"search.space.{key}"
+        if dist.type == "categorical":
+            if not dist.choices:
+                raise ConfigError(f"{where}.choices: must be a non-empty list")
+            continue
+        _check_choice(f"{where}.type", dist.type, ("float", "int", "categorical"))
+        if dist.low is None or dist.high is None:
+            raise ConfigError(f"{where}: {dist.type} needs low and high")
+        if dist.low >= dist.high:
+            raise ConfigError(f"{where}: low ({dist.low:g}) must be below high ({dist.high:g})")
+        if dist.log and dist.low <= 0:
+            raise ConfigError(f"{where}: log needs low > 0, got {dist.low:g}")
+        if dist.log and dist.step is not None:
+            raise ConfigError(f"{where}: log and step cannot be combined")
+    for point in search.enqueue:
+        for key in point:
+            if key not in search.space:
+                raise ConfigError(f"search.enqueue: {key!r} is not in search.space")
+
+
+def _space_corners(space: dict[str, Distribution]) -> list[dict[str, Any]]:
+    """Every bound and choice of each key (the others at their first value): what trials' configs can hold."""
+    def values(d: Distribution) -> list[Any]:
+        if d.type == "categorical":
+            return list(d.choices)
+        return [int(d.low), int(d.high)] if d.type == "int" else [float(d.low), float(d.high)]
+
+    first = {key: values(d)[0] for key, d in space.items()}
+    return [first | {key: v} for key, d in space.items() for v in values(d)]
+
+
+def sweep_params(spec: SweepSpec) -> dict[str, Any]:
+    """The sweep's definition as flat MLflow params of its parent run."""
+    return {f"sweep.{k}": v for k, v in flatten(config_to_dict(spec)).items()}

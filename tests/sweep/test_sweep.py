@@ -1,0 +1,219 @@
+"""Sweeps end to end: a grid through the local executor (and the dev Slurm cluster), a driver SIGKILLed and
+re-run, a pruned Optuna trial, and bad sweep files refused before anything is launched."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from scaling.cli import main
+from scaling.launch.status import read_jobs
+from scaling.sweep.spec import load_sweep
+from scaling.train import events
+from tests.conftest import REPO, run_cli
+from tests.slurm.test_launch import dev_cluster  # noqa: F401  (the module-scoped fixture)
+
+ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(params=["local", "dev"])
+def profile(request: pytest.FixtureRequest) -> str:
+    if request.param == "dev":
+        request.getfixturevalue("dev_cluster")
+    return request.param
+
+
+def write_sweep(tmp: Path, data: Path, body: str, profile: str = "local", steps: int = 30) -> Path:
+    """A sweep of the tiny config on the test data, its root, study and MLflow store under ``tmp``."""
+    path = tmp / "sweep.toml"
+    path.write_text(f'''base = "tiny"
+root = "{tmp / 'root'}"
+profile = "{REPO / 'slurm' / f'{profile}.toml'}"
+max_concurrent = 2
+
+[overrides]
+"train.steps" = {steps}
+"train.val_every" = 10
+"train.log_every" = 10
+"data.train" = "{data / 'train'}"
+"data.val" = "{data / 'val'}"
+
+[tracking]
+uri = "sqlite:///{tmp / 'mlflow.db'}"
+experiment = "sweeps"
+''' + body)
+    return path
+
+
+GRID = '''
+[grid]
+mode = "product"
+[grid.axes]
+"model.base_channels" = [8, 16]
+"optim.lr" = [1e-3, 3e-3]
+'''
+
+
+def trials(path: Path) -> list[optuna.trial.FrozenTrial]:
+    spec = load_sweep(path)
+    return optuna.load_study(study_name=spec.name, storage=spec.storage_url()).trials
+
+
+def child_runs(tmp: Path) -> tuple[list, list]:
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sweeps").experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return parents, [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+def assert_ran_once_each(path: Path, n: int) -> None:
+    """n COMPLETE trials with distinct params, each one job and one start at step 0, one finished run each,
+    all children of one MLflow parent."""
+    done = trials(path)
+    assert [t.state for t in done] == [TrialState.COMPLETE] * n, [(t.number, t.state) for t in done]
+    assert len({tuple(sorted(t.params.items())) for t in done}) == n
+    for t in done:
+        run_dir = Path(t.user_attrs["run_dir"])
+        assert [j["job_id"] for j in read_jobs(run_dir)] == [t.user_attrs["job_id"]]
+        starts = [e for e in events.read(run_dir) if e["event"] == "start"]
+        assert [e["step"] for e in starts] == [0], run_dir
+        assert t.value is not None and t.user_attrs["mlflow_run_id"]
+    parents, children = child_runs(path.parent)
+    assert len(parents) == 1 and len(children) == n
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert {r.info.run_id for r in children} == {t.user_attrs["mlflow_run_id"] for t in done}
+    assert all(r.info.status == "FINISHED" for r in children + parents)
+
+
+def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, synth_data, GRID, profile)
+    t0 = time.monotonic()
+    proc = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"4-trial grid ({profile}): {time.monotonic() - t0:.1f} s")
+    assert_ran_once_each(path, 4)
+    status = run_cli("sweep", "status", str(path), env=ENV)
+    lines = status.stdout.strip().splitlines()
+    assert lines[0].split() == ["TRIAL", "PARAMS", "STATE", "STEP", "VAL/PSNR", "JOB"]
+    assert len(lines) == 5 and all(" COMPLETE " in line and " 30 " in line for line in lines[1:])
+    again = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV)  # a finished sweep: no work
+    assert again.returncode == 0 and "launched" not in again.stdout
+    assert_ran_once_each(path, 4)
+
+
+def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, synth_data: Path,
+                                                                   tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, synth_data, GRID, profile)
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    cmd = [sys.executable, "-m", "scaling", "sweep", "run", str(path), "--poll", "1"]
+    env = {**os.environ, **ENV}
+    for kill in range(2):
+        driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2, 20))  # from study creation to trials in flight
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"seed {seed}: {proc.stderr[-3000:]}"
+    print(f"killed at random moments (seed {seed}); the last driver:\n{proc.stdout}")
+    assert_ran_once_each(path, 4)
+
+
+def test_search_prunes_a_bad_trial_through_the_pruner(synth_data: Path, tmp_path: Path) -> None:
+    body = '''
+[search]
+n_trials = 3
+enqueue = [{"optim.lr" = 1e-3}, {"optim.lr" = 2e-3}, {"optim.lr" = 1e3}]
+[search.space."optim.lr"]
+type = "float"
+low = 1e-4
+high = 1e4
+log = true
+
+[pruner]
+kind = "median"
+metric = "val/psnr"
+n_startup_trials = 2
+'''
+    path = write_sweep(tmp_path, synth_data, body, steps=40)
+    path.write_text(path.read_text().replace("max_concurrent = 2", "max_concurrent = 1"))  # the 2 first, then the bad
+    proc = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    done = trials(path)
+    assert [t.state for t in done] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    bad = done[2]
+    assert bad.params["optim.lr"] == 1e3 and bad.last_step < 40
+    history = events.read(Path(bad.user_attrs["run_dir"]))
+    assert history[-1]["event"] == "pruned" and history[-1]["step"] == bad.last_step
+
+
+BAD = {
+    'basee = "tiny"\n': "basee: unknown key (did you mean 'base'?)",
+    '[grid.axes]\n"model.base_channels" = []\n': "grid.axes.model.base_channels: must be a non-empty list of values",
+    '[grid.axes]\n"model.base_chanels" = [8]\n':
+        "grid.axes.model.base_chanels: not a config key (did you mean 'model.base_channels'?)",
+    '[grid]\nmode = "zip"\n[grid.axes]\n"model.base_channels" = [8, 16]\n"optim.lr" = [1e-3]\n':
+        "grid.axes: zip axes differ in length (model.base_channels: 2, optim.lr: 1)",
+    '[search]\nn_trials = 2\n[search.space."optim.lr"]\ntype = "float"\nlow = 1e-2\nhigh = 1e-3\n':
+        "search.space.optim.lr: low (0.01) must be below high (0.001)",
+    '[search]\nn_trials = 2\n[search.space."optim.lr"]\ntype = "float"\nlow = 0.0\nhigh = 1e-3\nlog = true\n':
+        "search.space.optim.lr: log needs low > 0, got 0",
+    '[search]\nn_trials = 2\n[search.space."optim.lr"]\ntype = "normal"\nlow = 0.0\nhigh = 1.0\n':
+        "search.space.optim.lr.type: must be one of float, int, categorical, got 'normal'",
+    '[search]\nn_trials = 2\n[search.space."optim.lr"]\ntype = "float"\nlo = 0.0\n':
+        "search.space.optim.lr.lo: unknown key (did you mean search.space.optim.lr.'low'?)",
+    '[grid.axes]\n"model.base_channels" = [8, "wide"]\n': "model.base_channels: expected int, got str 'wide'",
+}
+
+
+@pytest.mark.parametrize("body", list(BAD))
+def test_bad_sweep_file_fails_with_one_line_before_launching(body: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "bad.toml"
+    head = 'base = "tiny"\n' if not body.startswith("basee") else ""
+    path.write_text(head + f'root = "{tmp_path / "root"}"\n' + body)
+    assert main(["sweep", "run", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"scaling: error: sweep {path}: {BAD[body]}", err
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "sweeps").glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_sweeps_load(path: Path) -> None:
+    spec = load_sweep(path)
+    assert spec.is_grid or spec.search.n_trials > 0
+
+
+def test_cancel_stops_the_jobs_and_marks_the_trials(synth_data: Path, tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, synth_data, GRID, steps=5000)
+    env = {**os.environ, **ENV}
+    driver = subprocess.Popen([sys.executable, "-m", "scaling", "sweep", "run", str(path), "--poll", "1"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while sum(events.last(p) == "first_step" for p in (tmp_path / "root").glob("trial-*")) < 2:  # both training
+        assert time.monotonic() < deadline and driver.poll() is None
+        time.sleep(0.5)
+    proc = run_cli("sweep", "cancel", str(path), env=ENV)
+    assert proc.returncode == 0 and proc.stdout.count("sent TERM") == 2, proc.stdout + proc.stderr[-2000:]
+    assert driver.wait(timeout=60) == 0  # the driver stops at its next poll
+    done = trials(path)
+    assert [t.state for t in done[:2]] == [TrialState.FAIL] * 2 and all(t.user_attrs["cancelled"] for t in done[:2])
+    assert [t.state for t in done[2:]] == [TrialState.WAITING] * 2  # a later `sweep run` continues with these
+    for t in done[:2]:
+        run_dir = Path(t.user_attrs["run_dir"])
+        deadline = time.monotonic() + 60
+        while events.read(run_dir)[-1]["event"] != "cancelled":  # checkpointed and stopped
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    status = run_cli("sweep", "status", str(path), env=ENV).stdout
+    assert status.count("CANCELLED") == 2 and status.count("WAITING") == 2
