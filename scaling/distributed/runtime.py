@@ -7,9 +7,11 @@ gloo on CPU, NCCL (plus gloo for CPU-side collectives) on GPU. The mesh comes fr
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -38,6 +40,14 @@ class Runtime:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order, on every rank (no collective in a world of one)."""
+        if self.world_size == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
@@ -56,6 +66,11 @@ def uses_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
+def autocast(precision: str, device: torch.device) -> Any:
+    """The compute context ``precision`` asks for: bf16 autocast, or nothing (fp32)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(precision, device) else nullcontext()
+
+
 def init_runtime(device: str = "auto") -> Runtime:
     """Initialise (or join) the process group and build the data-parallel mesh."""
     dev = resolve_device(device)
@@ -71,8 +86,12 @@ def init_runtime(device: str = "auto") -> Runtime:
     dims = ParallelDims(dp_replicate=1, dp_shard=-1, cp=1, tp=1, pp=1, ep=1, world_size=world,
                         spmd_backend="partial_dtensor")
     dims.build_mesh()
-    return Runtime(rank=dist.get_rank(), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
-                   device=dev, mesh=dims.get_optional_mesh("fsdp"), owns_group=owns)
+    rt = Runtime(rank=dist.get_rank(), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                 device=dev, mesh=dims.get_optional_mesh("fsdp"), owns_group=owns)
+    # A gloo group still alive at interpreter exit can abort the process in its threads' destructors
+    # ("terminate called without an active exception", exit -6), so an owned group is always destroyed.
+    atexit.register(rt.close)
+    return rt
 
 
 def _configure_torchtitan(device_type: str) -> None:

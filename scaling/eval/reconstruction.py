@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,16 +24,17 @@ import torch.nn as nn
 
 from scaling.config import Config
 from scaling.data.loader import to_float, validation_batches
-from scaling.distributed.runtime import resolve_device, uses_bf16
+from scaling.distributed.runtime import autocast as runtime_autocast
+from scaling.distributed.runtime import resolve_device
 from scaling.errors import UserError, require_file
 from scaling.eval.fid import FIDStats, InceptionFeatures, check_eval, eval_split, frechet_distance, reference_stats
 from scaling.eval.images import save_histogram, save_recon_grid
 from scaling.eval.metrics import psnr, ssim
+from scaling.export.generator import load_trained
 from scaling.losses.perceptual import PerceptualLoss
-from scaling.models.factory import build_tokenizer
 from scaling.models.quantizers import codebook_stats
 from scaling.tracking.mlflow_tracker import RUN_ID_FILE, tracking_uri
-from scaling.train.checkpoint import CheckpointStore, load_generator_weights
+from scaling.train.checkpoint import CheckpointStore
 from scaling.train.run_dir import load_run_config
 
 LPIPS_SKIPPED = "skipped: the config names no VGG16 weights (loss.vgg_weights)"
@@ -105,13 +105,7 @@ def prepare(run_dir: Path, overrides: list[str] | None, step: int | None, ema: b
 
 def load_tokenizer(target: Target, device: torch.device) -> nn.Module:
     """The run's tokenizer at ``target.step``, plain and in eval mode (all tokens kept, no dropout)."""
-    with torch.device("meta"):
-        model = build_tokenizer(target.cfg)
-    model.to_empty(device=device)
-    with torch.no_grad():
-        model.init_weights()  # anything the checkpoint does not hold (non-persistent buffers) gets its values
-    load_generator_weights(CheckpointStore(target.run_dir / "checkpoints").path(target.step), model, target.ema)
-    return model.eval()
+    return load_trained(target.cfg, target.run_dir, target.step, target.ema, device)
 
 
 @torch.no_grad()
@@ -120,8 +114,7 @@ def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures, per
     """One pass over the first ``eval.num_images`` validation images (centred, no augmentation): the per-image
     metrics' means, codebook statistics, and (as extras) the reconstructions' Inception features, the per-token
     distances to the assigned codes and the first batch for the grid."""
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(cfg.train.precision, device) \
-        else nullcontext()  # the precision the run trained and validated in
+    autocast = runtime_autocast(cfg.train.precision, device)  # the precision the run trained and validated in
     dataset, n = eval_split(cfg)
     sums = {"psnr": 0.0, "ssim": 0.0} | ({"lpips": 0.0} if perceptual is not None else {})
     features, indices, distances, first = [], [], [], None

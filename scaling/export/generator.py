@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -66,28 +65,17 @@ def load_generator(path: Path, ema: bool = True, device: str | torch.device = "c
     return model.eval(), cfg
 
 
-def trained_tokenizer(run_dir: Path, rt: Any, ema: bool = True) -> tuple[nn.Module, int]:
-    """The tokenizer of a run's latest checkpoint, whole on every rank of ``rt`` (for encoding and decoding,
-    never trained further), and that checkpoint's step. Rank 0 exports it first unless the export is current."""
-    from scaling.train.trainer import on_main
+def load_trained(cfg: Config, run_dir: Path, step: int, ema: bool, device: torch.device) -> nn.Module:
+    """Checkpoint ``step`` of ``run_dir``'s tokenizer, plain (unsharded) on ``device`` and in eval mode, with the
+    EMA weights when ``ema``: DCP reads just the generator's entries, in this process alone (under torchrun too),
+    for evaluation and the AR probe, which encode and decode but never train it."""
+    from scaling.models.factory import build_tokenizer
+    from scaling.train.checkpoint import load_generator_weights
 
-    def export_if_stale() -> int:
-        path = run_dir / "export" / "generator.safetensors"
-        latest = CheckpointStore(run_dir / "checkpoints").resolve(None)
-        if exported_step(path) != latest:
-            export_generator(run_dir, path, latest)
-        return latest
-
-    step = on_main(rt, export_if_stale)
-    model, _ = load_generator(run_dir / "export" / "generator.safetensors", ema=ema, device=rt.device)
-    return model.requires_grad_(False), step
-
-
-def exported_step(path: Path) -> int | None:
-    """The checkpoint step an exported file was written from, or None when there is no file."""
-    from safetensors import safe_open
-
-    if not path.is_file():
-        return None
-    with safe_open(str(path), framework="pt") as f:
-        return int((f.metadata() or {}).get("step", -1))
+    with torch.device("meta"):
+        model = build_tokenizer(cfg)
+    model.to_empty(device=device)
+    with torch.no_grad():
+        model.init_weights()  # anything the checkpoint does not hold (non-persistent buffers) gets its values
+    load_generator_weights(CheckpointStore(run_dir / "checkpoints").path(step), model, ema)
+    return model.eval().requires_grad_(False)

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -24,10 +23,7 @@ def map_rows(fn: Callable[[torch.Tensor], torch.Tensor], n: int, batch: int, rt:
     per_rank = -(-n // rt.world_size)
     rows = (torch.arange(per_rank) * rt.world_size + rt.rank) % n  # padded by wrapping around
     local = torch.cat([fn(chunk).cpu() for chunk in rows.split(batch)])
-    if rt.world_size == 1:
-        return local
-    parts: list[Any] = [None] * rt.world_size
-    dist.all_gather_object(parts, local)
+    parts = rt.gather_object(local)
     return torch.stack(parts, dim=1).flatten(0, 1)[:n]  # row j * world + r came from rank r
 
 

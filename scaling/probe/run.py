@@ -19,14 +19,16 @@ import torch
 from scaling.config import Config
 from scaling.config.loader import config_to_dict, dump_toml, flatten, read_toml
 from scaling.distributed.runtime import Runtime, init_runtime
+from scaling.distributed.runtime import autocast as runtime_autocast
 from scaling.errors import UserError
 from scaling.eval.images import save_image_grid
-from scaling.export.generator import trained_tokenizer
+from scaling.export.generator import load_trained
 from scaling.probe import metrics
 from scaling.probe.tokens import cache_tokens, read_tokens
-from scaling.probe.trainer import autocast_for, train_ar
+from scaling.probe.trainer import train_ar
 from scaling.tracking.mlflow_tracker import Tracker
 from scaling.train import events
+from scaling.train.checkpoint import CheckpointStore
 from scaling.train.preemption import StopSignals
 from scaling.train.run_dir import load_run_config
 from scaling.train.trainer import on_main
@@ -53,7 +55,8 @@ def _run(cfg: Config, run_dir: Path, signals: StopSignals, rt: Runtime) -> dict[
     probe_dir = on_main(rt, lambda: claim_probe_dir(run_dir, cfg))
     if (probe_dir / RESULTS_FILE).is_file():
         return json.loads((probe_dir / RESULTS_FILE).read_text())
-    tokenizer, step = trained_tokenizer(run_dir, rt)
+    step = CheckpointStore(run_dir / "checkpoints").resolve(None)  # a finished run: the same on every rank
+    tokenizer = load_trained(cfg, run_dir, step, cfg.train.ema_decay > 0, rt.device)
     source = {"run": str(run_dir.resolve()), "step": step}
     meta = {split: cache_tokens(tokenizer, getattr(cfg.data, split), probe_dir / "tokens" / split,
                                 image_size=cfg.data.image_size, batch_size=cfg.eval.batch_size,
@@ -103,7 +106,7 @@ def measure(cfg: Config, model: torch.nn.Module, tokenizer: torch.nn.Module, met
     """AR validation loss, linear-probe accuracy, and gFID at each CFG scale (best with and without CFG)."""
     from scaling.eval.fid import FIDStats, InceptionFeatures, frechet_distance, reference_stats
 
-    p, autocast, batch = cfg.probe, autocast_for(cfg, rt.device), cfg.eval.batch_size
+    p, autocast, batch = cfg.probe, runtime_autocast(cfg.train.precision, rt.device), cfg.eval.batch_size
     tokens_dir = probe_dir / "tokens"
     val_tokens, val_labels = read_tokens(tokens_dir / "val")
     out = {"probe/val_loss": metrics.ar_val_loss(model, val_tokens, val_labels, batch, rt, autocast)}

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from streaming import StreamingDataLoader, StreamingDataset
 
 from scaling.data.loader import open_stream, resize_uint8, stream_kwargs, to_float
@@ -49,7 +48,7 @@ def cache_tokens(tokenizer: torch.nn.Module, split: str, out: Path, *, image_siz
         grid, part_labels = _write_part(tokenizer, dataset, part, range(lo, hi), out, image_size, batch_size,
                                         rt.device)
         labels |= part_labels
-    info = _gather(rt, (grid, sorted(labels)))
+    info = rt.gather_object((grid, sorted(labels)))
     if rt.is_main:
         from streaming.base.util import merge_index
 
@@ -94,14 +93,6 @@ def encode(tokenizer: torch.nn.Module, images: torch.Tensor, image_size: int, de
     if images.shape[-1] != image_size or images.shape[-2] != image_size:
         images = resize_uint8(images, image_size)
     return tokenizer.encode(to_float(images).to(device)).indices.to(torch.int32).cpu()
-
-
-def _gather(rt: Runtime, value: Any) -> list[Any]:
-    if rt.world_size == 1:
-        return [value]
-    out: list[Any] = [None] * rt.world_size
-    dist.all_gather_object(out, value)
-    return out
 
 
 class TokenStream(StreamingDataset):

@@ -8,7 +8,6 @@ LlamaGen's recipe: AdamW (0.9, 0.95), weight decay 0.05, constant learning rate 
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from torch.distributed.fsdp import register_fsdp_forward_method
 from scaling.config import Config, OptimConfig
 from scaling.distributed.parallelize import parallelize_tokenizer
 from scaling.distributed.runtime import Runtime, uses_bf16
+from scaling.distributed.runtime import autocast as runtime_autocast
 from scaling.errors import UserError
 from scaling.probe.gpt import ClassConditionalGPT
 from scaling.probe.tokens import token_loader
@@ -30,11 +30,6 @@ from scaling.train.trainer import (ModuleState, build_optimizer, clip_grad_norm,
                                    seed_everything, stop_and_hand_over)
 
 GRAD_CLIP = 1.0
-
-
-def autocast_for(cfg: Config, device: torch.device) -> Any:
-    return torch.autocast(device.type, dtype=torch.bfloat16) if uses_bf16(cfg.train.precision, device) \
-        else nullcontext()
 
 
 def build_gpt(cfg: Config, vocab: int, num_classes: int, seq_len: int, rt: Runtime) -> ClassConditionalGPT:
@@ -58,7 +53,7 @@ def train_ar(cfg: Config, probe_dir: Path, meta: dict[str, Any], rt: Runtime, si
     if p.batch_size % rt.world_size:
         raise UserError(f"probe.batch_size: {p.batch_size} does not split over {rt.world_size} ranks")
     seed_everything(cfg.train.seed)
-    autocast = autocast_for(cfg, rt.device)
+    autocast = runtime_autocast(cfg.train.precision, rt.device)
     model = build_gpt(cfg, cfg.quantizer.codebook_size, meta["num_classes"], meta["seq_len"], rt)
     optim = OptimConfig(lr=p.lr, min_lr=p.lr, betas=(0.9, 0.95), weight_decay=p.weight_decay, schedule="constant",
                         warmup_steps=p.warmup_steps, grad_clip=GRAD_CLIP)

@@ -32,6 +32,7 @@ from scaling.config.loader import config_to_dict, flatten
 from scaling.data.loader import augment, sample_seeds, to_float, train_loader, validation_images
 from scaling.distributed.parallelize import parallelize_tokenizer, shard
 from scaling.distributed.runtime import Runtime, init_runtime, uses_bf16
+from scaling.distributed.runtime import autocast as runtime_autocast
 from scaling.errors import UserError
 from scaling.eval.images import save_recon_grid
 from scaling.eval.metrics import psnr
@@ -86,7 +87,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
     # ---- precision, determinism
     device = rt.device
     bf16 = uses_bf16(cfg.train.precision, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    autocast = runtime_autocast(cfg.train.precision, device)
     seed_everything(cfg.train.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)

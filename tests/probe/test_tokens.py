@@ -13,21 +13,32 @@ import torch
 
 from scaling.distributed.runtime import init_runtime
 from scaling.errors import UserError
-from scaling.export.generator import trained_tokenizer
+from scaling.export.generator import load_trained
 from scaling.probe.tokens import META_FILE, cache_tokens, encode, read_tokens
+from scaling.train.checkpoint import CheckpointStore
+from scaling.train.run_dir import load_run_config
 from scaling.data.loader import ImageStream
 
 DRIVER = """
 import sys
 from pathlib import Path
 from scaling.distributed.runtime import init_runtime
-from scaling.export.generator import trained_tokenizer
 from scaling.probe.tokens import cache_tokens
+from tests.probe.test_tokens import trained
 run, split, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 rt = init_runtime("cpu")
-tokenizer, step = trained_tokenizer(run, rt)
-cache_tokens(tokenizer, split, out, image_size=32, batch_size=50, part_images=200, rt=rt, source={"step": step})
+tokenizer, step = trained(run)
+try:
+    cache_tokens(tokenizer, split, out, image_size=32, batch_size=50, part_images=200, rt=rt, source={"step": step})
+finally:
+    rt.close()
 """
+
+
+def trained(run: Path) -> tuple[torch.nn.Module, int]:
+    """The run's latest tokenizer, loaded as the probe loads it, and its step."""
+    step = CheckpointStore(run / "checkpoints").resolve(None)
+    return load_trained(load_run_config(run, [], ()), run, step, False, torch.device("cpu")), step
 
 
 def _cache(run: Path, split: Path, out: Path, fault: str = "") -> subprocess.CompletedProcess:
@@ -60,7 +71,7 @@ def test_cache_resumes_after_a_kill_and_equals_an_uninterrupted_one(tokenizer_ru
     # The cached codes are the tokenizer's codes for the stored images, with their labels, in stored order.
     stream = ImageStream(local=str(split), shuffle=False)
     images, ys, _ = zip(*(stream[i] for i in range(0, 600, 37)))
-    tokenizer, _ = trained_tokenizer(tokenizer_run, init_runtime("cpu"))
+    tokenizer, _ = trained(tokenizer_run)
     expected = encode(tokenizer, torch.stack(images), 32, torch.device("cpu")).flatten(1).long()
     assert torch.equal(tokens[::37], expected) and labels[::37].tolist() == list(ys)
     assert len(tokens.unique()) > 20  # real codes, not a constant
@@ -68,7 +79,7 @@ def test_cache_resumes_after_a_kill_and_equals_an_uninterrupted_one(tokenizer_ru
 
 def test_a_cache_of_another_tokenizer_step_is_refused(tokenizer_run: Path, synth_data: Path, tmp_path: Path) -> None:
     assert _cache(tokenizer_run, synth_data / "val", tmp_path / "val").returncode == 0
-    tokenizer, step = trained_tokenizer(tokenizer_run, init_runtime("cpu"))
+    tokenizer, step = trained(tokenizer_run)
     with pytest.raises(UserError, match="holds tokens of"):
         cache_tokens(tokenizer, str(synth_data / "val"), tmp_path / "val", image_size=32, batch_size=50,
                      part_images=200, rt=init_runtime("cpu"), source={"step": step + 1})
