@@ -8,6 +8,7 @@ gloo on CPU, NCCL (plus gloo for CPU-side collectives) on GPU. The mesh comes fr
 from __future__ import annotations
 
 import atexit
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,7 +28,7 @@ class Runtime:
     world_size: int
     local_rank: int
     device: torch.device
-    mesh: DeviceMesh  # the FSDP (data-parallel shard) mesh over all ranks
+    mesh: DeviceMesh | None  # the FSDP (data-parallel shard) mesh over all ranks; None once closed
     owns_group: bool  # this runtime initialised the process group and must destroy it
 
     @property
@@ -51,6 +52,10 @@ class Runtime:
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+            # The mesh holds its groups: freed during interpreter shutdown, a gloo group aborts the process
+            # ("terminate called without an active exception", exit -6), so it is freed now.
+            self.mesh = None
+            gc.collect()
 
 
 def resolve_device(device: str) -> torch.device:
@@ -88,8 +93,7 @@ def init_runtime(device: str = "auto") -> Runtime:
     dims.build_mesh()
     rt = Runtime(rank=dist.get_rank(), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
                  device=dev, mesh=dims.get_optional_mesh("fsdp"), owns_group=owns)
-    # A gloo group still alive at interpreter exit can abort the process in its threads' destructors
-    # ("terminate called without an active exception", exit -6), so an owned group is always destroyed.
+    # An owned group is always destroyed before interpreter shutdown (see ``close``).
     atexit.register(rt.close)
     return rt
 
