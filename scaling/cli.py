@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "scaling.eval.cli",
     "scaling.launch.cli",
     "scaling.sweep.cli",
+    "scaling.study.cli",
     "scaling.plan.cli",
     "scaling.analysis.cli",
 )

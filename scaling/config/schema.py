@@ -324,6 +324,9 @@ class EvalConfig:
     """``scaling eval`` and the probe's gFID: Inception features for FID come from a local file."""
 
     inception_weights: str = ""  # torch-fidelity's weights-inception-2015-12-05-6726825d.pth, a local file
+    # the network FID is measured on: inception (FID proper) | teacher (loss.semantic_teacher's pooled features:
+    # FD-DINOv2 with the default teacher; the tiny study's only choice, having no Inception weights)
+    fid_features: str = "inception"
     num_images: int = 0  # validation images to reconstruct; 0: the whole split
     batch_size: int = 64
     stats_cache: str = ""  # reference FID statistics, computed once; empty: ~/.cache/scaling/fid
@@ -337,6 +340,8 @@ class EvalConfig:
             errs.append(f"eval.batch_size: must be positive, got {self.batch_size}")
         if self.device not in ("auto", "cpu", "cuda"):
             errs.append(f"eval.device: must be auto, cpu or cuda, got {self.device!r}")
+        if self.fid_features not in ("inception", "teacher"):
+            errs.append(f"eval.fid_features: must be inception or teacher, got {self.fid_features!r}")
         return errs
 
 

@@ -1,6 +1,11 @@
 """FID from Inception-v3 pool features: torch-fidelity's port of the TF Inception that FID is defined with, its
 weights from a local file, and its Frechet distance.
 
+``eval.fid_features = "teacher"`` computes the same Frechet distance on the semantic teacher's pooled features
+instead (FD-DINOv2 with the default teacher, as Stein et al. 2023 recommend; in the tiny study, the study's own
+teacher, since no Inception weights exist there). The metric keys stay ``rfid`` / ``gfid``; the run's
+``eval.fid_features`` param says which network they were measured with.
+
 The validation split's reference statistics are computed once and cached as .npz, keyed by everything that
 determines them, so every evaluation (``scaling eval``'s rFID, the AR probe's gFID) compares against the same
 numbers without recomputing them.
@@ -32,13 +37,32 @@ INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's
 
 
 def check_eval(cfg: Config) -> Path:
-    """Preflight of anything that computes FID, before any work: the Inception weight file and the validation
-    split (sizes; training verified the hashes). Returns the weight file."""
+    """Preflight of anything that computes FID, before any work: the feature network's weight file and the
+    validation split (sizes; training verified the hashes). Returns the weight file."""
+    verify_split(cfg.data.val, hashes=False)
+    if cfg.eval.fid_features == "teacher":
+        from scaling.losses.semantic import check_timm_name
+
+        check_timm_name(cfg.loss.semantic_teacher)
+        if not cfg.loss.semantic_teacher_weights:
+            raise UserError("loss.semantic_teacher_weights: required by eval.fid_features = 'teacher' (a local file)")
+        return require_file(cfg.loss.semantic_teacher_weights, "loss.semantic_teacher_weights")
     if not cfg.eval.inception_weights:
         raise UserError(f"eval.inception_weights: required, a local weight file (torch-fidelity's {INCEPTION_FILE})")
-    path = require_file(cfg.eval.inception_weights, "eval.inception_weights")
-    verify_split(cfg.data.val, hashes=False)
-    return path
+    return require_file(cfg.eval.inception_weights, "eval.inception_weights")
+
+
+def feature_extractor(cfg: Config, device: torch.device) -> InceptionFeatures | TeacherFeatures:
+    """The network ``eval.fid_features`` names, loaded from its local file."""
+    if cfg.eval.fid_features == "teacher":
+        return TeacherFeatures(cfg, device)
+    return InceptionFeatures(cfg.eval.inception_weights, device)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a weight file (part of the reference statistics' cache key)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 class InceptionFeatures:
@@ -46,6 +70,8 @@ class InceptionFeatures:
 
     Images go in as the uint8 a PNG of them would hold (what torch-fidelity's extractor expects, and what FID
     tools measure from files); the extractor resizes them to 299 itself."""
+
+    name = f"{EXTRACTOR}/{FEATURE}"
 
     def __init__(self, weights: str | Path, device: torch.device):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
@@ -60,14 +86,37 @@ class InceptionFeatures:
 
     @cached_property
     def digest(self) -> str:
-        """sha256 of the weight file (part of the reference statistics' cache key)."""
-        with open(self.weights, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+        return file_digest(self.weights)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         (features,) = self.model(to_uint8(images).to(self.device))
         return features.cpu().double().numpy()
+
+
+class TeacherFeatures:
+    """The frozen semantic teacher (``loss.semantic_teacher*``): [-1, 1] images -> (N, D) float64 pooled features
+    (its pre-logits: the class token for a ViT). Images are rounded to uint8 first, as for Inception."""
+
+    def __init__(self, cfg: Config, device: torch.device):
+        from scaling.losses.semantic import FrozenTimm
+
+        loss = cfg.loss
+        self.weights = Path(loss.semantic_teacher_weights).expanduser()
+        self.name = f"teacher:{loss.semantic_teacher}@{loss.semantic_teacher_size}"
+        self.model = FrozenTimm(loss.semantic_teacher, loss.semantic_teacher_weights, loss.semantic_teacher_size,
+                                "loss.semantic_teacher_weights").to(device)
+        self.device = device
+
+    @cached_property
+    def digest(self) -> str:
+        return file_digest(self.weights)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        x = to_uint8(images).to(self.device).float() / 127.5 - 1
+        net = self.model.model
+        return net.forward_head(net.forward_features(self.model.prepare(x)), pre_logits=True).cpu().double().numpy()
 
 
 @dataclass
@@ -112,12 +161,12 @@ def eval_split(cfg: Config) -> tuple[ImageStream, int]:
     return dataset, min(cfg.eval.num_images or len(dataset), len(dataset))
 
 
-def reference_stats(cfg: Config, extractor: InceptionFeatures) -> FIDStats:
+def reference_stats(cfg: Config, extractor: InceptionFeatures | TeacherFeatures) -> FIDStats:
     """Statistics of the first ``eval.num_images`` validation images at ``data.image_size``, from the cache in
     ``eval.stats_cache`` when they were computed before."""
     dataset, n = eval_split(cfg)
     index = Path(dataset.streams[0].local) / "index.json"  # names every shard with its hash: the data itself
-    key = {"extractor": f"{EXTRACTOR}/{FEATURE}", "weights": extractor.digest, "image_size": cfg.data.image_size,
+    key = {"extractor": extractor.name, "weights": extractor.digest, "image_size": cfg.data.image_size,
            "num_images": n, "index": hashlib.sha256(index.read_bytes()).hexdigest()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     path = Path(cfg.eval.stats_cache or DEFAULT_STATS_CACHE).expanduser() / f"val-{digest}.npz"

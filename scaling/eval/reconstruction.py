@@ -27,7 +27,8 @@ from scaling.data.loader import to_float, validation_batches
 from scaling.distributed.runtime import autocast as runtime_autocast
 from scaling.distributed.runtime import resolve_device
 from scaling.errors import UserError, require_file
-from scaling.eval.fid import FIDStats, InceptionFeatures, check_eval, eval_split, frechet_distance, reference_stats
+from scaling.eval.fid import (FIDStats, InceptionFeatures, TeacherFeatures, check_eval, eval_split, feature_extractor,
+                              frechet_distance, reference_stats)
 from scaling.eval.images import save_histogram, save_recon_grid
 from scaling.eval.metrics import psnr, ssim
 from scaling.export.generator import load_trained
@@ -73,7 +74,7 @@ def evaluate(run_dir: Path, overrides: list[str] | None = None, step: int | None
     cfg = target.cfg
     device = resolve_device(cfg.eval.device)
     # Frozen networks first: a bad weight file fails here, before anything is computed or written.
-    extractor = InceptionFeatures(cfg.eval.inception_weights, device)
+    extractor = feature_extractor(cfg, device)
     perceptual = PerceptualLoss(cfg.loss.vgg_weights, cfg.loss.lpips_weights).to(device) if cfg.loss.vgg_weights \
         else None
     model = load_tokenizer(target, device)
@@ -86,9 +87,15 @@ def evaluate(run_dir: Path, overrides: list[str] | None = None, step: int | None
     return metrics
 
 
+def evaluate_once(run_dir: Path) -> dict[str, float]:
+    """``evaluate`` of the newest checkpoint, unless its ``metrics.json`` is there already (a requeued chain)."""
+    saved = prepare(run_dir, None, None, True).out_dir / "metrics.json"
+    return json.loads(saved.read_text())["metrics"] if saved.is_file() else evaluate(run_dir)
+
+
 def prepare(run_dir: Path, overrides: list[str] | None, step: int | None, ema: bool) -> Target:
-    """Every check that needs no computation: the run, its config with the ``eval.*`` overrides, the Inception
-    weights, the LPIPS weights the config names, the checkpoint and the MLflow run."""
+    """Every check that needs no computation: the run, its config with the ``eval.*`` overrides, the FID
+    network's weights, the LPIPS weights the config names, the checkpoint and the MLflow run."""
     cfg = load_run_config(run_dir, overrides or [], ("eval.",))
     cfg.train.run_dir = str(run_dir)  # where the run is now (its cache too), not where it trained
     check_eval(cfg)
@@ -109,10 +116,10 @@ def load_tokenizer(target: Target, device: torch.device) -> nn.Module:
 
 
 @torch.no_grad()
-def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures, perceptual: PerceptualLoss | None,
-                device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
+def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures | TeacherFeatures,
+                perceptual: PerceptualLoss | None, device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
     """One pass over the first ``eval.num_images`` validation images (centred, no augmentation): the per-image
-    metrics' means, codebook statistics, and (as extras) the reconstructions' Inception features, the per-token
+    metrics' means, codebook statistics, and (as extras) the reconstructions' FID features, the per-token
     distances to the assigned codes and the first batch for the grid."""
     autocast = runtime_autocast(cfg.train.precision, device)  # the precision the run trained and validated in
     dataset, n = eval_split(cfg)

@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", default="slurm/local.toml", help="cluster profile TOML (default: slurm/local.toml)")
     p.add_argument("--wait", action="store_true", help="wait for the job and print its result")
     p.add_argument("--with-probe", action="store_true",
-                   help="AR-probe the trained tokenizer afterwards (a dependent job on Slurm; needs "
-                        "eval.inception_weights)")
+                   help="AR-probe, then evaluate, the trained tokenizer afterwards (a dependent job on Slurm; "
+                        "needs eval.inception_weights, or the teacher's with eval.fid_features = teacher)")
     p.set_defaults(func=_launch, accepts_overrides=True)
 
     p = sub.add_parser("status", help="job state, step, last loss and restarts of runs")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,23 +12,26 @@ from scaling.train import events
 
 
 class TrainJob(submitit.helpers.Checkpointable):
-    """Train from a resolved config dict, then (``probe``) AR-probe the result in the same job, where no
-    dependent job can follow it (the local executor). A requeued job re-runs the same call, which resumes.
-    ``on_validation`` (picklable; a sweep's pruning reporter) may stop the training early: no probe then."""
+    """Train from a resolved config dict, then (``probe``) measure the result (``ProbeJob``) in the same job,
+    where no dependent job can follow it (the local executor). A requeued job re-runs the same call, which resumes.
+    ``on_validation`` (picklable; a sweep's pruning reporter) may stop the training early: no probe then.
+    ``cpus``: the task's CPU allotment (the profile's ``cpus_per_task``), which bounds torch's threads."""
 
-    def __init__(self, on_validation: Any = None) -> None:
+    def __init__(self, on_validation: Any = None, cpus: int = 0) -> None:
         self.on_validation = on_validation
+        self.cpus = cpus
 
     def __call__(self, config: dict[str, Any], probe: bool = False) -> dict[str, Any]:
         from scaling.config.loader import from_dict
         from scaling.config.schema import Config
         from scaling.train.trainer import train
 
+        limit_threads(self.cpus)
         result = train(from_dict(Config, config), self.on_validation)
         out = {"run_dir": str(result.run_dir), "run_id": result.run_id, "step": result.step, "val": result.val,
                "pruned": result.pruned}
         if probe and not result.pruned:
-            out["probe"] = ProbeJob()(str(result.run_dir))["probe"]
+            out["probe"] = ProbeJob(self.cpus)(str(result.run_dir))["probe"]
         return out
 
     def checkpoint(self, config: dict[str, Any], probe: bool = False) -> submitit.helpers.DelayedSubmission:
@@ -36,14 +40,42 @@ class TrainJob(submitit.helpers.Checkpointable):
 
 
 class ProbeJob(submitit.helpers.Checkpointable):
-    """``scaling probe RUN`` as a job: preempted, requeued and resumed like training."""
+    """A trained tokenizer's measurements as a job: ``scaling probe RUN``, then ``scaling eval RUN`` (on the first
+    task; the probe's process group is gone by then), each skipped when done; preempted, requeued and resumed
+    like training."""
+
+    def __init__(self, cpus: int = 0) -> None:
+        self.cpus = cpus
 
     def __call__(self, run_dir: str) -> dict[str, Any]:
+        from scaling.eval.reconstruction import evaluate_once
         from scaling.probe.run import run_probe
 
+        limit_threads(self.cpus)
         if events.last(Path(run_dir)) == "pruned":  # a dependent (afterok) probe job follows a pruned training too
             return {"run_dir": run_dir, "probe": {}, "pruned": True}
-        return {"run_dir": run_dir, "probe": run_probe(Path(run_dir), [])}
+        out = {"run_dir": run_dir, "probe": run_probe(Path(run_dir), [])}
+        if int(os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))) == 0:
+            out["eval"] = evaluate_once(Path(run_dir))
+        return out
 
     def checkpoint(self, run_dir: str) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(self, run_dir)
+
+
+def limit_threads(cpus: int) -> None:
+    """torch's intra-op threads to the task's CPUs (``cpus``, else Slurm's ``SLURM_CPUS_PER_TASK``): by default
+    torch takes every core of the machine, and jobs sharing one (a sweep's concurrent trials, a shared node)
+    then oversubscribe it, which made tiny trials 10x slower."""
+    cpus = cpus or int(os.environ.get("SLURM_CPUS_PER_TASK", "0"))
+    if cpus > 0:
+        import torch
+
+        torch.set_num_threads(cpus)
+
+
+def measured(run_dir: Path) -> bool:
+    """Both of ``ProbeJob``'s results are on disk."""
+    from scaling.probe.run import PROBE_DIR, RESULTS_FILE
+
+    return (run_dir / PROBE_DIR / RESULTS_FILE).is_file() and any((run_dir / "eval").glob("step-*/metrics.json"))

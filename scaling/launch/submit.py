@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import submitit
 
@@ -44,10 +45,10 @@ def make_executor(profile: ClusterProfile, folder: Path) -> submitit.Executor:
 
 
 def submit(cfg: Config, profile: ClusterProfile, profile_name: str, with_probe: bool = False,
-           job: TrainJob | None = None) -> submitit.Job:
+           on_validation: Any = None) -> submitit.Job:
     """Everything that can fail fails here, before anything is queued. ``with_probe``: the AR probe follows the
     training, as a dependent job (afterok) on Slurm, in the same job on the local executor; returns the last job.
-    ``job``: the training callable, e.g. a TrainJob that reports to a sweep's pruner."""
+    ``on_validation``: the training's per-validation callback, e.g. a sweep's pruning reporter."""
     preflight(cfg)
     if with_probe:
         from scaling.eval.fid import check_eval
@@ -57,11 +58,11 @@ def submit(cfg: Config, profile: ClusterProfile, profile_name: str, with_probe: 
     run_dir = claim_run_dir(cfg)
     executor = make_executor(profile, run_dir / "submitit")
     chained = with_probe and profile.executor == "local"
-    job = executor.submit(job or TrainJob(), config_to_dict(cfg), chained)
+    job = executor.submit(TrainJob(on_validation, profile.cpus_per_task), config_to_dict(cfg), chained)
     record_job(run_dir, str(job.job_id), profile.executor, profile_name)
     if with_probe and not chained:
         executor.update_parameters(slurm_additional_parameters={**profile.sbatch, "dependency": f"afterok:{job.job_id}"})
-        job = executor.submit(ProbeJob(), str(run_dir))
+        job = executor.submit(ProbeJob(profile.cpus_per_task), str(run_dir))
         record_job(run_dir, str(job.job_id), profile.executor, profile_name, kind="probe")
     return job
 

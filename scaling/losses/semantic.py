@@ -20,7 +20,7 @@ from scaling.config import LossConfig
 from scaling.errors import UserError, require_file
 
 
-def _check_timm_name(name: str, key: str = "loss.semantic_teacher") -> None:
+def check_timm_name(name: str, key: str = "loss.semantic_teacher") -> None:
     import timm
 
     if not timm.is_model(name):
@@ -33,7 +33,7 @@ def teacher_width(name: str) -> int:
     """Feature width of timm model ``name``, from a meta-device build: nothing allocated or downloaded."""
     import timm
 
-    _check_timm_name(name)
+    check_timm_name(name)
     with torch.device("meta"):
         return timm.create_model(name, pretrained=False).num_features
 
@@ -43,7 +43,7 @@ def load_timm(name: str, weights: str, size: int, key: str) -> nn.Module:
     names it, ``key`` without ``_weights`` names the model), no classifier. Errors are one line."""
     import timm
 
-    _check_timm_name(name, key.removesuffix("_weights"))
+    check_timm_name(name, key.removesuffix("_weights"))
     path = require_file(weights, key)
     try:  # timm's own loader: converts original DINOv2 checkpoints, resamples position embeddings
         return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)},

@@ -42,7 +42,7 @@ def run_probe(run_dir: Path, overrides: list[str]) -> dict[str, float]:
     from scaling.eval.fid import check_eval
 
     cfg = load_run_config(run_dir, overrides, MAY_CHANGE)
-    check_eval(cfg)  # the Inception file, before any work
+    check_eval(cfg)  # the FID network's file, before any work
     with StopSignals() as signals:
         rt = init_runtime(cfg.train.device)
         try:
@@ -104,12 +104,12 @@ def claim_probe_dir(run_dir: Path, cfg: Config) -> Path:
 def measure(cfg: Config, model: torch.nn.Module, tokenizer: torch.nn.Module, meta: dict[str, Any], probe_dir: Path,
             rt: Runtime, tracker: Tracker) -> dict[str, float]:
     """AR validation loss, linear-probe accuracy, and gFID at each CFG scale (best with and without CFG)."""
-    from scaling.eval.fid import FIDStats, InceptionFeatures, frechet_distance, reference_stats
+    from scaling.eval.fid import FIDStats, feature_extractor, frechet_distance, reference_stats
 
     p, autocast, batch = cfg.probe, runtime_autocast(cfg.train.precision, rt.device), cfg.eval.batch_size
     tokens_dir = probe_dir / "tokens"
     val_tokens, val_labels = read_tokens(tokens_dir / "val")
-    out = {"probe/val_loss": metrics.ar_val_loss(model, val_tokens, val_labels, batch, rt, autocast)}
+    out = {"probe/ar_val_loss": metrics.ar_val_loss(model, val_tokens, val_labels, batch, rt, autocast)}
 
     train_tokens, train_labels = read_tokens(tokens_dir / "train", p.linear_probe_images)
     train_x = metrics.features(model, train_tokens, batch, rt, autocast)
@@ -119,7 +119,7 @@ def measure(cfg: Config, model: torch.nn.Module, tokenizer: torch.nn.Module, met
                                                    p.linear_probe_epochs, cfg.train.seed)
     out["probe/linear_chance"] = 1.0 / num_classes
 
-    extractor = InceptionFeatures(cfg.eval.inception_weights, rt.device)
+    extractor = feature_extractor(cfg, rt.device)
     ref = reference_stats(cfg, extractor)
     labels = torch.arange(p.gfid_samples) % num_classes
     grid = tuple(meta["train"]["grid"])

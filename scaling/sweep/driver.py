@@ -17,7 +17,7 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from scaling.errors import UserError
+from scaling.launch.job import measured
 from scaling.launch.profile import ClusterProfile, load_profile
 from scaling.launch.status import cancel as cancel_run
 from scaling.launch.status import job_state, read_jobs, slurm_states
@@ -59,7 +60,7 @@ class Sweep:
 
 def run_sweep(spec: SweepSpec, poll_s: float = 2.0) -> optuna.Study:
     """Create or continue the study, keep ``max_concurrent`` trials in flight until every trial is told."""
-    profile = load_profile(spec.profile)  # a bad profile fails before the study exists
+    profile = local_share(load_profile(spec.profile), spec.max_concurrent)  # a bad profile fails first
     spec.root_dir().mkdir(parents=True, exist_ok=True)
     study = open_study(spec)
     study.set_user_attr(CANCEL_ATTR, False)
@@ -97,7 +98,7 @@ def supervise(sweep: Sweep, t: FrozenTrial, states: dict[str, str] | None) -> bo
             sweep.study._storage.set_trial_user_attr(t._trial_id, "job_id", live[-1]["job_id"])
         return True
     last = events.last(run_dir)
-    probe_missing = sweep.spec.probe and not (run_dir / "probe" / "results.json").is_file()
+    probe_missing = sweep.spec.probe and not measured(run_dir)
     if last == "finished" and not probe_missing:
         tell_complete(sweep, t, run_dir)
     elif last == "pruned":
@@ -117,11 +118,19 @@ def launch(sweep: Sweep, trial: optuna.Trial) -> bool:
     return relaunch(sweep, sweep.study._storage.get_trial(trial._trial_id))
 
 
+def local_share(profile: ClusterProfile, max_concurrent: int) -> ClusterProfile:
+    """On the local executor the concurrent trials share this machine's cores: each gets at most its share."""
+    share = max(1, (os.cpu_count() or 1) // max_concurrent)
+    if profile.executor != "local" or profile.cpus_per_task <= share:
+        return profile
+    log(f"local executor: {max_concurrent} trials at once on {os.cpu_count()} cores, {share} CPU(s) each")
+    return replace(profile, cpus_per_task=share)
+
+
 def relaunch(sweep: Sweep, t: FrozenTrial) -> bool:
     """Submit the trial's job (preflight, claim, queue, jobs.jsonl); a refused config fails the trial."""
     spec = sweep.spec
     run_dir = spec.run_dir(t.number)
-    from scaling.launch.job import TrainJob
     from scaling.launch.submit import submit
 
     reporter = None
@@ -129,7 +138,7 @@ def relaunch(sweep: Sweep, t: FrozenTrial) -> bool:
         reporter = TrialReporter(spec.storage_url(), spec.name, t._trial_id, spec.pruner.metric, sweep.study.pruner)
     try:
         cfg = spec.trial_config(trial_params(t), run_dir, sweep.parent_run_id)
-        job = submit(cfg, sweep.profile, Path(spec.profile).stem, with_probe=spec.probe, job=TrainJob(reporter))
+        job = submit(cfg, sweep.profile, Path(spec.profile).stem, with_probe=spec.probe, on_validation=reporter)
     except UserError as e:
         tell(sweep, t, TrialState.FAIL, run_dir, error=str(e))
         return False

@@ -69,6 +69,42 @@ class Tracking:
 
 
 @dataclass
+class SynthData:
+    """The synthetic dataset a study generates first (``scaling data synth``); its trials train on it."""
+
+    path: str = "data/synth"
+    classes: int = 10
+    train: int = 2000
+    val: int = 256
+    size: int = 32
+    seed: int = 0
+
+
+@dataclass
+class StudyTeacher:
+    """The small teacher a study trains first (``scaling.study.teacher``); its trials' semantic teacher."""
+
+    model: str = "test_vit"  # a timm ViT name
+    size: int = 64  # input side: the trials' loss.semantic_teacher_size
+    epochs: int = 15
+    batch_size: int = 100
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+
+
+@dataclass
+class Study:
+    """What ``scaling study`` does around the sweep: data and teacher before, the report after."""
+
+    synth: SynthData | None = None  # generate this dataset first: the trials' data.train / data.val
+    teacher: StudyTeacher | None = None  # train this teacher first: the trials' loss.semantic_teacher*
+    report: str = ""  # the report's directory; empty: ROOT/report
+    bootstrap: int = 400  # bootstrap replicates per fit
+    sensitivity: bool = True  # the report's sensitivity refits
+
+
+@dataclass
 class SweepSpec:
     base: str = ""  # a shipped config name or a config file
     name: str = ""  # the Optuna study name; empty: the sweep file's stem
@@ -85,6 +121,7 @@ class SweepSpec:
     objective: Objective = field(default_factory=Objective)
     pruner: Pruner = field(default_factory=Pruner)
     tracking: Tracking = field(default_factory=Tracking)
+    study: Study = field(default_factory=Study)
 
     @property
     def is_grid(self) -> bool:
@@ -99,6 +136,22 @@ class SweepSpec:
     def run_dir(self, number: int) -> Path:
         return self.root_dir() / f"trial-{number:04d}"
 
+    def teacher_path(self) -> Path:
+        return (self.root_dir() / "teacher" / "teacher.safetensors").resolve()
+
+    def report_dir(self) -> Path:
+        return Path(self.study.report or self.root_dir() / "report")
+
+    def study_overrides(self) -> dict[str, Any]:
+        """The config keys the study's own data and teacher set in every trial (the sweep's overrides win)."""
+        out: dict[str, Any] = {}
+        if self.study.synth:
+            out |= {"data.train": f"{self.study.synth.path}/train", "data.val": f"{self.study.synth.path}/val"}
+        if self.study.teacher:
+            out |= {"loss.semantic_teacher": self.study.teacher.model, "loss.semantic_teacher_size":
+                    self.study.teacher.size, "loss.semantic_teacher_weights": str(self.teacher_path())}
+        return out
+
     def grid_points(self) -> list[dict[str, Any]]:
         keys, values = list(self.grid.axes), list(self.grid.axes.values())
         combos = zip(*values) if self.grid.mode == "zip" else itertools.product(*values)
@@ -107,7 +160,7 @@ class SweepSpec:
     def trial_config(self, params: dict[str, Any], run_dir: Path, parent_run_id: str = "") -> Config:
         """The base config with the sweep's overrides, the trial's values and the sweep's own keys."""
         tree: dict[str, Any] = {}
-        for key, value in {**self.overrides, **params}.items():
+        for key, value in {**self.study_overrides(), **self.overrides, **params}.items():
             if key != BASE_AXIS:
                 set_dotted(tree, key, value)
         owned = {"train.run_dir": str(run_dir), "tracking.experiment": self.tracking.experiment,
@@ -150,6 +203,8 @@ def validate(spec: SweepSpec) -> None:
     _check_choice("pruner.kind", spec.pruner.kind, ("none", "median", "hyperband"))
     if spec.max_concurrent <= 0:
         raise ConfigError(f"max_concurrent: must be positive, got {spec.max_concurrent}")
+    if spec.study.bootstrap < 0:
+        raise ConfigError(f"study.bootstrap: must be >= 0, got {spec.study.bootstrap}")
     if spec.storage.startswith("journal:") and not spec.storage[len("journal:"):]:
         raise ConfigError("storage: journal:PATH needs a path")
     if spec.is_grid:

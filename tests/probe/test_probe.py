@@ -53,14 +53,14 @@ def test_probe_separates_a_trained_tokenizer_from_an_untrained_one(tokenizer_run
 
     trained, base = _results(tokenizer_run), _results(untrained)
     print(f"\nprobe wall time (tiny, CPU): {wall:.1f} s\ntrained:   {trained}\nuntrained: {base}")
-    assert trained["probe/val_loss"] < base["probe/val_loss"] - 0.1
+    assert trained["probe/ar_val_loss"] < base["probe/ar_val_loss"] - 0.1
     assert trained["probe/linear_acc"] > trained["probe/linear_chance"] + MARGIN
     assert trained["probe/gfid"] > 0 and trained["probe/gfid_best_cfg"] > 0
     assert trained["probe/cfg_scale_best"] == 2.0
 
     client = MlflowClient((tokenizer_run / "config.toml").read_text().split('uri = "')[1].split('"')[0])
     run = client.get_run((tokenizer_run / "mlflow_run_id").read_text().strip())
-    assert {"val/psnr", "probe/val_loss", "probe/linear_acc", "probe/gfid", "probe/gfid_cfg2",
+    assert {"val/psnr", "probe/ar_val_loss", "probe/linear_acc", "probe/gfid", "probe/gfid_cfg2",
             "probe/train_loss"} <= set(run.data.metrics)
     assert run.data.params["probe.size"] == "tiny" and run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "probe/train_loss")] == [50, 100, 150]

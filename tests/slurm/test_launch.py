@@ -344,7 +344,7 @@ def test_with_probe_follows_training_with_the_ar_probe(profile: str, synth_data:
     cfg = load_config("tiny", tiny_args(synth_data, run_dir, mlflow_uri, **ARGS, **probe))
     job = submit(cfg, load_profile(REPO / "slurm" / f"{profile}.toml"), profile, with_probe=True)
     result = _result(job, profile)
-    assert {"probe/val_loss", "probe/gfid", "probe/linear_acc"} <= set(result["probe"])
+    assert {"probe/ar_val_loss", "probe/gfid", "probe/linear_acc"} <= set(result["probe"])
     jobs = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
     # Slurm: the probe is its own job, queued behind the training (afterok); local: chained in one job.
     assert [j["kind"] for j in jobs] == (["train", "probe"] if profile == "dev" else ["train"])
@@ -353,5 +353,5 @@ def test_with_probe_follows_training_with_the_ar_probe(profile: str, synth_data:
     assert probe_start["time"] > trained["time"]
     client = MlflowClient(mlflow_uri)
     run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
-    assert {"val/psnr", "probe/val_loss", "probe/gfid"} <= set(run.data.metrics)
+    assert {"val/psnr", "probe/ar_val_loss", "probe/gfid"} <= set(run.data.metrics)
     assert status(run_dir).state == "FINISHED" and status(run_dir).step == STEPS

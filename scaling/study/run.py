@@ -1,0 +1,87 @@
+"""``scaling study SWEEP``: a whole scaling study, each step skipped when its result is already there.
+
+1. the synthetic dataset (``[study.synth]``), unless complete;
+2. the teacher for semantic regularisation (``[study.teacher]``), unless trained for the same spec and data;
+3. the sweep: every trial trained, then AR-probed and evaluated when ``probe = true`` (``scaling sweep run``,
+   which resumes: finished trials are never re-run, unfinished ones resume from their checkpoints);
+4. the scaling fits and the report over the sweep's runs (``scaling analyze``), written anew each time.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from optuna.trial import TrialState
+
+from scaling.errors import UserError
+from scaling.sweep.driver import CANCEL_ATTR, PARENT_ATTR, log, run_sweep
+from scaling.sweep.spec import SweepSpec
+
+
+def run_study(spec: SweepSpec, poll_s: float = 2.0) -> Path:
+    """Run (or continue) the study; the report's path."""
+    prepare_data(spec)
+    prepare_teacher(spec)
+    study = run_sweep(spec, poll_s=poll_s)
+    if study.user_attrs.get(CANCEL_ATTR):
+        raise UserError(f"sweep {spec.name} was cancelled; re-run 'scaling study' to continue it")
+    done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not done:
+        raise UserError(f"sweep {spec.name}: no trial completed, nothing to analyse (see 'scaling sweep status')")
+    return write_report(spec, study.user_attrs[PARENT_ATTR])
+
+
+def prepare_data(spec: SweepSpec) -> None:
+    synth = spec.study.synth
+    if synth is None:
+        return
+    from scaling.data.build import build_synthetic
+
+    log(f"data: {synth.path} ({synth.classes} classes, {synth.train} + {synth.val} images of {synth.size} px)")
+    build_synthetic(Path(synth.path), num_classes=synth.classes, train=synth.train, val=synth.val, size=synth.size,
+                    seed=synth.seed, progress=False)
+
+
+def prepare_teacher(spec: SweepSpec) -> None:
+    if spec.study.teacher is None:
+        return
+    from scaling.study.teacher import train_teacher
+
+    data = spec.trial_config(spec.grid_points()[0] if spec.is_grid else {}, spec.run_dir(0)).data
+    result = train_teacher(spec.study.teacher, data, spec.teacher_path())
+    log(f"teacher: {spec.study.teacher.model}, {result['params'] / 1e3:.0f}k params, validation accuracy "
+        f"{result['val_accuracy']:.1%} (chance {result['chance']:.0%}), trained in {result['seconds']:.0f} s "
+        f"-> {spec.teacher_path()}")
+
+
+def write_report(spec: SweepSpec, parent_run_id: str) -> Path:
+    from scaling.analysis.analyze import AnalyzeOptions, analyze
+    from scaling.config import TrackingConfig
+    from scaling.tracking.mlflow_tracker import tracking_uri
+
+    uri = tracking_uri(TrackingConfig(uri=spec.tracking.uri))
+    options = AnalyzeOptions(bootstrap=spec.study.bootstrap, seed=spec.seed, sensitivity=spec.study.sensitivity)
+    report = analyze(parent_run_id, spec.report_dir(), tracking_uri=uri, options=options)
+    for line in headline(spec.report_dir() / "fits.json"):
+        log(line)
+    import mlflow
+
+    store = uri or mlflow.get_tracking_uri()
+    log(f"report: {report.resolve()}")
+    log(f"runs:   mlflow ui --backend-store-uri {shlex.quote(store)}   (experiment {spec.tracking.experiment!r}, "
+        f"parent run {parent_run_id})")
+    return report
+
+
+def headline(fits_json: Path) -> list[str]:
+    """One line per fitted power law: metric, group, exponent with its 95% interval."""
+    lines = []
+    for fit in json.loads(fits_json.read_text()):
+        if fit.get("form") != "power" or "alpha" not in fit.get("params", {}):
+            continue
+        lo, hi = fit["ci"].get("alpha") or (None, None)
+        ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
+        lines.append(f"fit: {fit['y']} ({fit['semantic_group']} semantic reg.) ~ N^-{fit['params']['alpha']:.2f}{ci}")
+    return lines
