@@ -64,7 +64,7 @@ def write_report(spec: SweepSpec, parent_run_id: str) -> Path:
     uri = tracking_uri(TrackingConfig(uri=spec.tracking.uri))
     options = AnalyzeOptions(bootstrap=spec.study.bootstrap, seed=spec.seed, sensitivity=spec.study.sensitivity)
     report = analyze(parent_run_id, spec.report_dir(), tracking_uri=uri, options=options)
-    for line in headline(spec.report_dir() / "fits.json"):
+    for line in headline(spec.report_dir() / "fits.json") + semantic_effect(spec, spec.report_dir() / "runs.csv"):
         log(line)
     import mlflow
 
@@ -76,12 +76,43 @@ def write_report(spec: SweepSpec, parent_run_id: str) -> Path:
 
 
 def headline(fits_json: Path) -> list[str]:
-    """One line per fitted power law: metric, group, exponent with its 95% interval."""
+    """One line per fitted power law y = E + A N^-alpha: metric, group, alpha with its 95% interval."""
     lines = []
     for fit in json.loads(fits_json.read_text()):
         if fit.get("form") != "power" or "alpha" not in fit.get("params", {}):
             continue
+        alpha = fit["params"]["alpha"]
         lo, hi = fit["ci"].get("alpha") or (None, None)
         ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
-        lines.append(f"fit: {fit['y']} ({fit['semantic_group']} semantic reg.) ~ N^-{fit['params']['alpha']:.2f}{ci}")
+        trend = "" if alpha > 0 else " (grows with size)"
+        lines.append(f"fit: {fit['y']} ({fit['semantic_group']} semantic reg.): alpha = {alpha:.2f}{ci}{trend}")
+    return lines
+
+
+EFFECT_METRICS = ("probe/gfid", "probe/ar_val_loss", "probe/linear_acc", "eval/rfid", "eval/psnr")
+
+
+def semantic_effect(spec: SweepSpec, runs_csv: Path) -> list[str]:
+    """Per metric, semantic regularisation on against off at the same grid point (all other axes equal): at how
+    many points it is better, and the means. Empty unless ``loss.semantic_weight`` is a grid axis."""
+    import pandas as pd
+
+    from scaling.analysis.runs import higher_is_better
+    from scaling.analysis.tradeoff import SEMANTIC_WEIGHT
+
+    if not spec.is_grid or SEMANTIC_WEIGHT not in spec.grid.axes:
+        return []
+    runs = pd.read_csv(runs_csv)
+    others = [k for k in spec.grid.axes if k != SEMANTIC_WEIGHT and k in runs.columns]
+    semantic = (pd.to_numeric(runs[SEMANTIC_WEIGHT], errors="coerce").fillna(0) > 0).to_numpy()
+    lines = []
+    for metric in (m for m in EFFECT_METRICS if m in runs.columns):
+        frame = runs[others + [metric]].assign(semantic=semantic)
+        pairs = frame.pivot_table(index=others or None, columns="semantic", values=metric, aggfunc="mean").dropna()
+        if not {True, False} <= set(pairs.columns) or pairs.empty:
+            continue
+        on, off = pairs[True], pairs[False]
+        better = int((on > off).sum() if higher_is_better(metric) else (on < off).sum())
+        lines.append(f"semantic reg.: {metric} better at {better}/{len(pairs)} sizes "
+                     f"(mean {on.mean():.4g} with, {off.mean():.4g} without)")
     return lines
