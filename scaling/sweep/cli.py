@@ -22,10 +22,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from scaling.study.run import prepare_data, prepare_teacher
     from scaling.sweep.driver import run_sweep
     from scaling.sweep.spec import load_sweep
 
-    run_sweep(load_sweep(args.sweep), poll_s=args.poll)
+    spec = load_sweep(args.sweep)
+    prepare_data(spec)  # a [study] section's data and teacher, which its trials train with; skipped when made
+    prepare_teacher(spec)
+    run_sweep(spec, poll_s=args.poll)
     return 0
 
 
