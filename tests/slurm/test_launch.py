@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -152,11 +153,27 @@ def _assert_reference_run(reference: dict, run_dir: Path, uri: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    tmp = tmp_path_factory.mktemp("ref")
-    proc = run_cli("train", "tiny", *tiny_args(synth_data, tmp / "run", f"sqlite:///{tmp / 'm.db'}", **ARGS))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return final_state(tmp / "run", STEPS)
+def references(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], dict]:
+    """An uninterrupted run's final state, trained with as many torch threads as a profile's jobs get (its
+    cpus_per_task): another thread count sums floats in another order, and the comparisons are bitwise."""
+    cache: dict[int, dict] = {}
+
+    def get(profile: str) -> dict:
+        cpus = load_profile(REPO / "slurm" / f"{profile}.toml").cpus_per_task
+        if cpus not in cache:
+            tmp = tmp_path_factory.mktemp(f"ref-{cpus}cpu")
+            proc = run_cli("train", "tiny", *tiny_args(synth_data, tmp / "run", f"sqlite:///{tmp / 'm.db'}", **ARGS),
+                           env={"OMP_NUM_THREADS": str(cpus)})
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            cache[cpus] = final_state(tmp / "run", STEPS)
+        return cache[cpus]
+
+    return get
+
+
+@pytest.fixture
+def reference(profile: str, references: Callable[[str], dict]) -> dict:
+    return references(profile)
 
 
 def test_launched_job_trains_and_records_a_complete_run(profile: str, synth_data: Path, tmp_path: Path,
@@ -276,6 +293,35 @@ def test_cancel_checkpoints_and_stops_without_requeue(profile: str, synth_data: 
     time.sleep(3)
     assert status(run_dir).state == "CANCELLED"  # not requeued
     assert cancel(run_dir) == "not running"
+
+
+def test_scontrol_requeue_resumes_and_ends_bitwise(dev_cluster: None, references: Callable[[str], dict],
+                                                   synth_data: Path, tmp_path: Path, mlflow_uri: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """An administrator's (or a preempting scheduler's) ``scontrol requeue``: Slurm TERMs the job, the trainer
+    checkpoints and stops, Slurm starts it again, and it resumes from that checkpoint to the same weights."""
+    trace = _trace_and_slow_steps(monkeypatch, tmp_path)
+    run_dir = tmp_path / "run"
+    job = submit(_config(synth_data, run_dir, mlflow_uri), load_profile(REPO / "slurm" / "dev.toml"), "dev")
+    _wait_for_training(run_dir, job)
+    subprocess.run(["scontrol", "requeue", str(job.job_id)], check=True)
+    deadline = time.monotonic() + 600
+    while events.last(run_dir) != "finished":  # the first job's TERM result does not end the run
+        assert time.monotonic() < deadline, events.read(run_dir)
+        out = subprocess.run(["squeue", "-h", "-j", str(job.job_id), "-o", "%T %r"], capture_output=True,
+                             text=True).stdout.strip()
+        if out.startswith("PENDING") and "BeginTime" in out:  # Slurm holds a requeued job; nothing to wait for
+            subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True)
+        time.sleep(0.5)
+    history = events.read(run_dir)
+    assert [e["event"] for e in history] == ["start", "first_step", "cancelled", "start", "first_step", "finished"]
+    assert history[3]["step"] == history[2]["step"] > 0  # resumed from the checkpoint the TERM wrote
+    _wait_for_state(run_dir, "FINISHED")
+    _assert_reference_run(references("dev"), run_dir, mlflow_uri)
+    redone = _steps_redone(trace)
+    (seconds,) = _requeue_to_first_step(history, "cancelled")
+    print(f"[dev] scontrol requeue: requeue to first resumed step {seconds:.1f} s, steps redone {redone}")
+    assert redone == 0
 
 
 def test_bad_profile_fails_at_submit_and_queues_nothing(synth_data: Path, tmp_path: Path, mlflow_uri: str,
