@@ -25,6 +25,8 @@ class ClusterProfile:
     exclusive: bool = False
     signal_delay_s: int = 90  # USR2 this long before the time limit
     max_requeues: int = 3  # time-outs before giving up (preemptions do not count)
+    array_max: int = 1000  # Slurm: trials a sweep launches together go as job arrays of at most this many tasks
+    #                        (keep it under the cluster's MaxArraySize); 0 or 1: one job per trial
     setup: list[str] = field(default_factory=list)  # shell lines run before the job (modules, env)
     sbatch: dict[str, str] = field(default_factory=dict)  # extra sbatch parameters
 
@@ -35,7 +37,7 @@ class ClusterProfile:
         for key in ("nodes", "tasks_per_node", "cpus_per_task", "time_min"):
             if getattr(self, key) <= 0:
                 errs.append(f"{key}: must be positive, got {getattr(self, key)}")
-        for key in ("gpus_per_node", "mem_gb", "gpu_mem_gb", "signal_delay_s", "max_requeues"):
+        for key in ("gpus_per_node", "mem_gb", "gpu_mem_gb", "signal_delay_s", "max_requeues", "array_max"):
             if getattr(self, key) < 0:
                 errs.append(f"{key}: must be >= 0, got {getattr(self, key)}")
         if self.signal_delay_s >= self.time_min * 60:

@@ -49,10 +49,33 @@ def last_job(run_dir: Path, kind: str = "train") -> dict:
     return next((j for j in reversed(read_jobs(run_dir)) if j.get("kind", "train") == kind), {})
 
 
+def unrecorded_jobs(run_dir: Path, executor: str) -> list[dict]:
+    """Jobs submitit queued for the run that are not in its ``jobs.jsonl`` (a driver killed between the two):
+    its single jobs' pickles in ``submitit/``, and its tasks' in the job arrays it points to (``array-*.json``).
+    The kind (train or probe) is read from the pickled call."""
+    from submitit.core.utils import DelayedSubmission
+
+    from scaling.launch.job import ProbeJob
+
+    folder = run_dir / "submitit"
+    pickles = sorted(folder.glob("*_submitted.pkl"))
+    for pointer in sorted(folder.glob("array-*.json")):
+        task = json.loads(pointer.read_text())
+        pickles += sorted(Path(task["folder"]).glob(f"*_{task['index']}_submitted.pkl"))
+    known = {j["job_id"] for j in read_jobs(run_dir)}
+    jobs = []
+    for pkl in pickles:
+        job_id = pkl.name.removesuffix("_submitted.pkl")
+        if job_id not in known:
+            kind = "probe" if isinstance(DelayedSubmission.load(pkl).function, ProbeJob) else "train"
+            jobs.append({"job_id": job_id, "executor": executor, "kind": kind})
+    return jobs
+
+
 def slurm_states() -> dict[str, str]:
     """Every queued or running Slurm job's state from one squeue call (a sweep polls hundreds of jobs). A
     scheduler that does not answer is an error, never 'all jobs ended'."""
-    out = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True)
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True)  # -r: array tasks one by one
     if out.returncode != 0:
         raise UserError(f"squeue failed: {out.stderr.strip()[:200]}")
     return dict(line.split(maxsplit=1) for line in out.stdout.splitlines() if line.strip())
@@ -66,7 +89,7 @@ def job_state(job: dict, slurm: dict[str, str] | None = None) -> str:
     if job["executor"] == "slurm" and slurm is not None:
         return slurm.get(job["job_id"], "ENDED")
     if job["executor"] == "slurm":
-        out = subprocess.run(["squeue", "-h", "-j", job["job_id"], "-o", "%T"], capture_output=True, text=True)
+        out = subprocess.run(["squeue", "-h", "-r", "-j", job["job_id"], "-o", "%T"], capture_output=True, text=True)
         return out.stdout.strip() or "ENDED"
     return "RUNNING" if _alive(int(job["job_id"])) else "ENDED"  # local: the job id is the controller's pid
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from scaling.config.loader import config_to_dict
 from scaling.errors import UserError
 from scaling.launch.job import ProbeJob, TrainJob
 from scaling.launch.profile import ClusterProfile
+from scaling.train.checkpoint import fault_point
 from scaling.train.preflight import preflight
 from scaling.train.run_dir import claim_run_dir
 
@@ -49,22 +51,99 @@ def submit(cfg: Config, profile: ClusterProfile, profile_name: str, with_probe: 
     """Everything that can fail fails here, before anything is queued. ``with_probe``: the AR probe follows the
     training, as a dependent job (afterok) on Slurm, in the same job on the local executor; returns the last job.
     ``on_validation``: the training's per-validation callback, e.g. a sweep's pruning reporter."""
+    run_dir = prepare(cfg, profile, with_probe)
+    return queue([Prepared(cfg, run_dir, on_validation)], profile, profile_name, with_probe)[0]
+
+
+@dataclass
+class Prepared:
+    """A run that passed every pre-flight check and owns its run directory, ready to queue."""
+
+    cfg: Config
+    run_dir: Path
+    on_validation: Any = None
+
+
+def prepare(cfg: Config, profile: ClusterProfile, with_probe: bool = False) -> Path:
+    """The checks that refuse a run before anything is queued, then the run directory claimed: its path."""
     preflight(cfg)
     if with_probe:
         from scaling.eval.fid import check_eval
 
         check_eval(cfg)
     check_gpu_fit(cfg, profile)
-    run_dir = claim_run_dir(cfg)
-    executor = make_executor(profile, run_dir / "submitit")
+    return claim_run_dir(cfg)
+
+
+def queue(runs: list[Prepared], profile: ClusterProfile, profile_name: str, with_probe: bool = False,
+          array_folder: Path | None = None) -> list[submitit.Job]:
+    """Queue prepared runs, each's jobs recorded in its ``jobs.jsonl``; returns each run's last job. With
+    ``array_folder`` and a Slurm profile that allows arrays (``array_max``), several runs go as job arrays of
+    at most ``array_max`` tasks; otherwise one job each, its submitit folder in its run directory."""
+    if array_folder is None or profile.executor != "slurm" or profile.array_max < 2 or len(runs) < 2:
+        return [_queue_one(run, profile, profile_name, with_probe) for run in runs]
+    jobs = []
+    for start in range(0, len(runs), profile.array_max):
+        chunk = runs[start:start + profile.array_max]
+        if len(chunk) == 1:
+            jobs.append(_queue_one(chunk[0], profile, profile_name, with_probe))
+        else:
+            jobs += _queue_array(chunk, profile, profile_name, with_probe, array_folder / f"{start:04d}")
+    return jobs
+
+
+def _queue_one(run: Prepared, profile: ClusterProfile, profile_name: str, with_probe: bool) -> submitit.Job:
+    executor = make_executor(profile, run.run_dir / "submitit")
     chained = with_probe and profile.executor == "local"
-    job = executor.submit(TrainJob(on_validation, profile.cpus_per_task), config_to_dict(cfg), chained)
-    record_job(run_dir, str(job.job_id), profile.executor, profile_name)
+    job = executor.submit(TrainJob(run.on_validation, profile.cpus_per_task), config_to_dict(run.cfg), chained)
+    record_job(run.run_dir, str(job.job_id), profile.executor, profile_name)
     if with_probe and not chained:
         executor.update_parameters(slurm_additional_parameters={**profile.sbatch, "dependency": f"afterok:{job.job_id}"})
-        job = executor.submit(ProbeJob(profile.cpus_per_task), str(run_dir))
-        record_job(run_dir, str(job.job_id), profile.executor, profile_name, kind="probe")
+        job = executor.submit(ProbeJob(profile.cpus_per_task), str(run.run_dir))
+        record_job(run.run_dir, str(job.job_id), profile.executor, profile_name, kind="probe")
     return job
+
+
+ARRAY_POINTER = "array-{}.json"  # in RUN_DIR/submitit: the array folder and task index of the run's array jobs
+
+
+def _queue_array(runs: list[Prepared], profile: ClusterProfile, profile_name: str, with_probe: bool,
+                 folder: Path) -> list[submitit.Job]:
+    """One Slurm job array of the runs' trainings (task i is run i), and with ``with_probe`` one of their probes,
+    task i waiting on training task i (aftercorr). The array's submitit files are in ``folder``. Each run
+    directory gets, before the array is queued, a pointer to its task (``submitit/array-*.json``), so that a
+    driver killed before recording the jobs finds them (``launch.status.unrecorded_jobs``), and after it, links
+    to its task's logs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, run in enumerate(runs):
+        pointer = run.run_dir / "submitit" / ARRAY_POINTER.format(f"{folder.parent.name}-{folder.name}")
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        pointer.write_text(json.dumps({"folder": str(folder.resolve()), "index": i}))
+    executor = make_executor(profile, folder)
+    executor.update_parameters(slurm_array_parallelism=len(runs))
+    with executor.batch():
+        jobs = [executor.submit(TrainJob(run.on_validation, profile.cpus_per_task), config_to_dict(run.cfg), False)
+                for run in runs]
+    probes = []
+    if with_probe:
+        array_id = str(jobs[0].job_id).split("_")[0]
+        executor.update_parameters(slurm_additional_parameters={**profile.sbatch, "dependency": f"aftercorr:{array_id}"})
+        with executor.batch():
+            probes = [executor.submit(ProbeJob(profile.cpus_per_task), str(run.run_dir)) for run in runs]
+    fault_point("array-queued", 0)  # crash tests: the jobs are queued, not yet recorded
+    _record_array(runs, jobs, profile, profile_name, "train")
+    _record_array(runs, probes, profile, profile_name, "probe")
+    return probes or jobs
+
+
+def _record_array(runs: list[Prepared], jobs: list[submitit.Job], profile: ClusterProfile, profile_name: str,
+                  kind: str) -> None:
+    for run, job in zip(runs, jobs):
+        record_job(run.run_dir, str(job.job_id), profile.executor, profile_name, kind=kind)
+        for log in (job.paths.stdout, job.paths.stderr):  # the task's logs where a single job's would be
+            link = run.run_dir / "submitit" / log.name
+            if not link.exists() and not link.is_symlink():
+                link.symlink_to(log)
 
 
 def check_gpu_fit(cfg: Config, profile: ClusterProfile) -> None:

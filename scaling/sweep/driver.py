@@ -28,7 +28,9 @@ from scaling.errors import UserError
 from scaling.launch.job import measured
 from scaling.launch.profile import ClusterProfile, load_profile
 from scaling.launch.status import cancel as cancel_run
-from scaling.launch.status import job_state, read_jobs, slurm_states
+from scaling.launch.submit import Prepared, queue, record_job
+from scaling.launch.submit import prepare as prepare_run
+from scaling.launch.status import job_state, read_jobs, slurm_states, unrecorded_jobs
 from scaling.sweep.spec import SweepSpec, sweep_params
 from scaling.sweep.study import (TrialReporter, describe, distributions, enqueue_points, open_study, to_ask,
                                  trial_params)
@@ -54,6 +56,10 @@ class Sweep:
     parent: Tracker
 
     @property
+    def profile_name(self) -> str:
+        return self.spec.profile_name
+
+    @property
     def parent_run_id(self) -> str:
         return self.parent.run_id or ""
 
@@ -77,11 +83,13 @@ def run_sweep(spec: SweepSpec, poll_s: float = 2.0) -> optuna.Study:
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         in_flight = sum(supervise(sweep, t, states) for t in running)
         left = to_ask(spec, study)
+        asked = []
         for _ in range(min(max(spec.max_concurrent - in_flight, 0), left)):
             if study.user_attrs.get(CANCEL_ATTR):
                 break
-            in_flight += launch(sweep, study.ask(distributions(spec)))
+            asked.append(study.ask(distributions(spec)))
             left -= 1
+        in_flight += launch(sweep, asked)
         if not in_flight and not left:
             break
         time.sleep(poll_s)
@@ -92,7 +100,7 @@ def run_sweep(spec: SweepSpec, poll_s: float = 2.0) -> optuna.Study:
 def supervise(sweep: Sweep, t: FrozenTrial, states: dict[str, str] | None) -> bool:
     """One RUNNING trial: adopt its live job, tell its outcome, or relaunch it. True while it is in flight."""
     run_dir = sweep.spec.run_dir(t.number)
-    live = live_jobs(run_dir, sweep.profile.executor, states)
+    live = live_jobs(run_dir, sweep.profile.executor, sweep.profile_name, states)
     if live:
         if "job_id" not in t.user_attrs:  # the last driver died before recording it
             sweep.study._storage.set_trial_user_attr(t._trial_id, "job_id", live[-1]["job_id"])
@@ -112,10 +120,19 @@ def supervise(sweep: Sweep, t: FrozenTrial, states: dict[str, str] | None) -> bo
     return False
 
 
-def launch(sweep: Sweep, trial: optuna.Trial) -> bool:
-    """A newly asked trial: its run directory is fixed by its number before anything is queued."""
-    trial.set_user_attr("run_dir", str(sweep.spec.run_dir(trial.number)))
-    return relaunch(sweep, sweep.study._storage.get_trial(trial._trial_id))
+def launch(sweep: Sweep, asked: list[optuna.Trial]) -> int:
+    """Newly asked trials, queued together (one job array where the profile allows); how many were queued.
+    Each run directory is fixed by the trial's number before anything is queued."""
+    for trial in asked:
+        trial.set_user_attr("run_dir", str(sweep.spec.run_dir(trial.number)))
+    ready = [r for r in (prepare(sweep, sweep.study._storage.get_trial(t._trial_id)) for t in asked) if r]
+    if not ready:
+        return 0
+    folder = sweep.spec.root_dir() / "arrays" / f"trial-{ready[0][0].number:04d}"
+    jobs = queue([run for _, run in ready], sweep.profile, sweep.profile_name, sweep.spec.probe, folder)
+    for (t, _), job in zip(ready, jobs):
+        launched(sweep, t, job)
+    return len(ready)
 
 
 def local_share(profile: ClusterProfile, max_concurrent: int) -> ClusterProfile:
@@ -128,25 +145,37 @@ def local_share(profile: ClusterProfile, max_concurrent: int) -> ClusterProfile:
 
 
 def relaunch(sweep: Sweep, t: FrozenTrial) -> bool:
-    """Submit the trial's job (preflight, claim, queue, jobs.jsonl); a refused config fails the trial."""
+    """A trial whose job ended unfinished, queued again on its run directory (which resumes from its
+    checkpoints), alone."""
+    ready = prepare(sweep, t)
+    if ready:
+        launched(sweep, t, queue([ready[1]], sweep.profile, sweep.profile_name, sweep.spec.probe)[0])
+    return ready is not None
+
+
+def prepare(sweep: Sweep, t: FrozenTrial) -> tuple[FrozenTrial, Prepared] | None:
+    """The trial's config through every pre-flight check (``launch.submit.prepare``); a refused one fails the
+    trial, and None is returned."""
     spec = sweep.spec
     run_dir = spec.run_dir(t.number)
-    from scaling.launch.submit import submit
-
     reporter = None
     if spec.pruner.kind != "none":
         reporter = TrialReporter(spec.storage_url(), spec.name, t._trial_id, spec.pruner.metric, sweep.study.pruner)
     try:
         cfg = spec.trial_config(trial_params(t), run_dir, sweep.parent_run_id)
-        job = submit(cfg, sweep.profile, Path(spec.profile).stem, with_probe=spec.probe, on_validation=reporter)
+        prepare_run(cfg, sweep.profile, spec.probe)
     except UserError as e:
         tell(sweep, t, TrialState.FAIL, run_dir, error=str(e))
-        return False
+        return None
+    return t, Prepared(cfg, run_dir, reporter)
+
+
+def launched(sweep: Sweep, t: FrozenTrial, job: Any) -> None:
     # Optuna has no public setter for another process's trial; the storage call is what Trial.set_user_attr does.
     sweep.study._storage.set_trial_user_attr(t._trial_id, "job_id", str(job.job_id))
+    run_dir = sweep.spec.run_dir(t.number)
     log(f"trial {t.number} {'relaunched' if launches(run_dir) > 1 else 'launched'}: job {job.job_id}, "
         f"{describe(trial_params(t))}, {run_dir}")
-    return True
 
 
 def scheduler_states(executor: str) -> dict[str, str] | None:
@@ -154,15 +183,13 @@ def scheduler_states(executor: str) -> dict[str, str] | None:
     return slurm_states() if executor == "slurm" else None
 
 
-def live_jobs(run_dir: Path, executor: str, states: dict[str, str] | None) -> list[dict[str, Any]]:
-    """The run's queued or running jobs: every job of ``jobs.jsonl``, and any that submitit queued but submit
-    had not recorded yet (its ``submitit/*_submitted.pkl``), so that a driver killed in between duplicates
-    nothing. A dependent probe job left waiting behind a training job that did not finish is cancelled."""
-    recorded = read_jobs(run_dir)
-    known = {j["job_id"] for j in recorded}
-    unrecorded = [{"job_id": p.name.split("_")[0], "executor": executor, "kind": "train"}
-                  for p in sorted((run_dir / "submitit").glob("*_submitted.pkl")) if p.name.split("_")[0] not in known]
-    live = [j for j in recorded + unrecorded if j.get("executor") and job_state(j, states) != "ENDED"]
+def live_jobs(run_dir: Path, executor: str, profile_name: str, states: dict[str, str] | None) -> list[dict[str, Any]]:
+    """The run's queued or running jobs. Jobs that submitit queued but the driver did not record (it was
+    killed in between: ``unrecorded_jobs``) are recorded first, so that none is ever duplicated. A dependent
+    probe job left waiting behind a training job that did not finish is cancelled."""
+    for job in unrecorded_jobs(run_dir, executor):
+        record_job(run_dir, job["job_id"], executor, profile_name, kind=job["kind"])
+    live = [j for j in read_jobs(run_dir) if j.get("executor") and job_state(j, states) != "ENDED"]
     if live and all(j.get("kind") == "probe" for j in live) and events.last(run_dir) != "finished":
         for j in live:
             cancel_job(j)
@@ -294,7 +321,8 @@ def cancel_sweep(spec: SweepSpec) -> list[str]:
     out = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         run_dir = spec.run_dir(t.number)
-        jobs, live = read_jobs(run_dir), live_jobs(run_dir, executor, states)
+        live = live_jobs(run_dir, executor, spec.profile_name, states)
+        jobs = read_jobs(run_dir)
         what = "not running"
         if training(run_dir, jobs):
             what = cancel_run(run_dir)  # TERM: the trainer checkpoints and stops

@@ -130,6 +130,11 @@ class SweepSpec:
     def root_dir(self) -> Path:
         return Path(self.root or f"runs/sweeps/{self.name}")
 
+    @property
+    def profile_name(self) -> str:
+        """What a trial's job records as its profile (``slurm/dev.toml``: dev)."""
+        return Path(self.profile).stem
+
     def storage_url(self) -> str:
         return self.storage or f"sqlite:///{(self.root_dir() / 'optuna.db').resolve()}"
 

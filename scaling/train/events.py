@@ -15,9 +15,17 @@ from typing import Any
 EVENTS_FILE = "events.jsonl"
 
 
+def job_id() -> str:
+    """This process's job as the launcher recorded it: Slurm's id (``ARRAY_TASK`` for an array task, as
+    submitit names it), the local executor's, or '' outside a job."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array:
+        return f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or ""
+
+
 def record(run_dir: Path, event: str, **fields: Any) -> None:
-    job = os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or ""
-    line = json.dumps({"event": event, "time": time.time(), "job": job, **fields})
+    line = json.dumps({"event": event, "time": time.time(), "job": job_id(), **fields})
     with open(run_dir / EVENTS_FILE, "a") as f:
         f.write(line + "\n")
 

@@ -20,7 +20,9 @@ from scaling.cli import main
 from scaling.launch.status import read_jobs
 from scaling.sweep.spec import load_sweep
 from scaling.train import events
+from scaling.launch.job import measured
 from tests.conftest import REPO, run_cli
+from tests.models.standins import random_inception  # noqa: F401 (a fixture)
 from tests.slurm.test_launch import dev_cluster  # noqa: F401  (the module-scoped fixture)
 
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -33,13 +35,14 @@ def profile(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def write_sweep(tmp: Path, data: Path, body: str, profile: str = "local", steps: int = 30) -> Path:
+def write_sweep(tmp: Path, data: Path, body: str, profile: str = "local", steps: int = 30,
+                max_concurrent: int = 2) -> Path:
     """A sweep of the tiny config on the test data, its root, study and MLflow store under ``tmp``."""
     path = tmp / "sweep.toml"
     path.write_text(f'''base = "tiny"
 root = "{tmp / 'root'}"
 profile = "{REPO / 'slurm' / f'{profile}.toml'}"
-max_concurrent = 2
+max_concurrent = {max_concurrent}
 
 [overrides]
 "train.steps" = {steps}
@@ -95,13 +98,32 @@ def assert_ran_once_each(path: Path, n: int) -> None:
     assert all(r.info.status == "FINISHED" for r in children + parents)
 
 
+def concurrency(profile: str) -> int:
+    """On the dev cluster the 4 trials go at once, as one job array (Slurm runs 2 of its tasks at a time on 2
+    CPUs, the others wait in the queue); the local executor runs 2 at a time."""
+    return 4 if profile == "dev" else 2
+
+
+def assert_one_array(path: Path) -> None:
+    """The dev-cluster sweeps queue their 4 trials as the 4 tasks of one array, task i the i-th trial."""
+    done = trials(path)
+    job_ids = [t.user_attrs["job_id"] for t in done]
+    assert len({j.split("_")[0] for j in job_ids}) == 1 and [j.split("_")[1] for j in job_ids] == ["0", "1", "2", "3"]
+    for t in done:  # the task's log is linked where a single job's would be
+        job_id = t.user_attrs["job_id"]
+        log = Path(t.user_attrs["run_dir"]) / "submitit" / f"{job_id}_0_log.out"
+        assert f"JobEnvironment(job_id={job_id}," in log.read_text(), log
+
+
 def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_path: Path) -> None:
-    path = write_sweep(tmp_path, synth_data, GRID, profile)
+    path = write_sweep(tmp_path, synth_data, GRID, profile, max_concurrent=concurrency(profile))
     t0 = time.monotonic()
     proc = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"4-trial grid ({profile}): {time.monotonic() - t0:.1f} s")
     assert_ran_once_each(path, 4)
+    if profile == "dev":
+        assert_one_array(path)
     status = run_cli("sweep", "status", str(path), env=ENV)
     lines = status.stdout.strip().splitlines()
     assert lines[0].split() == ["TRIAL", "PARAMS", "STATE", "STEP", "VAL/PSNR", "JOB"]
@@ -113,7 +135,7 @@ def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_pa
 
 def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, synth_data: Path,
                                                                    tmp_path: Path) -> None:
-    path = write_sweep(tmp_path, synth_data, GRID, profile)
+    path = write_sweep(tmp_path, synth_data, GRID, profile, max_concurrent=concurrency(profile))
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     cmd = [sys.executable, "-m", "scaling", "sweep", "run", str(path), "--poll", "1"]
@@ -127,6 +149,43 @@ def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, 
     assert proc.returncode == 0, f"seed {seed}: {proc.stderr[-3000:]}"
     print(f"killed at random moments (seed {seed}); the last driver:\n{proc.stdout}")
     assert_ran_once_each(path, 4)
+
+
+def test_array_jobs_queued_by_a_driver_killed_before_recording_them_are_adopted(
+        dev_cluster: None, synth_data: Path, tmp_path: Path, random_inception: Path) -> None:  # noqa: F811
+    """The driver dies right after queueing a 2-trial training array and its probe array (each probe task
+    waiting on its training task) and before recording either: the next driver finds all four jobs through the
+    run directories' array pointers, records them with their kinds, and queues nothing again."""
+    grid = '[grid.axes]\n"model.base_channels" = [8, 16]\n'
+    path = write_sweep(tmp_path, synth_data, grid, "dev")
+    probe = {"probe.size": '"tiny"', "probe.steps": 20, "probe.batch_size": 16, "probe.log_every": 10,
+             "probe.ckpt_every": 20, "probe.gfid_samples": 20, "probe.cfg_scales": "[1.0]",
+             "probe.linear_probe_epochs": 2, "eval.num_images": 32,
+             "eval.inception_weights": f'"{random_inception}"', "eval.stats_cache": f'"{tmp_path / "fid"}"'}
+    text = path.read_text().replace("max_concurrent = 2\n", "max_concurrent = 2\nprobe = true\n")
+    path.write_text(text.replace("[overrides]\n", "[overrides]\n" + "".join(f'"{k}" = {v}\n' for k, v in probe.items())))
+    killed = run_cli("sweep", "run", str(path), "--poll", "1", env={**ENV, "SCALING_FAULT": "array-queued:0"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run_dirs = sorted((tmp_path / "root").glob("trial-*"))
+    assert len(run_dirs) == 2 and all(read_jobs(d) == [] for d in run_dirs)  # queued, never recorded
+    proc = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "launched" not in proc.stdout, proc.stdout
+    done = trials(path)
+    assert [t.state for t in done] == [TrialState.COMPLETE] * 2
+    arrays = set()
+    for i, t in enumerate(done):
+        run_dir = Path(t.user_attrs["run_dir"])
+        jobs = read_jobs(run_dir)
+        assert [j["kind"] for j in jobs] == ["train", "probe"], jobs
+        assert [j["job_id"].split("_")[1] for j in jobs] == [str(i), str(i)]
+        arrays.add(tuple(j["job_id"].split("_")[0] for j in jobs))
+        assert [e["step"] for e in events.read(run_dir) if e["event"] == "start"] == [0]
+        assert measured(run_dir)
+        trained = next(e for e in events.read(run_dir) if e["event"] == "finished")
+        probe_start = next(e for e in events.read(run_dir / "probe") if e["event"] == "start")
+        assert probe_start["time"] > trained["time"]  # aftercorr: task i's probe waited on task i's training
+    assert len(arrays) == 1 and len(set(next(iter(arrays)))) == 2  # one training array, one probe array
 
 
 def test_search_prunes_a_bad_trial_through_the_pruner(synth_data: Path, tmp_path: Path) -> None:
@@ -145,8 +204,7 @@ kind = "median"
 metric = "val/psnr"
 n_startup_trials = 2
 '''
-    path = write_sweep(tmp_path, synth_data, body, steps=40)
-    path.write_text(path.read_text().replace("max_concurrent = 2", "max_concurrent = 1"))  # the 2 first, then the bad
+    path = write_sweep(tmp_path, synth_data, body, steps=40, max_concurrent=1)  # the 2 first, then the bad
     proc = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = trials(path)
