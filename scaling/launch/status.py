@@ -145,6 +145,14 @@ def status(run_dir: Path) -> RunStatus:
                      id_file.read_text().strip() if id_file.is_file() else "-")
 
 
+def scancel(job_id: str, *flags: str) -> None:
+    """``scancel FLAGS JOB``. A job that ends as the signal reaches it (the trainer checkpoints and exits on TERM
+    within a second) makes scancel retry and then fail with "already completing or completed": that is done."""
+    out = subprocess.run(["scancel", *flags, job_id], capture_output=True, text=True)
+    if out.returncode != 0 and "completing or completed" not in out.stderr:
+        raise UserError(f"scancel {job_id}: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
+
+
 def cancel(run_dir: Path) -> str:
     """Stop a run cleanly: TERM makes the trainer save a checkpoint and exit without requeueing."""
     job = last_job(run_dir)
@@ -152,10 +160,10 @@ def cancel(run_dir: Path) -> str:
     if state in ("ENDED", "-"):
         return "not running"
     if job["executor"] == "slurm" and state == "PENDING":  # Slurm signals no pending job; it has nothing to save
-        subprocess.run(["scancel", job["job_id"]], check=True)
+        scancel(job["job_id"])
         return f"cancelled queued job {job['job_id']}"
     if job["executor"] == "slurm":
-        subprocess.run(["scancel", "--signal=TERM", job["job_id"]], check=True)
+        scancel(job["job_id"], "--signal=TERM")
     else:
         os.kill(int(job["job_id"]), signal.SIGTERM)  # the local controller forwards it to its tasks
     return f"sent TERM to job {job['job_id']}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from scaling.launch.profile import ClusterProfile, load_profile
 from scaling.launch.status import cancel as cancel_run
 from scaling.launch.submit import Prepared, queue, record_job
 from scaling.launch.submit import prepare as prepare_run
-from scaling.launch.status import job_state, read_jobs, slurm_states, unrecorded_jobs
+from scaling.launch.status import job_state, read_jobs, scancel, slurm_states, unrecorded_jobs
 from scaling.sweep.spec import SweepSpec, sweep_params
 from scaling.sweep.study import (TrialReporter, describe, distributions, enqueue_points, open_study, to_ask,
                                  trial_params)
@@ -80,9 +79,9 @@ def run_sweep(spec: SweepSpec, poll_s: float = 2.0) -> optuna.Study:
             log(f"{e}; retrying")
             time.sleep(poll_s)
             continue
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        in_flight = sum(supervise(sweep, t, states) for t in running)
-        left = to_ask(spec, study)
+        trials = study.get_trials(deepcopy=False)  # one read of the storage per poll (0.3 s at 100 trials)
+        in_flight = sum(supervise(sweep, t, states) for t in trials if t.state == TrialState.RUNNING)
+        left = to_ask(spec, trials)
         asked = []
         for _ in range(min(max(spec.max_concurrent - in_flight, 0), left)):
             if study.user_attrs.get(CANCEL_ATTR):
@@ -210,7 +209,10 @@ def training(run_dir: Path, jobs: list[dict[str, Any]]) -> bool:
 def cancel_job(job: dict[str, Any]) -> None:
     """End a job outright (one that has nothing to save: a waiting probe, an unrecorded duplicate)."""
     if job["executor"] == "slurm":
-        subprocess.run(["scancel", job["job_id"]], check=False)
+        try:
+            scancel(job["job_id"])
+        except UserError as e:  # nothing to end is not worth stopping the sweep for
+            log(str(e))
     else:
         try:
             os.kill(int(job["job_id"]), signal.SIGTERM)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from scaling.sweep.spec import BASE_AXIS, Distribution, Pruner, SweepSpec
 
@@ -51,9 +51,9 @@ def enqueue_points(spec: SweepSpec, study: optuna.Study) -> None:
             study.enqueue_trial(point)
 
 
-def to_ask(spec: SweepSpec, study: optuna.Study) -> int:
-    """Trials still to ask: enqueued points, and for a search the trials short of n_trials."""
-    trials = study.get_trials(deepcopy=False)
+def to_ask(spec: SweepSpec, trials: list[FrozenTrial]) -> int:
+    """Trials still to ask, given the study's trials: enqueued points, and for a search the trials short of
+    n_trials."""
     waiting = sum(t.state == TrialState.WAITING for t in trials)
     return waiting if spec.is_grid else waiting + max(spec.search.n_trials - len(trials), 0)
 
