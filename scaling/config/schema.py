@@ -265,6 +265,7 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_last: int = 2  # newest checkpoints kept besides milestones
     milestone_every: int = 0  # 0: no milestones
+    async_checkpoint: bool = False  # periodic checkpoints written in the background (DCP async_save) while training
     progress: bool = True
 
     def validate(self) -> list[str]:
@@ -286,6 +287,7 @@ class TrainConfig:
 
 
 AC_MODES = ("none", "full", "selective")
+FLOAT8_RECIPES = ("tensorwise", "rowwise", "rowwise_with_gw_hp")
 
 
 @dataclass
@@ -295,7 +297,9 @@ class ParallelConfig:
     micro_batch_size: int = 0  # images per rank per forward; 0: train.batch_size / world (no accumulation)
     activation_checkpoint: str = "none"  # none | full (recompute every block) | selective (torchtitan op-level SAC)
     compile: bool = False  # torch.compile per Transformer block and per CNN block
-    float8: bool = False  # float8 matmuls in Transformer blocks (H100/H200, through torchao)
+    float8: bool = False  # torchao float8 training of the Transformer blocks' Linear layers (H100/H200)
+    float8_recipe: str = "tensorwise"  # tensorwise | rowwise | rowwise_with_gw_hp (torchao's recipes)
+    float8_emulate: bool = False  # the float8 casts emulated in high precision: CPU tests, no speed-up
     reshard_after_forward: bool = True  # FSDP: free gathered parameters after forward (ZeRO-3) or keep them (ZeRO-2)
 
     def validate(self) -> list[str]:
@@ -305,6 +309,10 @@ class ParallelConfig:
         if self.activation_checkpoint not in AC_MODES:
             errs.append(f"parallel.activation_checkpoint: must be one of {', '.join(AC_MODES)}, "
                         f"got {self.activation_checkpoint!r}")
+        if self.float8_recipe not in FLOAT8_RECIPES:
+            errs.append(f"parallel.float8_recipe: must be one of {', '.join(FLOAT8_RECIPES)}, got {self.float8_recipe!r}")
+        if self.float8 and self.float8_emulate and self.compile:
+            errs.append("parallel.float8_emulate: torchao's emulated float8 runs eager only; set parallel.compile false")
         return errs
 
 

@@ -54,9 +54,39 @@ def apply_compile(model: nn.Module) -> None:
         unit.compile(fullgraph=True)
 
 
+def float8_targets(model: nn.Module) -> list[nn.Module]:
+    """The Linear layers float8 training converts: those of every Transformer block whose two dimensions are
+    multiples of 16 (float8 GEMMs need it). CNNs, stems, projections and the quantiser stay as they are."""
+    return [m for block in model.modules() if isinstance(block, TransformerBlock) for m in block.modules()
+            if isinstance(m, nn.Linear) and m.in_features % 16 == 0 and m.out_features % 16 == 0]
+
+
+def apply_float8(model: nn.Module, cfg: ParallelConfig) -> int:
+    """torchao's float8 training (``cfg.float8_recipe``) on ``float8_targets``, weights kept; the number of
+    layers converted. Without ``float8_emulate`` it needs an NVIDIA GPU of compute capability 8.9 or later."""
+    from scaling.errors import UserError
+
+    device = next(model.parameters()).device
+    if not cfg.float8_emulate and (device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9)):
+        raise UserError(f"parallel.float8: needs an NVIDIA GPU of compute capability 8.9 or later (H100, H200); "
+                        f"this run is on {device.type} (parallel.float8_emulate = true emulates it, for tests)")
+    from dataclasses import replace
+
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+    config = Float8LinearConfig.from_recipe_name(cfg.float8_recipe)
+    if cfg.float8_emulate:
+        config = replace(config, emulate=True)
+    targets = {id(m) for m in float8_targets(model)}
+    convert_to_float8_training(model, config=config, module_filter_fn=lambda mod, fqn: id(mod) in targets)
+    return len(targets)
+
+
 def parallelize_tokenizer(model: nn.Module, cfg: ParallelConfig, mesh: DeviceMesh, *,
                           param_dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Checkpoint, compile and shard ``model`` in place (its parameters become DTensors on ``mesh``)."""
+    """Float8, checkpoint, compile and shard ``model`` in place (its parameters become DTensors on ``mesh``)."""
+    if cfg.float8:
+        apply_float8(model, cfg)
     if cfg.activation_checkpoint != "none":
         apply_activation_checkpointing(model, cfg.activation_checkpoint)
     if cfg.compile:

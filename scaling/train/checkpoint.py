@@ -15,7 +15,7 @@ import signal
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -27,12 +27,21 @@ _NAME = re.compile(r"^step-(\d{8})$")
 
 
 class CheckpointStore:
-    """Checkpoints under ``root``. Reading the list needs no process group; saving and loading are collective."""
+    """Checkpoints under ``root``. Reading the list needs no process group; saving and loading are collective.
 
-    def __init__(self, root: Path, keep_last: int = 2, milestone_every: int = 0):
+    ``async_save``: a save copies the state to CPU memory and returns; the write runs in a background thread
+    (its own gloo group, so it never interleaves with training's collectives) and is renamed into place by the
+    next save or by ``wait``. ``on_saved(path)`` runs on rank 0 once a checkpoint is in place."""
+
+    def __init__(self, root: Path, keep_last: int = 2, milestone_every: int = 0, async_save: bool = False,
+                 on_saved: Callable[[Path], None] | None = None):
         self.root = root
         self.keep_last = keep_last
         self.milestone_every = milestone_every
+        self.async_save = async_save
+        self.on_saved = on_saved
+        self._pending: tuple[int, Any] | None = None  # (step, the write's future)
+        self._group = dist.new_group(backend="gloo") if async_save and dist.is_initialized() else None
 
     def steps(self) -> list[int]:
         """Steps of complete checkpoints, oldest first."""
@@ -59,28 +68,48 @@ class CheckpointStore:
             raise UserError(f"--step: {run_dir} has no checkpoint at step {step} (it has {', '.join(map(str, steps))})")
         return steps[-1] if step is None else step
 
-    def save(self, step: int, state: dict[str, Any]) -> Path:
-        """Write ``state`` (tensors, DTensors, ``Stateful`` objects, picklable values the same on every rank)."""
+    def save(self, step: int, state: dict[str, Any], blocking: bool = False) -> Path:
+        """Write ``state`` (tensors, DTensors, ``Stateful`` objects, picklable values the same on every rank);
+        its final path. With ``async_save`` and not ``blocking`` the path appears once the write is done."""
+        self.wait()  # the previous write lands first: checkpoints are renamed in step order
         main = _rank() == 0
-        final = self.path(step)
-        tmp = final.with_name(final.name + ".tmp")
+        tmp = self.path(step).with_name(self.path(step).name + ".tmp")
         if main:
             self.root.mkdir(parents=True, exist_ok=True)
             for stale in self.root.glob("*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)
         _barrier()
-        dcp.save(state, checkpoint_id=tmp, planner=_FaultInjectingPlanner(step))
+        if self.async_save and not blocking:
+            self._pending = (step, dcp.async_save(state, checkpoint_id=tmp, planner=_FaultInjectingPlanner(step),
+                                                  process_group=self._group))
+        else:
+            dcp.save(state, checkpoint_id=tmp, planner=_FaultInjectingPlanner(step))
+            self._land(step)
+        return self.path(step)
+
+    def wait(self) -> None:
+        """Finish a background write, if one is running, and rename it into place."""
+        if self._pending is not None:
+            step, future = self._pending
+            self._pending = None
+            future.result()
+            self._land(step)
+
+    def _land(self, step: int) -> None:
+        """Every rank has written ``step``'s ``.tmp``: rank 0 renames it into place and prunes old ones."""
         _barrier()
-        if main:
+        final = self.path(step)
+        if _rank() == 0:
             fault_point("checkpoint-before-rename", step)
             if final.exists():  # a save of this step already landed (e.g. replayed after a crash)
                 shutil.rmtree(final)
-            os.replace(tmp, final)
+            os.replace(final.with_name(final.name + ".tmp"), final)
             _fsync_dir(self.root)
             self._prune()
+            if self.on_saved is not None:
+                self.on_saved(final)
         _barrier()
         fault_point("checkpoint-saved", step)  # a crash right after a complete save (e.g. a node lost)
-        return final
 
     def load(self, step: int, state: dict[str, Any]) -> None:
         """Load checkpoint ``step`` into ``state`` in place (DCP reshards to this world size)."""

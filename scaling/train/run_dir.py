@@ -16,7 +16,8 @@ CONFIG_FILE = "config.toml"
 RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.log_every", "data.train", "data.val",
                      "data.num_workers", "data.cache_dir", "tracking.uri", "tracking.parent_run_id", "parallel.micro_batch_size",
                      "parallel.activation_checkpoint", "parallel.compile", "parallel.float8",
-                     "parallel.reshard_after_forward")
+                     "parallel.float8_recipe", "parallel.float8_emulate", "parallel.reshard_after_forward",
+                     "train.async_checkpoint")
 # Sections that never touch training: evaluation and the probe read a finished run.
 RESUMABLE_SECTIONS = ("eval.", "probe.")
 

@@ -106,7 +106,9 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
     val_x, _ = validation_images(cfg.data, run_dir / "cache")
 
     # ---- resume (the latest complete checkpoint; DCP reshards it to this world size)
-    store = CheckpointStore(run_dir / "checkpoints", cfg.train.keep_last, cfg.train.milestone_every)
+    store = CheckpointStore(run_dir / "checkpoints", cfg.train.keep_last, cfg.train.milestone_every,
+                            async_save=cfg.train.async_checkpoint,
+                            on_saved=lambda path: (run_dir / "last_checkpoint").write_text(str(path.resolve())))
     stateful = t.stateful()
     step, train_state = resume(store, stateful, loader, rt)  # on every rank: it is collective
 
@@ -191,9 +193,8 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
             first_step_recorded = True
         stop = signals.agreed()
         if stop or pruned or step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
-            path = save(store, step, stateful, loader, tracker, rt)
-            if rt.is_main:
-                (run_dir / "last_checkpoint").write_text(str(path.resolve()))
+            # The run's last checkpoint and one it stops on are written in full before anything else happens.
+            save(store, step, stateful, loader, tracker, rt, blocking=bool(stop or pruned) or step == cfg.train.steps)
         bar.update(1)
         if stop:
             bar.close()
@@ -222,14 +223,14 @@ def resume(store: CheckpointStore, stateful: dict[str, Any], loader: Any, rt: Ru
 
 
 def save(store: CheckpointStore, step: int, stateful: dict[str, Any], loader: Any, tracker: Tracker,
-         rt: Runtime) -> Path:
+         rt: Runtime, blocking: bool = True) -> Path:
     """A collective checkpoint of ``stateful`` plus the run's own state: step, data position, RNG, and the
     metric points not yet sent (so no point is lost)."""
     tracker.flush()
     # Rank 0's view of the run's own state, the same bytes on every rank (DCP keeps one copy).
     train_state = rt.broadcast_object({"step": step, "loader": loader.state_dict(), "rng": get_rng_state(),
                                        "tracker_pending": tracker.pending()})
-    return store.save(step, stateful | {"train": pickle.dumps(train_state)})
+    return store.save(step, stateful | {"train": pickle.dumps(train_state)}, blocking=blocking)
 
 
 def stop_and_hand_over(stop: str, signals: StopSignals, run_dir: Path, step: int, tracker: Tracker,
