@@ -5,7 +5,8 @@ number), so what a trial's job did is always found in the same place: ``jobs.jso
 queued), ``events.jsonl`` (start, finished, pruned, ...) and ``mlflow_run_id``. A RUNNING trial is therefore
 always in one of these cases, whatever moment the previous driver died at:
 
-- a live job in its run directory (queued, running, requeued): adopted and polled, never duplicated;
+- a live job in its run directory (queued, running, requeued; a single job or its task of a job array, which
+  the directory points to before the array is queued): adopted and polled, never duplicated;
 - no live job, the run finished or was pruned: told COMPLETE (the objective from its MLflow run) or PRUNED;
 - no live job, the run unfinished or never launched: (re)launched on the same directory, which resumes from
   its checkpoints, up to ``max_launches`` jobs; then FAIL.

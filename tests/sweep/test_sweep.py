@@ -1,5 +1,5 @@
-"""Sweeps end to end: a grid through the local executor (and the dev Slurm cluster), a driver SIGKILLed and
-re-run, a pruned Optuna trial, and bad sweep files refused before anything is launched."""
+"""Sweeps end to end: a grid through the local executor (and the dev Slurm cluster, as job arrays), a driver
+SIGKILLed and re-run, a pruned Optuna trial, and bad sweep files refused before anything is launched."""
 
 from __future__ import annotations
 
