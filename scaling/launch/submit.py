@@ -104,7 +104,7 @@ def _queue_one(run: Prepared, profile: ClusterProfile, profile_name: str, with_p
     return job
 
 
-ARRAY_POINTER = "array-{}.json"  # in RUN_DIR/submitit: the array folder and task index of the run's array jobs
+ARRAY_POINTER = "array-{}.json"  # in RUN_DIR/submitit until its jobs are recorded: the array folder and task index
 
 
 def _queue_array(runs: list[Prepared], profile: ClusterProfile, profile_name: str, with_probe: bool,
@@ -133,7 +133,16 @@ def _queue_array(runs: list[Prepared], profile: ClusterProfile, profile_name: st
     fault_point("array-queued", 0)  # crash tests: the jobs are queued, not yet recorded
     _record_array(runs, jobs, profile, profile_name, "train")
     _record_array(runs, probes, profile, profile_name, "probe")
+    for run in runs:
+        drop_array_pointers(run.run_dir)
     return probes or jobs
+
+
+def drop_array_pointers(run_dir: Path) -> None:
+    """Once the jobs a run's array pointers lead to are in its ``jobs.jsonl`` (queued by this process, or found
+    by the next driver), the pointers are spent: nothing more will be queued under them."""
+    for pointer in (run_dir / "submitit").glob(ARRAY_POINTER.format("*")):
+        pointer.unlink(missing_ok=True)
 
 
 def _record_array(runs: list[Prepared], jobs: list[submitit.Job], profile: ClusterProfile, profile_name: str,

@@ -28,7 +28,7 @@ from scaling.errors import UserError
 from scaling.launch.job import measured
 from scaling.launch.profile import ClusterProfile, load_profile
 from scaling.launch.status import cancel as cancel_run
-from scaling.launch.submit import Prepared, queue, record_job
+from scaling.launch.submit import Prepared, drop_array_pointers, queue, record_job
 from scaling.launch.submit import prepare as prepare_run
 from scaling.launch.status import job_state, read_jobs, scancel, slurm_states, unrecorded_jobs
 from scaling.sweep.spec import SweepSpec, sweep_params
@@ -189,6 +189,7 @@ def live_jobs(run_dir: Path, executor: str, profile_name: str, states: dict[str,
     probe job left waiting behind a training job that did not finish is cancelled."""
     for job in unrecorded_jobs(run_dir, executor):
         record_job(run_dir, job["job_id"], executor, profile_name, kind=job["kind"])
+    drop_array_pointers(run_dir)  # what they led to is recorded now: later polls need not look there again
     live = [j for j in read_jobs(run_dir) if j.get("executor") and job_state(j, states) != "ENDED"]
     if live and all(j.get("kind") == "probe" for j in live) and events.last(run_dir) != "finished":
         for j in live:

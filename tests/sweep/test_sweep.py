@@ -113,6 +113,7 @@ def assert_one_array(path: Path) -> None:
         job_id = t.user_attrs["job_id"]
         log = Path(t.user_attrs["run_dir"]) / "submitit" / f"{job_id}_0_log.out"
         assert f"JobEnvironment(job_id={job_id}," in log.read_text(), log
+        assert not list(log.parent.glob("array-*.json"))  # the pointers are spent once the jobs are recorded
 
 
 def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_path: Path) -> None:
@@ -168,6 +169,7 @@ def test_array_jobs_queued_by_a_driver_killed_before_recording_them_are_adopted(
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run_dirs = sorted((tmp_path / "root").glob("trial-*"))
     assert len(run_dirs) == 2 and all(read_jobs(d) == [] for d in run_dirs)  # queued, never recorded
+    assert all(len(list((d / "submitit").glob("array-*.json"))) == 1 for d in run_dirs)  # but pointed to
     proc = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "launched" not in proc.stdout, proc.stdout
@@ -179,6 +181,7 @@ def test_array_jobs_queued_by_a_driver_killed_before_recording_them_are_adopted(
         jobs = read_jobs(run_dir)
         assert [j["kind"] for j in jobs] == ["train", "probe"], jobs
         assert [j["job_id"].split("_")[1] for j in jobs] == [str(i), str(i)]
+        assert not list((run_dir / "submitit").glob("array-*.json"))
         arrays.add(tuple(j["job_id"].split("_")[0] for j in jobs))
         assert [e["step"] for e in events.read(run_dir) if e["event"] == "start"] == [0]
         assert measured(run_dir)
