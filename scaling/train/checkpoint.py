@@ -53,6 +53,10 @@ class CheckpointStore:
     def path(self, step: int) -> Path:
         return self.root / f"step-{step:08d}"
 
+    def _tmp(self, step: int) -> Path:
+        """Where ``step`` is written until every rank is done (never loaded)."""
+        return self.root / f"step-{step:08d}.tmp"
+
     def latest(self) -> int | None:
         steps = self.steps()
         return steps[-1] if steps else None
@@ -73,7 +77,7 @@ class CheckpointStore:
         its final path. With ``async_save`` and not ``blocking`` the path appears once the write is done."""
         self.wait()  # the previous write lands first: checkpoints are renamed in step order
         main = _rank() == 0
-        tmp = self.path(step).with_name(self.path(step).name + ".tmp")
+        tmp = self._tmp(step)
         if main:
             self.root.mkdir(parents=True, exist_ok=True)
             for stale in self.root.glob("*.tmp"):
@@ -103,7 +107,7 @@ class CheckpointStore:
             fault_point("checkpoint-before-rename", step)
             if final.exists():  # a save of this step already landed (e.g. replayed after a crash)
                 shutil.rmtree(final)
-            os.replace(final.with_name(final.name + ".tmp"), final)
+            os.replace(self._tmp(step), final)
             _fsync_dir(self.root)
             self._prune()
             if self.on_saved is not None:
