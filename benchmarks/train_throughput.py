@@ -33,8 +33,8 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
-from scaling.config import Config, load_config  # noqa: E402
-from scaling.errors import UserError  # noqa: E402
+from scaling.core.config import Config, load_config  # noqa: E402
+from scaling.core.errors import UserError  # noqa: E402
 
 # bf16 dense peak per device, TFLOP/s (NVIDIA datasheets, SXM parts, no sparsity)
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
@@ -94,7 +94,7 @@ def start(args: argparse.Namespace) -> tuple[Setup, object]:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             raise UserError("--no-fsdp: runs one process only; drop it to benchmark several ranks")
         return Setup(torch.device("cuda" if torch.cuda.is_available() else "cpu"), 0, 1, lambda: None), None
-    from scaling.distributed.runtime import init_runtime
+    from scaling.core.runtime import init_runtime
 
     rt = init_runtime("auto")
     return Setup(rt.device, rt.rank, rt.world_size, rt.close), rt.mesh
@@ -107,12 +107,12 @@ def build(cfg: Config, args: argparse.Namespace, device: torch.device, mesh: obj
     with torch.device(device):
         model = build_tokenizer(cfg)
     if not args.no_fsdp:
-        from scaling.distributed.parallelize import parallelize_tokenizer
+        from scaling.parallel.parallelize import parallelize_tokenizer
 
         dtype = torch.bfloat16 if args.bf16 else torch.float32
         model = parallelize_tokenizer(model, cfg.parallel, mesh, param_dtype=dtype)
     elif cfg.parallel.compile:
-        from scaling.distributed.parallelize import apply_compile
+        from scaling.parallel.parallelize import apply_compile
 
         apply_compile(model)
     nets: dict = {}

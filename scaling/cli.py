@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from scaling.errors import UserError
+    from scaling.core.errors import UserError
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling.train.checkpoint import read_checkpoint
+from scaling.core.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from scaling.train.checkpoint import CheckpointStore, read_checkpoint
+from scaling.core.checkpoint import CheckpointStore, read_checkpoint
 
 
 def test_async_save_lands_the_state_of_its_step(tmp_path: Path) -> None:

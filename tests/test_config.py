@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scaling.config import ConfigError, load_config
-from scaling.config.loader import dump_toml, parse_overrides, read_toml, shipped_configs
+from scaling.core.config import ConfigError, load_config
+from scaling.core.config.loader import dump_toml, parse_overrides, read_toml, shipped_configs
 
 
 def test_shipped_tiny_loads_by_name_and_overrides_apply() -> None:

@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from scaling.config import DataConfig
+from scaling.core.config import DataConfig
 from scaling.data import synth
 from scaling.data.build import build_synthetic, convert_image_folder
 from scaling.data.loader import augment, check_splits, sample_seeds, train_loader, validation_images
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 
 def test_synthetic_samples_are_deterministic_and_class_dependent() -> None:

@@ -9,8 +9,8 @@ import torch
 import torchvision
 
 from scaling.cli import main
-from scaling.config import QuantizerConfig
-from scaling.errors import UserError
+from scaling.core.config import QuantizerConfig
+from scaling.core.errors import UserError
 from scaling.losses.gan import PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.models.quantizers import VectorQuantizer, codebook_stats, entropy_loss

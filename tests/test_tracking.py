@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from scaling.config import TrackingConfig
+from scaling.core.config import TrackingConfig
 from scaling.tracking.mlflow_tracker import Tracker
 
 

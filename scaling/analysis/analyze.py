@@ -22,7 +22,7 @@ from scaling.analysis.report import Analysis, FitEntry, write_report
 from scaling.analysis.runs import load_runs
 from scaling.analysis.spec import FitOutcome, FitSpec
 from scaling.analysis.words import describe
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 LABELS = {
     "eval/rfid": "rFID",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 FIT_HELP = """Fit a scaling law to any CSV and print one JSON object with params, ci (95%), se,
 objective, n_points, converged, derived quantities, warnings and the law in words.

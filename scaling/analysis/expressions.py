@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 _BINARY: dict[type, Callable[[object, object], object]] = {
     ast.Add: operator.add,

@@ -15,7 +15,7 @@ from scaling.analysis.quality import warnings_for
 from scaling.analysis.sensitivity import grid_refit, sensitivity as sensitivity_rows
 from scaling.analysis.spec import FitOutcome, FitSpec
 from scaling.analysis.words import describe
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 
 def check_spec(spec: FitSpec) -> None:

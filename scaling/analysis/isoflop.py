@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scaling.analysis.bootstrap import BootstrapResult
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 MIN_SIZES_PER_BUDGET = 3
 MIN_BUDGETS = 3

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 SIZE_PARAMS = ("params_total", "params_encoder", "params_decoder")
 KNOWN_METRICS = (

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 # Fewer distinct scales than this cannot pin down a saturating law's three parameters.
 MIN_SCALES = 3

@@ -11,7 +11,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from scaling.data import mds, synth
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG"}
 

@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _synth(args: argparse.Namespace) -> int:
     from scaling.data.build import build_synthetic
-    from scaling.errors import UserError
+    from scaling.core.errors import UserError
 
     for key in ("classes", "train", "val", "size"):
         if getattr(args, key) <= 0:

@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from streaming import StreamingDataLoader, StreamingDataset
 
-from scaling.config import DataConfig
+from scaling.core.config import DataConfig
 from scaling.data.mds import verify_split
 
 
@@ -137,3 +137,9 @@ def augment(images: torch.Tensor, cfg: DataConfig, seeds: list[int]) -> torch.Te
             patch = patch.flip(-1)
         out.append(patch)
     return torch.cat(out).div_(127.5).sub_(1.0).clamp_(-1, 1)
+
+
+def endless(loader: Any):
+    """Batches across epochs; the loader's own state tracks the epoch and the position in it."""
+    while True:
+        yield from loader

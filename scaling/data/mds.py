@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 COLUMNS = {"image": "jpeg", "label": "int"}
 LOSSLESS_COLUMNS = {"image": "png", "label": "int"}

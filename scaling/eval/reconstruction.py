@@ -22,21 +22,21 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from scaling.config import Config
+from scaling.core.config import Config
 from scaling.data.loader import to_float, validation_batches
-from scaling.distributed.runtime import autocast as runtime_autocast
-from scaling.distributed.runtime import resolve_device
-from scaling.errors import UserError, require_file
-from scaling.eval.fid import (FIDStats, InceptionFeatures, TeacherFeatures, check_eval, eval_split, feature_extractor,
+from scaling.core.runtime import autocast as runtime_autocast
+from scaling.core.runtime import resolve_device
+from scaling.core.errors import UserError, require_file
+from scaling.metrics.fid import (FIDStats, InceptionFeatures, TeacherFeatures, check_eval, eval_split, feature_extractor,
                               frechet_distance, reference_stats)
-from scaling.eval.images import save_histogram, save_recon_grid
-from scaling.eval.metrics import psnr, ssim
+from scaling.metrics.grids import save_histogram, save_recon_grid
+from scaling.metrics.pixel import psnr, ssim
 from scaling.export.generator import load_trained
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.models.quantizers import codebook_stats
 from scaling.tracking.mlflow_tracker import RUN_ID_FILE, tracking_uri
-from scaling.train.checkpoint import CheckpointStore
-from scaling.train.run_dir import load_run_config
+from scaling.core.checkpoint import CheckpointStore
+from scaling.core.run_dir import load_run_config
 
 LPIPS_SKIPPED = "skipped: the config names no VGG16 weights (loss.vgg_weights)"
 

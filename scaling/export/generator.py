@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from scaling.config import Config
-from scaling.config import load_config
-from scaling.errors import UserError
-from scaling.train.checkpoint import CheckpointStore, read_checkpoint
+from scaling.core.config import Config
+from scaling.core.config import load_config
+from scaling.core.errors import UserError
+from scaling.core.checkpoint import CheckpointStore, read_checkpoint
 
 EMA_PREFIX = "ema."
 
@@ -26,7 +26,7 @@ def export_generator(run_dir: Path, out: Path | None = None, step: int | None = 
     """Write the generator (and EMA) of checkpoint ``step`` (default: the latest) of ``run_dir``."""
     from safetensors.torch import save_file
 
-    from scaling.train.run_dir import CONFIG_FILE
+    from scaling.core.run_dir import CONFIG_FILE
 
     store = CheckpointStore(run_dir / "checkpoints")
     step = store.resolve(step)
@@ -70,7 +70,7 @@ def load_trained(cfg: Config, run_dir: Path, step: int, ema: bool, device: torch
     EMA weights when ``ema``: DCP reads just the generator's entries, in this process alone (under torchrun too),
     for evaluation and the AR probe, which encode and decode but never train it."""
     from scaling.models.factory import build_tokenizer
-    from scaling.train.checkpoint import load_generator_weights
+    from scaling.core.checkpoint import load_generator_weights
 
     with torch.device("meta"):
         model = build_tokenizer(cfg)

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from scaling.config import load_config
+    from scaling.core.config import load_config
     from scaling.launch.profile import load_profile
 
     cfg = load_config(args.config, args.overrides)

@@ -8,7 +8,7 @@ from typing import Any
 
 import submitit
 
-from scaling.train import events
+from scaling.core import events
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -22,8 +22,8 @@ class TrainJob(submitit.helpers.Checkpointable):
         self.cpus = cpus
 
     def __call__(self, config: dict[str, Any], probe: bool = False) -> dict[str, Any]:
-        from scaling.config.loader import from_dict
-        from scaling.config.schema import Config
+        from scaling.core.config.loader import from_dict
+        from scaling.core.config.schema import Config
         from scaling.train.trainer import train
 
         limit_threads(self.cpus)
@@ -35,7 +35,7 @@ class TrainJob(submitit.helpers.Checkpointable):
         return out
 
     def checkpoint(self, config: dict[str, Any], probe: bool = False) -> submitit.helpers.DelayedSubmission:
-        # The trainer has already saved a checkpoint when this runs (see scaling.train.preemption).
+        # The trainer has already saved a checkpoint when this runs (see scaling.core.signals).
         return submitit.helpers.DelayedSubmission(self, config, probe)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scaling.config.loader import ConfigError, from_dict, read_toml
+from scaling.core.config.loader import ConfigError, from_dict, read_toml
 
 
 @dataclass

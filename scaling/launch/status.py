@@ -9,10 +9,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from scaling.errors import UserError
-from scaling.train import events
-from scaling.train.checkpoint import CheckpointStore
-from scaling.train.run_dir import CONFIG_FILE
+from scaling.core.errors import UserError
+from scaling.core import events
+from scaling.core.checkpoint import CheckpointStore
+from scaling.core.run_dir import CONFIG_FILE
 
 
 @dataclass
@@ -125,7 +125,7 @@ def last_loss(run_dir: Path) -> float | None:
     id_file = run_dir / "mlflow_run_id"
     if not id_file.is_file():
         return None
-    from scaling.config.loader import read_toml
+    from scaling.core.config.loader import read_toml
 
     uri = read_toml(run_dir / CONFIG_FILE).get("tracking", {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
     try:

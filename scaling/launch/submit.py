@@ -10,14 +10,14 @@ from typing import Any
 
 import submitit
 
-from scaling.config import Config
-from scaling.config.loader import config_to_dict
-from scaling.errors import UserError
+from scaling.core.config import Config
+from scaling.core.config.loader import config_to_dict
+from scaling.core.errors import UserError
 from scaling.launch.job import ProbeJob, TrainJob
 from scaling.launch.profile import ClusterProfile
-from scaling.train.checkpoint import fault_point
+from scaling.core.hooks import fault_point
 from scaling.train.preflight import preflight
-from scaling.train.run_dir import claim_run_dir
+from scaling.core.run_dir import claim_run_dir
 
 
 def make_executor(profile: ClusterProfile, folder: Path) -> submitit.Executor:
@@ -68,7 +68,7 @@ def prepare(cfg: Config, profile: ClusterProfile, with_probe: bool = False) -> P
     """The checks that refuse a run before anything is queued, then the run directory claimed: its path."""
     preflight(cfg)
     if with_probe:
-        from scaling.eval.fid import check_eval
+        from scaling.metrics.fid import check_eval
 
         check_eval(cfg)
     check_gpu_fit(cfg, profile)
@@ -162,7 +162,7 @@ def check_gpu_fit(cfg: Config, profile: ClusterProfile) -> None:
         return
     from scaling.plan.count import meta_model
     from scaling.plan.memory import GIB, plan_memory
-    from scaling.train.trainer import batch_split
+    from scaling.parallel.batch import batch_split
 
     gpus = profile.nodes * profile.gpus_per_node
     micro, _ = batch_split(cfg, gpus)

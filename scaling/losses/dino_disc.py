@@ -12,8 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from scaling.config import LossConfig
-from scaling.losses.semantic import FrozenTimm
+from scaling.core.config import LossConfig
+from scaling.models.backbones import FrozenTimm
 
 TAPS = 4  # heads on blocks depth/4, depth/2, 3depth/4 and the last
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling.config import LossConfig
+from scaling.core.config import LossConfig
 
 
 class PatchDiscriminator(nn.Module):

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from scaling.errors import UserError, require_file
+from scaling.core.errors import UserError, require_file
 
 # torchvision's vgg16().features indices -> the lpips package's five slices.
 _SLICE_STARTS = (0, 4, 9, 16, 23, 30)

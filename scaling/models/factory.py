@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from scaling.config import Config
+from scaling.core.config import Config
 
 COMPONENTS = ("encoder_cnn", "encoder_transformer", "quantizer", "decoder_transformer", "decoder_cnn",
               "semantic_mlp")
@@ -24,7 +24,7 @@ def build_tokenizer(cfg: Config) -> nn.Module:
         from scaling.models.titok import TiTok
 
         return TiTok(cfg.model, cfg.quantizer, cfg.data.image_size)
-    from scaling.losses.semantic import teacher_width
+    from scaling.models.backbones import teacher_width
 
     semantic_dim = teacher_width(cfg.loss.semantic_teacher) if cfg.loss.semantic_weight else 0
     if cfg.model.family == "gigatok":

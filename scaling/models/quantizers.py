@@ -10,7 +10,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling.config import QuantizerConfig
+from scaling.core.config import QuantizerConfig
 
 
 @dataclass

@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling.config import ModelConfig, QuantizerConfig
-from scaling.config.schema import TITOK_SIZES
+from scaling.core.config import ModelConfig, QuantizerConfig
+from scaling.core.config.schema import TITOK_SIZES
 from scaling.models.gigatok import TokenTransformer
 from scaling.models.nested import NestedDropout
 from scaling.models.quantizers import QuantOut, build_quantizer

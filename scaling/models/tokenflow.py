@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from scaling.config import LossConfig, ModelConfig, QuantizerConfig
+from scaling.core.config import LossConfig, ModelConfig, QuantizerConfig
 from scaling.models.gigatok import TokenTransformer
 from scaling.models.quantizers import DualCodebookVQ, QuantOut
 from scaling.models.transformer import init_linear
@@ -41,7 +41,7 @@ class TeacherInitViT(nn.Module):
 
     def init_weights(self) -> None:
         """The teacher's weights from its local file (a missing one is a one-line error naming the key)."""
-        from scaling.losses.semantic import load_timm
+        from scaling.models.backbones import load_timm
 
         init_linear(self.proj)
         pretrained = self.vit.pretrained_cfg
@@ -52,7 +52,7 @@ class TeacherInitViT(nn.Module):
             self.vit.load_state_dict(teacher.state_dict())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from scaling.losses.semantic import resample_tokens, timm_input
+        from scaling.models.backbones import resample_tokens, timm_input
 
         tokens = self.vit.forward_features(timm_input(x, self.size, self.mean, self.std))
         return self.proj(resample_tokens(tokens[:, self.vit.num_prefix_tokens:], self.grid))

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling.config import ModelConfig, QuantizerConfig
+from scaling.core.config import ModelConfig, QuantizerConfig
 from scaling.models.quantizers import QuantOut, build_quantizer
 
 

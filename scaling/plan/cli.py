@@ -7,7 +7,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from scaling.config import Config
+    from scaling.core.config import Config
     from scaling.plan.memory import MemoryPlan
 
 LABELS = {"encoder_cnn": "encoder CNN", "encoder_transformer": "encoder transformer", "quantizer": "quantiser",
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from scaling.config import load_config
+    from scaling.core.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     from scaling.plan.count import plan
@@ -102,7 +102,7 @@ def _memory_lines(m: MemoryPlan) -> list[str]:
 
 
 def _describe(cfg: Config) -> str:
-    from scaling.config.schema import TITOK_SIZES, TRANSFORMER_SIZES
+    from scaling.core.config.schema import TITOK_SIZES, TRANSFORMER_SIZES
 
     m, q = cfg.model, cfg.quantizer
     vq = f"VQ {q.codebook_size} x {q.code_dim}"

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.config import Config
+from scaling.core.config import Config
 from scaling.models.factory import build_tokenizer, parameter_counts
 
 

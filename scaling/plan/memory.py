@@ -36,9 +36,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from scaling.config import Config
-from scaling.distributed.parallelize import units
-from scaling.errors import UserError
+from scaling.core.config import Config
+from scaling.parallel.parallelize import units
+from scaling.core.errors import UserError
 from scaling.models.factory import COMPONENTS
 
 GIB = 2**30
@@ -47,7 +47,7 @@ GIB = 2**30
 OVERHEAD_GIB = 3.0
 STATE_BYTES = {"params": 4, "grads": 4, "optimizer": 8}  # fp32 master, fp32 grad, AdamW's two fp32 moments
 GATHER_BYTES = 2  # bf16 parameters for compute (MixedPrecisionPolicy param_dtype)
-# FSDP units besides the root, and the checkpointed units: those of scaling.distributed.parallelize (not
+# FSDP units besides the root, and the checkpointed units: those of scaling.parallel.parallelize (not
 # imported: planning needs no torch.distributed).
 AC_PLANNED = ("none", "full")
 
@@ -312,7 +312,7 @@ def training_loss(cfg: Config, model: nn.Module, extras: dict[str, nn.Module], b
 
 def _semantic_loss(cfg: Config, teacher: nn.Module, student: torch.Tensor) -> torch.Tensor:
     """The cosine loss against teacher features; the teacher itself runs without grad and saves nothing."""
-    from scaling.losses.semantic import resample_tokens
+    from scaling.models.backbones import resample_tokens
 
     grid = cfg.loss.semantic_teacher_size // teacher.patch_embed.patch_size[0]
     target = torch.randn(len(student), grid * grid, teacher.num_features, device=student.device)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling.config.schema import PROBE_SIZES
+from scaling.core.config.schema import PROBE_SIZES
 from scaling.models.transformer import Transformer, init_linear
 
 

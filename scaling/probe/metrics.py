@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling.distributed.runtime import Runtime
+from scaling.core.runtime import Runtime
 from scaling.probe.gpt import ClassConditionalGPT
 
 

@@ -16,22 +16,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from scaling.config import Config
-from scaling.config.loader import config_to_dict, dump_toml, flatten, read_toml
-from scaling.distributed.runtime import Runtime, init_runtime
-from scaling.distributed.runtime import autocast as runtime_autocast
-from scaling.errors import UserError
-from scaling.eval.images import save_image_grid
+from scaling.core.config import Config
+from scaling.core.config.loader import config_to_dict, dump_toml, flatten, read_toml
+from scaling.core.runtime import Runtime, init_runtime
+from scaling.core.runtime import autocast as runtime_autocast
+from scaling.core.errors import UserError
+from scaling.metrics.grids import save_image_grid
 from scaling.export.generator import load_trained
 from scaling.probe import metrics
 from scaling.probe.tokens import cache_tokens, read_tokens
 from scaling.probe.trainer import train_ar
 from scaling.tracking.mlflow_tracker import Tracker
-from scaling.train import events
-from scaling.train.checkpoint import CheckpointStore
-from scaling.train.preemption import StopSignals
-from scaling.train.run_dir import load_run_config
-from scaling.train.trainer import on_main
+from scaling.core import events
+from scaling.core.checkpoint import CheckpointStore
+from scaling.core.signals import StopSignals
+from scaling.core.run_dir import load_run_config
+from scaling.core.runtime import on_main
 
 MAY_CHANGE = ("probe.", "eval.", "tracking.uri", "train.device")
 PROBE_DIR, CONFIG_FILE, RESULTS_FILE = "probe", "probe.toml", "results.json"
@@ -39,7 +39,7 @@ PROBE_DIR, CONFIG_FILE, RESULTS_FILE = "probe", "probe.toml", "results.json"
 
 def run_probe(run_dir: Path, overrides: list[str]) -> dict[str, float]:
     """The whole chain on this process's ranks; the probe metrics."""
-    from scaling.eval.fid import check_eval
+    from scaling.metrics.fid import check_eval
 
     cfg = load_run_config(run_dir, overrides, MAY_CHANGE)
     check_eval(cfg)  # the FID network's file, before any work
@@ -104,7 +104,7 @@ def claim_probe_dir(run_dir: Path, cfg: Config) -> Path:
 def measure(cfg: Config, model: torch.nn.Module, tokenizer: torch.nn.Module, meta: dict[str, Any], probe_dir: Path,
             rt: Runtime, tracker: Tracker) -> dict[str, float]:
     """AR validation loss, linear-probe accuracy, and gFID at each CFG scale (best with and without CFG)."""
-    from scaling.eval.fid import FIDStats, feature_extractor, frechet_distance, reference_stats
+    from scaling.metrics.fid import FIDStats, feature_extractor, frechet_distance, reference_stats
 
     p, autocast, batch = cfg.probe, runtime_autocast(cfg.train.precision, rt.device), cfg.eval.batch_size
     tokens_dir = probe_dir / "tokens"

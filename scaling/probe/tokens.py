@@ -20,9 +20,9 @@ import torch
 from streaming import StreamingDataLoader, StreamingDataset
 
 from scaling.data.loader import open_stream, resize_uint8, stream_kwargs, to_float
-from scaling.distributed.runtime import Runtime
-from scaling.errors import UserError
-from scaling.train.checkpoint import fault_point
+from scaling.core.runtime import Runtime
+from scaling.core.errors import UserError
+from scaling.core.hooks import fault_point
 
 COLUMNS = {"tokens": "ndarray:int32", "label": "int", "index": "int"}
 META_FILE = "tokens.json"

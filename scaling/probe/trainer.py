@@ -15,19 +15,20 @@ import torch
 import torch.nn.functional as F
 from torch.distributed.fsdp import register_fsdp_forward_method
 
-from scaling.config import Config, OptimConfig
-from scaling.distributed.parallelize import parallelize_tokenizer
-from scaling.distributed.runtime import Runtime, uses_bf16
-from scaling.distributed.runtime import autocast as runtime_autocast
-from scaling.errors import UserError
+from scaling.core import events
+from scaling.core.checkpoint import CheckpointStore
+from scaling.core.config import Config, OptimConfig
+from scaling.core.errors import UserError
+from scaling.core.runtime import Runtime, global_mean, uses_bf16
+from scaling.core.runtime import autocast as runtime_autocast
+from scaling.core.signals import StopSignals, stop_and_hand_over
+from scaling.core.train_state import ModuleState, resume, save, seed_everything
+from scaling.data.loader import endless
+from scaling.optim.optimizer import build_optimizer, clip_grad_norm
+from scaling.parallel.parallelize import parallelize_tokenizer
 from scaling.probe.gpt import ClassConditionalGPT
 from scaling.probe.tokens import token_loader
 from scaling.tracking.mlflow_tracker import Tracker
-from scaling.train import events
-from scaling.train.checkpoint import CheckpointStore
-from scaling.train.preemption import StopSignals
-from scaling.train.trainer import (ModuleState, build_optimizer, clip_grad_norm, endless, global_mean, resume, save,
-                                   seed_everything, stop_and_hand_over)
 
 GRAD_CLIP = 1.0
 

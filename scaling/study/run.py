@@ -15,8 +15,9 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 from scaling.sweep.driver import CANCEL_ATTR, PARENT_ATTR, log, run_sweep
+from scaling.sweep.prepare import prepare_data, prepare_teacher
 from scaling.sweep.spec import SweepSpec
 
 
@@ -33,32 +34,9 @@ def run_study(spec: SweepSpec, poll_s: float = 2.0) -> Path:
     return write_report(spec, study.user_attrs[PARENT_ATTR])
 
 
-def prepare_data(spec: SweepSpec) -> None:
-    synth = spec.study.synth
-    if synth is None:
-        return
-    from scaling.data.build import build_synthetic
-
-    log(f"data: {synth.path} ({synth.classes} classes, {synth.train} + {synth.val} images of {synth.size} px)")
-    build_synthetic(Path(synth.path), num_classes=synth.classes, train=synth.train, val=synth.val, size=synth.size,
-                    seed=synth.seed, progress=False)
-
-
-def prepare_teacher(spec: SweepSpec) -> None:
-    if spec.study.teacher is None:
-        return
-    from scaling.study.teacher import train_teacher
-
-    data = spec.trial_config(spec.grid_points()[0] if spec.is_grid else {}, spec.run_dir(0)).data
-    result = train_teacher(spec.study.teacher, data, spec.teacher_path())
-    log(f"teacher: {spec.study.teacher.model}, {result['params'] / 1e3:.0f}k params, validation accuracy "
-        f"{result['val_accuracy']:.1%} (chance {result['chance']:.0%}), trained in {result['seconds']:.0f} s "
-        f"-> {spec.teacher_path()}")
-
-
 def write_report(spec: SweepSpec, parent_run_id: str) -> Path:
     from scaling.analysis.analyze import AnalyzeOptions, analyze
-    from scaling.config import TrackingConfig
+    from scaling.core.config import TrackingConfig
     from scaling.tracking.mlflow_tracker import tracking_uri
 
     uri = tracking_uri(TrackingConfig(uri=spec.tracking.uri))

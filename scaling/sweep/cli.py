@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from scaling.study.run import prepare_data, prepare_teacher
+    from scaling.sweep.prepare import prepare_data, prepare_teacher
     from scaling.sweep.driver import run_sweep
     from scaling.sweep.spec import load_sweep
 

@@ -24,7 +24,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 from scaling.launch.job import measured
 from scaling.launch.profile import ClusterProfile, load_profile
 from scaling.launch.status import cancel as cancel_run
@@ -32,11 +32,11 @@ from scaling.launch.submit import Prepared, drop_array_pointers, queue, record_j
 from scaling.launch.submit import prepare as prepare_run
 from scaling.launch.status import job_state, read_jobs, scancel, slurm_states, unrecorded_jobs
 from scaling.sweep.spec import SweepSpec, sweep_params
-from scaling.sweep.study import (TrialReporter, describe, distributions, enqueue_points, open_study, to_ask,
+from scaling.sweep.search import (TrialReporter, describe, distributions, enqueue_points, open_study, to_ask,
                                  trial_params)
-from scaling.train import events
-from scaling.train.checkpoint import CheckpointStore
-from scaling.config import TrackingConfig
+from scaling.core import events
+from scaling.core.checkpoint import CheckpointStore
+from scaling.core.config import TrackingConfig
 from scaling.tracking.mlflow_tracker import RUN_ID_FILE, Tracker, tracking_uri
 
 PARENT_ATTR, CANCEL_ATTR = "mlflow_parent_run_id", "cancelled"

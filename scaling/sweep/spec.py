@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaling.config import Config, ConfigError, load_config
-from scaling.config.loader import config_to_dict, flatten, from_dict, read_toml, set_dotted
+from scaling.core.config import Config, ConfigError, load_config
+from scaling.core.config.loader import config_to_dict, flatten, from_dict, read_toml, set_dotted
 
 BASE_AXIS = "base"  # a grid axis over shipped configs (e.g. the GigaTok sizes), beside config keys
 CONFIG_KEYS = tuple(flatten(config_to_dict(Config())))
@@ -82,7 +82,7 @@ class SynthData:
 
 @dataclass
 class StudyTeacher:
-    """The small teacher a study trains first (``scaling.study.teacher``); its trials' semantic teacher."""
+    """The small teacher a study trains first (``scaling.sweep.teacher``); its trials' semantic teacher."""
 
     model: str = "test_vit"  # a timm ViT name
     size: int = 64  # input side: the trials' loss.semantic_teacher_size

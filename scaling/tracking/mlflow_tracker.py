@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from scaling.config import TrackingConfig
+from scaling.core.config import TrackingConfig
 
 log = logging.getLogger(__name__)
 

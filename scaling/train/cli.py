@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from scaling.config import load_config
+    from scaling.core.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     from scaling.train.trainer import train  # heavy imports only once the config is valid

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from scaling.config import Config
+from scaling.core.config import Config
 from scaling.data.loader import check_splits
-from scaling.errors import require_file
-from scaling.train.run_dir import check_run_dir
+from scaling.core.errors import require_file
+from scaling.core.run_dir import check_run_dir
 
 
 def weight_files(cfg: Config) -> list[tuple[str, str]]:

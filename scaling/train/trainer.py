@@ -11,44 +11,39 @@ to an uninterrupted one, and a checkpoint resumes on any number of ranks.
 
 from __future__ import annotations
 
-import json
-import os
-import pickle
-import random
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from scaling.config import Config, OptimConfig
-from scaling.config.loader import config_to_dict, flatten
-from scaling.data.loader import augment, sample_seeds, to_float, train_loader, validation_images
-from scaling.distributed.parallelize import parallelize_tokenizer, shard
-from scaling.distributed.runtime import Runtime, init_runtime, uses_bf16
-from scaling.distributed.runtime import autocast as runtime_autocast
-from scaling.errors import UserError
-from scaling.eval.images import save_recon_grid
-from scaling.eval.metrics import psnr
+from scaling.core import events, hooks
+from scaling.core.checkpoint import CheckpointStore
+from scaling.core.config import Config
+from scaling.core.config.loader import config_to_dict, flatten
+from scaling.core.run_dir import RESUMABLE_SECTIONS, claim_run_dir
+from scaling.core.runtime import Runtime, global_mean, init_runtime, on_main, uses_bf16
+from scaling.core.runtime import autocast as runtime_autocast
+from scaling.core.signals import StopSignals, stop_and_hand_over
+from scaling.core.train_state import ModuleState, resume, save, seed_everything
+from scaling.data.loader import augment, endless, sample_seeds, to_float, train_loader, validation_images
 from scaling.losses.gan import PatchDiscriminator, build_discriminator, hinge_d_loss, hinge_g_loss
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.losses.semantic import SemanticLoss
+from scaling.metrics.grids import save_recon_grid
+from scaling.metrics.pixel import psnr
 from scaling.models.factory import build_tokenizer, parameter_counts
 from scaling.models.quantizers import codebook_stats
+from scaling.optim.ema import EMA
+from scaling.optim.optimizer import build_optimizer, clip_grad_norm
+from scaling.parallel.batch import batch_split
+from scaling.parallel.parallelize import parallelize_tokenizer, shard
 from scaling.tracking.mlflow_tracker import Tracker
-from scaling.train import events
-from scaling.train.checkpoint import CheckpointStore
-from scaling.train.ema import EMA
-from scaling.train.preemption import StopSignals
 from scaling.train.preflight import preflight
-from scaling.train.run_dir import RESUMABLE_SECTIONS, claim_run_dir
-from scaling.train.schedule import lr_multiplier
 
 
 @dataclass
@@ -130,7 +125,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
                dynamic_ncols=True)
     t0, step_at_t0 = time.perf_counter(), step
     val_metrics: dict[str, float] = {}
-    delay = step_delay()
+    delay = hooks.step_delay()
     pruned = False
     while step < cfg.train.steps and not pruned:
         if delay:
@@ -140,7 +135,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
         reals, fakes, sums = [], [], {}
         for i in range(accum):
             images, _, indices = next(batches)
-            trace_samples(rt, step, indices)
+            hooks.trace_samples(rt.rank, step, indices)
             x = augment(images, cfg.data, sample_seeds(cfg.train.seed, step, indices)).to(device, non_blocking=True)
             model.set_requires_gradient_sync(i == accum - 1)  # reduce-scatter once, after the last micro-batch
             with autocast:
@@ -208,86 +203,9 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
     return TrainResult(run_dir, run_id, step, val_metrics, rt.rank, pruned)
 
 
-def resume(store: CheckpointStore, stateful: dict[str, Any], loader: Any, rt: Runtime
-           ) -> tuple[int, dict[str, Any] | None]:
-    """Load the latest complete checkpoint in place (DCP reshards it to this world size); (step, train state)."""
-    latest = rt.broadcast_object(store.latest())
-    if latest is None:
-        return 0, None
-    loaded = stateful | {"train": b""}  # one pickled value: DCP would flatten a dict, dropping empty parts
-    store.load(latest, loaded)  # in place; plain values are replaced in ``loaded``
-    train_state = pickle.loads(loaded["train"])
-    loader.load_state_dict(train_state["loader"])
-    set_rng_state(train_state["rng"])
-    return train_state["step"], train_state
-
-
-def save(store: CheckpointStore, step: int, stateful: dict[str, Any], loader: Any, tracker: Tracker,
-         rt: Runtime, blocking: bool = True) -> Path:
-    """A collective checkpoint of ``stateful`` plus the run's own state: step, data position, RNG, and the
-    metric points not yet sent (so no point is lost)."""
-    tracker.flush()
-    # Rank 0's view of the run's own state, the same bytes on every rank (DCP keeps one copy).
-    train_state = rt.broadcast_object({"step": step, "loader": loader.state_dict(), "rng": get_rng_state(),
-                                       "tracker_pending": tracker.pending()})
-    return store.save(step, stateful | {"train": pickle.dumps(train_state)}, blocking=blocking)
-
-
-def stop_and_hand_over(stop: str, signals: StopSignals, run_dir: Path, step: int, tracker: Tracker,
-                       rt: Runtime) -> None:
-    """After the checkpoint of a preemption or cancel: record it, mark the MLflow run, requeue or exit."""
-    if rt.is_main:
-        events.record(run_dir, signals.event(stop), step=step)
-    tracker.finish(status="KILLED")  # reopened as RUNNING if the run is resumed
-    rt.close()
-    signals.hand_over(stop)
-
-
 def training_params(cfg: Config) -> dict[str, Any]:
     """The config as MLflow params, less the sections that do not shape training (the probe logs its own)."""
     return {k: v for k, v in flatten(config_to_dict(cfg)).items() if not k.startswith(RESUMABLE_SECTIONS)}
-
-
-def trace_samples(rt: Runtime, step: int, indices: torch.Tensor) -> None:
-    """With ``SCALING_SAMPLE_TRACE=PREFIX``, each rank appends the samples it trains on to PREFIX.rankN
-    (one JSON line per micro-batch): how tests check that no sample is repeated or skipped across a resume."""
-    prefix = os.environ.get("SCALING_SAMPLE_TRACE")
-    if prefix:
-        with open(f"{prefix}.rank{rt.rank}", "a") as f:
-            f.write(json.dumps([step, indices.tolist()]) + "\n")
-
-
-def step_delay() -> float:
-    """``SCALING_STEP_DELAY_S=SECONDS`` makes each step that much longer: how tests make a tiny run outlast a
-    scheduler's time limit (a minute at the least) or stop it between two checkpoints."""
-    return float(os.environ.get("SCALING_STEP_DELAY_S", 0))
-
-
-def batch_split(cfg: Config, world_size: int) -> tuple[int, int]:
-    """(images per rank per micro-batch, micro-batches per step) for the global ``train.batch_size``."""
-    batch = cfg.train.batch_size
-    if batch % world_size:
-        raise UserError(f"train.batch_size: {batch} does not split over {world_size} ranks")
-    per_rank = batch // world_size
-    micro = cfg.parallel.micro_batch_size or per_rank
-    if per_rank % micro:
-        raise UserError(f"parallel.micro_batch_size: {micro} does not divide the {per_rank} images per rank "
-                        f"(train.batch_size {batch} over {world_size} ranks)")
-    return micro, per_rank // micro
-
-
-def on_main(rt: Runtime, fn: Any) -> Any:
-    """``fn()`` on rank 0, its result on every rank; a UserError there is raised on every rank."""
-    result: Any = None
-    if rt.is_main:
-        try:
-            result = ("ok", fn())
-        except UserError as e:
-            result = ("error", str(e))
-    status, value = rt.broadcast_object(result)
-    if status == "error":
-        raise UserError(value)
-    return value
 
 
 @dataclass
@@ -328,56 +246,6 @@ def build_trainables(cfg: Config, rt: Runtime, bf16: bool) -> Trainables:
         t.disc = shard(build_discriminator(cfg.loss).to(rt.device), rt.mesh)
         t.opt_d, t.sched_d = build_optimizer(t.disc, cfg.optim, cfg.optim.disc_lr, cfg.train.steps, rt.device)
     return t
-
-
-def build_optimizer(module: torch.nn.Module, optim: OptimConfig, lr: float, steps: int,
-                    device: torch.device) -> tuple[Any, Any]:
-    """AdamW and the step schedule as torchtitan containers: their state dicts are keyed by parameter name,
-    so they reshard with the parameters."""
-    from torchtitan.components.optimizer import OptimizersContainer
-    from torchtitan.components.optimizer.lr_scheduler import LRSchedulersContainer
-    from torchtitan.components.optimizer.optimizer import ParamGroupConfig
-
-    kwargs = {"lr": lr, "betas": tuple(optim.betas), "weight_decay": optim.weight_decay, "eps": 1e-8}
-    config = OptimizersContainer.Config(
-        param_groups=[ParamGroupConfig(pattern=".*", optimizer_name="AdamW", optimizer_kwargs=kwargs)],
-        implementation="foreach" if device.type == "cuda" else "for-loop")
-    optimizers = OptimizersContainer(config, model_parts=[module])
-    return optimizers, LRSchedulersContainer(optimizers, lr_multiplier(optim, steps))
-
-
-class ModuleState:
-    """A (sharded) module as a DCP ``Stateful``: parameters keyed by name, without wrapper prefixes."""
-
-    def __init__(self, module: torch.nn.Module):
-        self.module = module
-
-    def state_dict(self) -> dict[str, Any]:
-        from torch.distributed.checkpoint.state_dict import get_model_state_dict
-
-        return get_model_state_dict(self.module)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        from torch.distributed.checkpoint.state_dict import set_model_state_dict
-
-        set_model_state_dict(self.module, state)
-
-
-def clip_grad_norm(model: torch.nn.Module, max_norm: float) -> torch.Tensor:
-    from torchtitan.distributed.utils import clip_grad_norm_
-
-    return clip_grad_norm_(list(model.parameters()), max_norm, foreach=True)
-
-
-def global_mean(values: dict[str, Any], rt: Runtime) -> dict[str, float]:
-    """Each scalar averaged over the ranks (one all-reduce)."""
-    keys = sorted(values)
-    local = torch.stack([torch.as_tensor(values[k], dtype=torch.float32).detach().to(rt.device).reshape(())
-                         for k in keys])
-    if rt.world_size > 1:
-        dist.all_reduce(local)
-        local /= rt.world_size
-    return dict(zip(keys, local.tolist()))
 
 
 def generator_losses(cfg: Config, x: torch.Tensor, recon: torch.Tensor, q: Any,
@@ -432,29 +300,3 @@ def validate(model: torch.nn.Module, val_x: torch.Tensor, chunk: int, cfg: Confi
     return {"val/recon_loss": float(torch.cat(mse).mean()), "val/psnr": float(torch.cat(psnrs).mean()),
             "val/codebook_usage": usage, "val/perplexity": perplexity}
 
-
-def endless(loader: Any):
-    """Batches across epochs; the loader's own state tracks the epoch and the position in it."""
-    while True:
-        yield from loader
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def get_rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from scaling.analysis import expressions
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from scaling.analysis.forms import CHINCHILLA
 from scaling.analysis.isoflop import fit_isoflop
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 # Hoffmann's fitted law; under C = 6 N D its loss-optimal N grows as C^(beta / (alpha + beta)).
 LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}

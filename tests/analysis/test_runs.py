@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from scaling.analysis.demo import demo_runs
 from scaling.analysis.runs import KNOWN_METRICS, runs_table
-from scaling.errors import UserError
+from scaling.core.errors import UserError
 
 PARAMS = ("params_total", "params_encoder", "params_decoder", "loss.semantic_weight")
 FINAL = ("eval/rfid", "eval/lpips", "eval/psnr", "train/images_seen", "train/flops")

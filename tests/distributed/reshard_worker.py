@@ -8,9 +8,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from scaling.config import load_config
-from scaling.distributed.runtime import init_runtime
-from scaling.train.checkpoint import CheckpointStore
+from scaling.core.config import load_config
+from scaling.core.runtime import init_runtime
+from scaling.core.checkpoint import CheckpointStore
 from scaling.train.trainer import build_trainables
 
 

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from scaling.data.loader import to_float, validation_images
 from scaling.export.generator import load_generator
-from scaling.train.checkpoint import read_checkpoint
+from scaling.core.checkpoint import read_checkpoint
 from tests.conftest import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
 
 STEPS, HALF = 16, 8

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from scaling.config import load_config
-from scaling.errors import UserError
+from scaling.core.config import load_config
+from scaling.core.errors import UserError
 from scaling.eval.reconstruction import load_tokenizer, prepare, reconstruct
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.models.factory import build_tokenizer
-from scaling.train.checkpoint import read_checkpoint
+from scaling.core.checkpoint import read_checkpoint
 from tests.conftest import run_cli, tiny_args
 from tests.models.standins import random_inception  # noqa: F401 (a fixture)
 from tests.test_losses import random_vgg  # noqa: F401 (a fixture)

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torchvision.utils import save_image
 
-from scaling.config import Config, load_config
-from scaling.errors import UserError
-from scaling.eval.fid import FIDStats, InceptionFeatures, check_eval, frechet_distance, reference_stats
-from scaling.eval.metrics import psnr, ssim, to_unit
+from scaling.core.config import Config, load_config
+from scaling.core.errors import UserError
+from scaling.metrics.fid import FIDStats, InceptionFeatures, check_eval, frechet_distance, reference_stats
+from scaling.metrics.pixel import psnr, ssim, to_unit
 from tests.models.standins import random_inception  # noqa: F401 (a fixture)
 
 CPU = torch.device("cpu")

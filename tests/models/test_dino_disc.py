@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling.config import ConfigError, LossConfig, load_config
-from scaling.errors import UserError
+from scaling.core.config import ConfigError, LossConfig, load_config
+from scaling.core.errors import UserError
 from scaling.losses.dino_disc import _cutout, _translate, diff_augment
 from scaling.losses.gan import PatchDiscriminator, build_discriminator, hinge_g_loss
-from scaling.train.checkpoint import read_checkpoint
+from scaling.core.checkpoint import read_checkpoint
 from tests.conftest import run_cli, tiny_args
 from tests.models.standins import TINY_VIT, history, random_vit  # noqa: F401 (a fixture)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scaling.config import ConfigError, load_config
+from scaling.core.config import ConfigError, load_config
 from scaling.models.factory import build_tokenizer, parameter_counts
 
 # gigatok.md: per-component estimates from GigaTok's code (encoder and decoder include their CNNs) and the

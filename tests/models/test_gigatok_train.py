@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from mlflow.tracking import MlflowClient
 
-from scaling.config import load_config
+from scaling.core.config import load_config
 from scaling.data.loader import to_float, validation_images
-from scaling.train.checkpoint import read_checkpoint
+from scaling.core.checkpoint import read_checkpoint
 from tests.conftest import run_cli, tiny_args
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from scaling.config import ConfigError, QuantizerConfig, load_config
+from scaling.core.config import ConfigError, QuantizerConfig, load_config
 from scaling.models.factory import build_tokenizer
 from scaling.models.quantizers import FSQ, LFQ, VectorQuantizer, entropy_loss, rotate_to
 

@@ -13,9 +13,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from scaling.config import LossConfig
-from scaling.errors import UserError
-from scaling.losses.semantic import SemanticLoss, resample_tokens
+from scaling.core.config import LossConfig
+from scaling.core.errors import UserError
+from scaling.losses.semantic import SemanticLoss
+from scaling.models.backbones import resample_tokens
 from tests.conftest import run_cli, tiny_args
 from tests.models.standins import TINY_VIT, random_vit  # noqa: F401 (a fixture)
 

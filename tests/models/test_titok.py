@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling.config import ConfigError, load_config
-from scaling.config.schema import TITOK_SIZES
+from scaling.core.config import ConfigError, load_config
+from scaling.core.config.schema import TITOK_SIZES
 from scaling.models.factory import build_tokenizer, parameter_counts
 from tests.conftest import run_cli, tiny_args
 from tests.models.standins import history

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scaling.config import ConfigError, QuantizerConfig, load_config
+from scaling.core.config import ConfigError, QuantizerConfig, load_config
 from scaling.models.factory import build_tokenizer
 from scaling.models.quantizers import DualCodebookVQ
 from tests.conftest import run_cli, tiny_args
@@ -123,7 +123,7 @@ def test_own_semantic_encoder_needs_the_teacher_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"^loss\.semantic_teacher_weights: required when model\.semantic_encoder"):
         load_config("tokenflow-tiny", ["--model.semantic_encoder", '"teacher"'])
     cfg = load_config("tokenflow-tiny", _teacher_config(tmp_path / "missing.safetensors"))
-    from scaling.errors import UserError
+    from scaling.core.errors import UserError
 
     with pytest.raises(UserError, match=r"^loss\.semantic_teacher_weights: weight file .*missing\.safetensors not found"):
         build_tokenizer(cfg)

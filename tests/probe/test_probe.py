@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from scaling.train import events
+from scaling.core import events
 from tests.conftest import _literal, run_cli, train_tiny
 from tests.models.standins import random_inception  # noqa: F401 (a fixture)
 

@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling.distributed.runtime import init_runtime
-from scaling.errors import UserError
+from scaling.core.runtime import init_runtime
+from scaling.core.errors import UserError
 from scaling.export.generator import load_trained
 from scaling.probe.tokens import META_FILE, cache_tokens, encode, read_tokens
-from scaling.train.checkpoint import CheckpointStore
-from scaling.train.run_dir import load_run_config
+from scaling.core.checkpoint import CheckpointStore
+from scaling.core.run_dir import load_run_config
 from scaling.data.loader import ImageStream
 
 DRIVER = """
 import sys
 from pathlib import Path
-from scaling.distributed.runtime import init_runtime
+from scaling.core.runtime import init_runtime
 from scaling.probe.tokens import cache_tokens
 from tests.probe.test_tokens import trained
 run, split, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])

@@ -20,12 +20,12 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from scaling.cli import main
-from scaling.config import load_config
+from scaling.core.config import load_config
 from scaling.launch.profile import load_profile
 from scaling.launch.status import cancel, status
 from scaling.launch.submit import submit
-from scaling.train import events
-from scaling.train.checkpoint import CheckpointStore
+from scaling.core import events
+from scaling.core.checkpoint import CheckpointStore
 from tests.conftest import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
 from tests.models.standins import random_inception  # noqa: F401 (a fixture)
 
@@ -353,7 +353,7 @@ def test_run_that_does_not_fit_the_gpus_fails_at_submit(synth_data: Path, tmp_pa
     assert err.startswith("scaling: error: profile gpu_mem_gb: the run needs about") and "fits" in err, err
     assert "\n" not in err and not (tmp_path / "run").exists()
     # With micro-batches the planner's own suggestion fits, the same check passes (then the job would queue).
-    from scaling.config import load_config
+    from scaling.core.config import load_config
     from scaling.launch.profile import load_profile
     from scaling.launch.submit import check_gpu_fit
 

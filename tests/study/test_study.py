@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from scaling.launch.status import read_jobs
-from scaling.train import events
+from scaling.core import events
 from tests.conftest import REPO
 
 SIZES = [4, 8, 12, 16, 20]  # five per group: a 3-parameter power law needs 5 points

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from scaling.cli import main
 from scaling.launch.status import read_jobs
 from scaling.sweep.spec import load_sweep
-from scaling.train import events
+from scaling.core import events
 from scaling.launch.job import measured
 from tests.conftest import REPO, run_cli
 from tests.models.standins import random_inception  # noqa: F401 (a fixture)

@@ -32,7 +32,7 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
         try:
             return optuna.load_study(study_name=spec.name, storage=storage)
         except KeyError:
-            from scaling.errors import UserError
+            from scaling.core.errors import UserError
 
             raise UserError(f"sweep {spec.name}: no study in {spec.storage_url()} (not run yet)") from None
     sampler = optuna.samplers.TPESampler(seed=spec.seed)  # a grid's trials are all enqueued: never sampled

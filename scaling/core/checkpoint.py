@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,6 +20,8 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
+
+from scaling.core.hooks import fault_point
 
 METADATA = ".metadata"  # DCP writes it last
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -63,7 +64,7 @@ class CheckpointStore:
 
     def resolve(self, step: int | None) -> int:
         """``step`` if it is a complete checkpoint, the latest for None; else a UserError naming the run."""
-        from scaling.errors import UserError
+        from scaling.core.errors import UserError
 
         steps, run_dir = self.steps(), self.root.parent
         if not steps:
@@ -171,12 +172,6 @@ class _FaultInjectingPlanner(DefaultSavePlanner):
         if self._resolved == max(2, len(self.plan.items) // 2):
             fault_point("checkpoint-mid-write", self._step)
         return super().resolve_data(write_item)
-
-
-def fault_point(name: str, step: int) -> None:
-    """Fault injection for crash tests: ``SCALING_FAULT=<name>:<step>`` SIGKILLs this process here."""
-    if os.environ.get("SCALING_FAULT") == f"{name}:{step}":
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _rank() -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from scaling.config import Config
-from scaling.config.loader import config_to_dict, dump_toml, flatten, read_toml
-from scaling.errors import UserError
+from scaling.core.config import Config
+from scaling.core.config.loader import config_to_dict, dump_toml, flatten, read_toml
+from scaling.core.errors import UserError
 
 CONFIG_FILE = "config.toml"
 # Keys that may differ on resume: they change neither the model nor the sample stream (a dataset may
@@ -63,7 +63,7 @@ def claim_run_dir(cfg: Config) -> Path:
 def load_run_config(run_dir: Path, overrides: list[str], may_change: tuple[str, ...]) -> Config:
     """A finished run's saved config with ``--key VALUE`` overrides of keys starting with ``may_change`` only
     (what evaluation and the probe may set without touching what was trained)."""
-    from scaling.config.loader import ConfigError, load_config, merge, parse_overrides
+    from scaling.core.config.loader import ConfigError, load_config, merge, parse_overrides
 
     saved = run_dir / CONFIG_FILE
     if not saved.is_file():

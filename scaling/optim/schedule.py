@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from scaling.config import OptimConfig
+from scaling.core.config import OptimConfig
 
 
 def lr_multiplier(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:

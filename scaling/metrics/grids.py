@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torchvision.utils import save_image
 
-from scaling.eval.metrics import to_unit
+from scaling.metrics.pixel import to_unit
 
 
 def save_recon_grid(originals: torch.Tensor, recons: torch.Tensor, path: Path, n: int = 8) -> Path:

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from scaling.config import Config
+from scaling.core.config import Config
 from scaling.data.loader import ImageStream, to_float, validation_batches, validation_stream
 from scaling.data.mds import verify_split
-from scaling.errors import UserError, require_file
-from scaling.eval.metrics import to_uint8
+from scaling.core.errors import UserError, require_file
+from scaling.metrics.pixel import to_uint8
 
 EXTRACTOR = "inception-v3-compat"  # torch-fidelity's name for the TF-Inception port
 FEATURE = "2048"  # pool3 features
@@ -41,7 +41,7 @@ def check_eval(cfg: Config) -> Path:
     validation split (sizes; training verified the hashes). Returns the weight file."""
     verify_split(cfg.data.val, hashes=False)
     if cfg.eval.fid_features == "teacher":
-        from scaling.losses.semantic import check_timm_name
+        from scaling.models.backbones import check_timm_name
 
         check_timm_name(cfg.loss.semantic_teacher)
         if not cfg.loss.semantic_teacher_weights:
@@ -99,7 +99,7 @@ class TeacherFeatures:
     (its pre-logits: the class token for a ViT). Images are rounded to uint8 first, as for Inception."""
 
     def __init__(self, cfg: Config, device: torch.device):
-        from scaling.losses.semantic import FrozenTimm
+        from scaling.models.backbones import FrozenTimm
 
         loss = cfg.loss
         self.weights = Path(loss.semantic_teacher_weights).expanduser()

@@ -13,7 +13,7 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import Checkpoi
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
-from scaling.config import ParallelConfig
+from scaling.core.config import ParallelConfig
 from scaling.models.transformer import Transformer, TransformerBlock
 from scaling.models.vqgan import ResBlock
 
@@ -64,7 +64,7 @@ def float8_targets(model: nn.Module) -> list[nn.Module]:
 def apply_float8(model: nn.Module, cfg: ParallelConfig) -> int:
     """torchao's float8 training (``cfg.float8_recipe``) on ``float8_targets``, weights kept; the number of
     layers converted. Without ``float8_emulate`` it needs an NVIDIA GPU of compute capability 8.9 or later."""
-    from scaling.errors import UserError
+    from scaling.core.errors import UserError
 
     device = next(model.parameters()).device
     if not cfg.float8_emulate and (device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 9)):

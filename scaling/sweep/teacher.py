@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from scaling.config import DataConfig
+from scaling.core.config import DataConfig
 from scaling.data.loader import augment, open_stream, sample_seeds, to_float, validation_batches
-from scaling.losses.semantic import check_timm_name, timm_input
+from scaling.models.backbones import check_timm_name, timm_input
 from scaling.sweep.spec import StudyTeacher
 
 RECORD = "teacher.json"

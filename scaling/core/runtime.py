@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import DeviceMesh
 
+from scaling.core.errors import UserError
+
 _INIT_TIMEOUT = timedelta(minutes=10)
 
 
@@ -120,3 +122,28 @@ def _init_process_group(device_type: str) -> None:
         dist.init_process_group(backend, timeout=_INIT_TIMEOUT)
     else:  # a world of one needs no rendezvous
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, timeout=_INIT_TIMEOUT)
+
+
+def global_mean(values: dict[str, Any], rt: Runtime) -> dict[str, float]:
+    """Each scalar averaged over the ranks (one all-reduce)."""
+    keys = sorted(values)
+    local = torch.stack([torch.as_tensor(values[k], dtype=torch.float32).detach().to(rt.device).reshape(())
+                         for k in keys])
+    if rt.world_size > 1:
+        dist.all_reduce(local)
+        local /= rt.world_size
+    return dict(zip(keys, local.tolist()))
+
+
+def on_main(rt: Runtime, fn: Any) -> Any:
+    """``fn()`` on rank 0, its result on every rank; a UserError there is raised on every rank."""
+    result: Any = None
+    if rt.is_main:
+        try:
+            result = ("ok", fn())
+        except UserError as e:
+            result = ("error", str(e))
+    status, value = rt.broadcast_object(result)
+    if status == "error":
+        raise UserError(value)
+    return value

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from scaling.core import events
+from scaling.core.runtime import Runtime
 
 EXIT_PREEMPTED = 3
 _CODES = {0: None, 1: "preempt", 2: "stop"}
@@ -75,3 +80,13 @@ class StopSignals:
         if callable(previous):
             previous(signal.SIGUSR2, None)
         sys.exit(EXIT_PREEMPTED)
+
+
+def stop_and_hand_over(stop: str, signals: StopSignals, run_dir: Path, step: int, tracker: Any,
+                       rt: Runtime) -> None:
+    """After the checkpoint of a preemption or cancel: record it, mark the MLflow run, requeue or exit."""
+    if rt.is_main:
+        events.record(run_dir, signals.event(stop), step=step)
+    tracker.finish(status="KILLED")  # reopened as RUNNING if the run is resumed
+    rt.close()
+    signals.hand_over(stop)

@@ -14,8 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from scaling.config.schema import Config
-from scaling.errors import UserError
+from scaling.core.config.schema import Config
+from scaling.core.errors import UserError
 
 T = TypeVar("T")
 

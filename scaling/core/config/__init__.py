@@ -1,5 +1,5 @@
-from scaling.config.loader import ConfigError, load_config, resolve_config_path
-from scaling.config.schema import (
+from scaling.core.config.loader import ConfigError, load_config, resolve_config_path
+from scaling.core.config.schema import (
     Config,
     DataConfig,
     LossConfig,

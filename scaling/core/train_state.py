@@ -1,0 +1,87 @@
+"""What a checkpoint holds besides the modules and optimisers: the step, the data stream's position, the RNG
+state and the metric points not yet sent; saving and resuming it with a ``CheckpointStore``. Used by the
+tokenizer trainer and the probe's GPT trainer alike."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from scaling.core.checkpoint import CheckpointStore
+from scaling.core.runtime import Runtime
+
+
+class PendingMetrics(Protocol):
+    """What a checkpoint needs of a tracker (``tracking.Tracker``): send what it can, keep what it could not."""
+
+    def flush(self) -> None: ...
+
+    def pending(self) -> Any: ...
+
+
+def resume(store: CheckpointStore, stateful: dict[str, Any], loader: Any, rt: Runtime
+           ) -> tuple[int, dict[str, Any] | None]:
+    """Load the latest complete checkpoint in place (DCP reshards it to this world size); (step, train state)."""
+    latest = rt.broadcast_object(store.latest())
+    if latest is None:
+        return 0, None
+    loaded = stateful | {"train": b""}  # one pickled value: DCP would flatten a dict, dropping empty parts
+    store.load(latest, loaded)  # in place; plain values are replaced in ``loaded``
+    train_state = pickle.loads(loaded["train"])
+    loader.load_state_dict(train_state["loader"])
+    set_rng_state(train_state["rng"])
+    return train_state["step"], train_state
+
+
+def save(store: CheckpointStore, step: int, stateful: dict[str, Any], loader: Any, tracker: PendingMetrics,
+         rt: Runtime, blocking: bool = True) -> Path:
+    """A collective checkpoint of ``stateful`` plus the run's own state: step, data position, RNG, and the
+    metric points not yet sent (so no point is lost)."""
+    tracker.flush()
+    # Rank 0's view of the run's own state, the same bytes on every rank (DCP keeps one copy).
+    train_state = rt.broadcast_object({"step": step, "loader": loader.state_dict(), "rng": get_rng_state(),
+                                       "tracker_pending": tracker.pending()})
+    return store.save(step, stateful | {"train": pickle.dumps(train_state)}, blocking=blocking)
+
+
+class ModuleState:
+    """A (sharded) module as a DCP ``Stateful``: parameters keyed by name, without wrapper prefixes."""
+
+    def __init__(self, module: torch.nn.Module):
+        self.module = module
+
+    def state_dict(self) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(self.module)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(self.module, state)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def get_rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

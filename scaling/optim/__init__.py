@@ -1,0 +1,1 @@
+"""Optimisation: AdamW in torchtitan containers, LR schedules, EMA, gradient clipping."""

@@ -1,0 +1,106 @@
+"""The package's layers: each package of ``scaling`` imports only packages of lower layers (function-level
+imports included), so the import graph between packages has no cycle and the tree reads bottom-up."""
+
+from __future__ import annotations
+
+import ast
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "scaling"
+
+# Bottom to top. A package imports only packages of the layers below its own.
+LAYERS: list[set[str]] = [
+    {"core"},                                           # errors, configs, runtime, run directory, checkpoints
+    {"analysis", "tracking", "data", "models", "optim"},  # independent libraries over core
+    {"losses", "metrics", "parallel"},                  # built on models (and data)
+    {"train", "export", "plan"},                        # a tokenizer: trained, exported, planned
+    {"eval", "probe"},                                  # what a trained tokenizer is measured by
+    {"launch"},                                         # jobs: train, eval and probe on an executor
+    {"sweep"},                                          # many jobs: grids and searches
+    {"study"},                                          # the pipeline: data, teacher, sweep, report
+    {"cli"},                                            # the command line
+    {"__main__"},                                       # python -m scaling
+]
+LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+
+
+def package_of(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def imported_modules(path: Path) -> list[tuple[str, int]]:
+    """Every ``scaling.*`` module ``path`` imports, wherever the import statement is, with its line."""
+    rel = path.relative_to(PACKAGE.parent).with_suffix("")
+    here = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolved against this module's package
+                base = here[: len(here) - (node.level - 1)]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.append((name, node.lineno))
+    return [(name, line) for name, line in found if name == "scaling" or name.startswith("scaling.")]
+
+
+def package_imports() -> dict[str, list[tuple[str, str]]]:
+    """package -> [(imported package, 'file:line'), ...] for imports that cross packages."""
+    edges: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = package_of(path)
+        for name, line in imported_modules(path):
+            parts = name.split(".")
+            target = parts[1] if len(parts) > 1 else "scaling"
+            if target not in (source, "scaling"):
+                edges[source].append((target, f"{path.relative_to(PACKAGE.parent)}:{line}"))
+    return edges
+
+
+def test_every_package_has_a_layer() -> None:
+    packages = {package_of(p) for p in PACKAGE.rglob("*.py")} - {"__init__"}
+    assert packages - LAYER.keys() == set(), "place these packages in LAYERS"
+
+
+def test_packages_import_only_lower_layers() -> None:
+    wrong = [f"{where}: {source} (layer {LAYER[source]}) imports {target} (layer {LAYER.get(target)})"
+             for source, targets in package_imports().items() for target, where in targets
+             if target not in LAYER or LAYER[target] >= LAYER[source]]
+    assert wrong == [], "\n".join(wrong)
+
+
+def test_no_cycle_between_packages() -> None:
+    graph = {source: {t for t, _ in targets} for source, targets in package_imports().items()}
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                pytest.fail("import cycle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+
+
+def test_the_check_sees_function_level_and_relative_imports(tmp_path: Path) -> None:
+    """The reader must not miss an import hidden in a function body or written relatively."""
+    src = PACKAGE / "core" / "_probe_of_the_layer_test.py"
+    src.write_text("def f():\n    from scaling.study import run\n\nfrom ..sweep import spec\n")
+    try:
+        found = {name for name, _ in imported_modules(src)}
+        assert found == {"scaling.study", "scaling.sweep"}
+        wrong = [t for t, _ in package_imports()["core"]]
+        assert {"study", "sweep"} <= set(wrong)
+    finally:
+        src.unlink()
