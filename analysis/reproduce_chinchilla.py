@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from scaling.analysis.fitting import fit_table
-from scaling.analysis.spec import FitSpec
+from scaling.analysis.laws.request import FitRequest
+from scaling.analysis.tables.fit import fit_table
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "analysis" / "data" / "chinchilla.csv"
 # The plain grid L-BFGS-B fit and the bootstrap SEs (4,000 resamples) from Epoch's replication.
@@ -34,9 +34,9 @@ def main() -> None:
     df = pd.read_csv(args.csv)
     df["D"] = df["Training FLOP"] / (6 * df["Model Size"])
     df = df.drop(index=df["loss"].nlargest(5).index)
-    spec = FitSpec(form="chinchilla", x="Model Size", x2="D", y="loss", grid=args.grid)
+    request = FitRequest(form="chinchilla", x="Model Size", x2="D", y="loss", grid=args.grid)
     start = time.perf_counter()
-    out = fit_table(df, spec, bootstrap=args.bootstrap, seed=args.seed)
+    out = fit_table(df, request, bootstrap=args.bootstrap, seed=args.seed)
     seconds = time.perf_counter() - start
 
     print(f"{out.n_points} points, {args.grid} grid, {args.bootstrap} bootstrap replicates "

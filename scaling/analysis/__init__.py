@@ -1,11 +1,15 @@
 """Analysis of scaling studies: fitting laws to runs, and reporting them. Importable without torch.
 
-- ``forms``, ``fit``, ``bootstrap``, ``isoflop``, ``sensitivity``: the fitting library (saturating
-  and plain power laws, Chinchilla's two-variable form, IsoFLOP profiles; Huber on log residuals,
-  multi-start L-BFGS-B, bootstrap over runs).
-- ``fitting``, ``spec``, ``quality``, ``words``: fit a table and describe the result (``scaling fit``).
-- ``runs``, ``tradeoff``, ``plots``, ``report``, ``analyze``: the runs table from MLflow or CSV,
-  reconstruction-vs-generation analysis, figures and the HTML report (``scaling analyze``).
+Three layers, each importing only those below it (tests/analysis/test_layers.py checks this):
 
-Submodules import numpy, scipy, pandas or matplotlib; this package module imports nothing.
+- ``laws``: scaling laws on arrays (numpy, scipy): their forms, the robust multi-start fit, bootstrap
+  intervals, IsoFLOP profiles, sensitivity refits, derived quantities; what to fit (``FitRequest``)
+  and what came out (``FitOutcome``, the JSON of ``scaling fit``), with its warnings and the law in words.
+- ``tables``: tables of runs (pandas): reading a CSV, derived columns, the runs table from MLflow,
+  the synthetic demo table, reconstruction-vs-generation trade-offs, and fitting a law to a table's
+  columns.
+- ``report``: figures, the HTML report, and the ``scaling analyze`` pipeline that writes them.
+
+``cli`` (``scaling fit``, ``scaling analyze``) sits on top. Submodules import numpy, scipy, pandas or
+matplotlib; this module and the subpackages' ``__init__`` modules import nothing.
 """

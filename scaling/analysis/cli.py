@@ -83,22 +83,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_fit(args: argparse.Namespace) -> int:
     import json
 
-    from scaling.analysis import expressions, table
-    from scaling.analysis.fitting import check_spec, fit_table
-    from scaling.analysis.spec import FitSpec
+    from scaling.analysis.laws.request import FitRequest, check_request
+    from scaling.analysis.tables import expressions, read
+    from scaling.analysis.tables.fit import fit_table
 
-    spec = FitSpec(
+    request = FitRequest(
         form=args.form, x=args.x, y=args.y, x2=args.x2, group=args.group,
         offset=not args.no_offset, loss=args.loss, grid=args.grid, target=_targets(args.target),
     )
-    check_spec(spec)
-    df = table.read_csv(args.csv)
+    check_request(request)
+    df = read.read_csv(args.csv)
     for derivation in args.derive:
         df = expressions.derive(df, derivation)
-    table.require_columns(df, [c for c in (args.x, args.y, args.x2, args.group) if c])
-    df = table.drop_top(df, args.y, args.drop_top_loss)
+    read.require_columns(df, [c for c in (args.x, args.y, args.x2, args.group) if c])
+    df = read.drop_top(df, args.y, args.drop_top_loss)
     out = fit_table(
-        df, spec, bootstrap=args.bootstrap, seed=args.seed,
+        df, request, bootstrap=args.bootstrap, seed=args.seed,
         sensitivity=args.sensitivity, dropna=args.dropna,
     )
     print(json.dumps(out.to_dict(), indent=2, allow_nan=False, ensure_ascii=False))
@@ -106,7 +106,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from scaling.analysis.analyze import AnalyzeOptions, analyze
+    from scaling.analysis.report.analyze import AnalyzeOptions, analyze
 
     options = AnalyzeOptions(
         size=args.size, target_scale=args.target_scale, bootstrap=args.bootstrap, seed=args.seed,

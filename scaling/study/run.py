@@ -35,7 +35,7 @@ def run_study(spec: SweepSpec, poll_s: float = 2.0) -> Path:
 
 
 def write_report(spec: SweepSpec, parent_run_id: str) -> Path:
-    from scaling.analysis.analyze import AnalyzeOptions, analyze
+    from scaling.analysis.report.analyze import AnalyzeOptions, analyze
     from scaling.core.config import TrackingConfig
     from scaling.tracking.mlflow_tracker import tracking_uri
 
@@ -75,8 +75,8 @@ def semantic_effect(spec: SweepSpec, runs_csv: Path) -> list[str]:
     many points it is better, and the means. Empty unless ``loss.semantic_weight`` is a grid axis."""
     import pandas as pd
 
-    from scaling.analysis.runs import higher_is_better
-    from scaling.analysis.tradeoff import SEMANTIC_WEIGHT
+    from scaling.analysis.tables.runs import higher_is_better
+    from scaling.analysis.tables.tradeoff import SEMANTIC_WEIGHT
 
     if not spec.is_grid or SEMANTIC_WEIGHT not in spec.grid.axes:
         return []

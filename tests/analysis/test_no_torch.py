@@ -39,3 +39,14 @@ def test_cli_module_is_cheap_to_import() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_package_modules_are_cheap_to_import() -> None:
+    """``scaling.analysis`` and its subpackages' ``__init__`` modules name their parts and import nothing."""
+    done = run_python(
+        "import scaling.analysis, scaling.analysis.laws, scaling.analysis.tables, scaling.analysis.report\n"
+        "heavy = [m for m in ('numpy', 'pandas', 'scipy', 'matplotlib', 'mlflow') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,46 +1,24 @@
-"""What to fit: a form, the columns it uses and how; and the outcome, as the stable JSON interface."""
+"""A fit's outcome: the fitted law with its intervals, diagnostics and warnings, and its JSON form (the
+stable interface of ``scaling fit`` and ``fits.json``)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
-from scaling.analysis.bootstrap import BootstrapResult
-from scaling.analysis.fit import FitResult, Loss
-from scaling.analysis.isoflop import IsoflopResult
-
-FormName = Literal["power", "chinchilla", "isoflop"]
-Grid = Literal["auto", "epoch"]
-
-
-@dataclass(frozen=True)
-class FitSpec:
-    """A fit of column ``y`` against ``x`` (and ``x2`` for Chinchilla's D; ``group`` is the compute
-    budget for isoFLOP profiles). ``target`` is where to predict: X, or N,D, or a compute budget C."""
-
-    form: FormName
-    x: str
-    y: str
-    x2: str | None = None
-    group: str | None = None
-    offset: bool = True
-    loss: Loss = "huber"
-    grid: Grid = "auto"
-    target: tuple[float, ...] | None = None
-
-    @property
-    def inputs(self) -> list[str]:
-        return [self.x] + ([self.x2] if self.x2 else [])
+from scaling.analysis.laws.bootstrap import BootstrapResult
+from scaling.analysis.laws.isoflop import IsoflopResult
+from scaling.analysis.laws.optimize import FitResult
+from scaling.analysis.laws.request import FitRequest
 
 
 @dataclass
 class FitOutcome:
     """A fitted law with its intervals, diagnostics and warnings."""
 
-    spec: FitSpec
+    request: FitRequest
     result: FitResult | IsoflopResult
     params: dict[str, float]
     objective: float
@@ -70,7 +48,7 @@ class FitOutcome:
     def to_dict(self) -> dict[str, object]:
         """The JSON object ``scaling fit`` prints: ``params``, ``ci``, ``objective``, ``n_points`` and
         ``converged`` are the stable keys; the rest explain them."""
-        s = self.spec
+        s = self.request
         out: dict[str, object] = {
             "form": s.form,
             "x": s.x,

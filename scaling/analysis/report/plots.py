@@ -22,9 +22,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
-from scaling.analysis.spec import FitOutcome  # noqa: E402
-from scaling.analysis.tradeoff import GROUP, DilemmaFlag, pareto_front  # noqa: E402
-from scaling.analysis.words import plus_minus  # noqa: E402
+from scaling.analysis.laws.outcome import FitOutcome  # noqa: E402
+from scaling.analysis.laws.words import plus_minus  # noqa: E402
+from scaling.analysis.tables.tradeoff import GROUP, DilemmaFlag, pareto_front  # noqa: E402
 
 COLORS = {"with": "#1f77b4", "without": "#d62728", "all runs": "#2ca02c"}
 FALLBACK = "#7f7f7f"

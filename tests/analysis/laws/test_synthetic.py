@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from scipy.optimize import minimize
 
-from scaling.analysis.bootstrap import bootstrap
-from scaling.analysis.derived import deriver
-from scaling.analysis.fit import fit, judge, objective
-from scaling.analysis.forms import CHINCHILLA, POWER, POWER_NO_OFFSET
+from scaling.analysis.laws.bootstrap import bootstrap
+from scaling.analysis.laws.derived import deriver
+from scaling.analysis.laws.forms import CHINCHILLA, POWER, POWER_NO_OFFSET
+from scaling.analysis.laws.optimize import fit, judge, objective
 
 TRUTH_POWER = {"E": 0.5, "A": 40.0, "alpha": 0.3}
 SIZES = np.repeat(np.geomspace(1e6, 1e9, 8), 2)  # 8 sizes, 2 seeds each

@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 
-from scaling.analysis.fit import NEAR_BEST_RTOL, FitResult
-from scaling.analysis.forms import COEF_NAMES
-from scaling.analysis.isoflop import IsoflopResult
-from scaling.analysis.spec import FitOutcome
-from scaling.analysis.words import interval, num
+from scaling.analysis.laws.forms import COEF_NAMES
+from scaling.analysis.laws.isoflop import IsoflopResult
+from scaling.analysis.laws.optimize import NEAR_BEST_RTOL, FitResult
+from scaling.analysis.laws.outcome import FitOutcome
+from scaling.analysis.laws.words import interval, num
 
 # Fewer points per parameter than this gives a weakly constrained fit.
 POINTS_PER_PARAM = 3
@@ -55,7 +55,7 @@ def _sampling(out: FitOutcome) -> list[str]:
         notes.append(
             f"only {out.n_points} points for {n_params} parameters: treat the intervals as rough"
         )
-    for row, name in zip(np.atleast_2d(out.xs), out.spec.inputs):
+    for row, name in zip(np.atleast_2d(out.xs), out.request.inputs):
         k = np.unique(row).size
         if k < FEW_SCALES:
             notes.append(f"only {k} distinct values of {name}: the curve's shape rests on few scales")
@@ -94,14 +94,14 @@ def _bootstrap(out: FitOutcome) -> list[str]:
 
 
 def _extrapolation(out: FitOutcome) -> list[str]:
-    target = out.spec.target
+    target = out.request.target
     if not target:
         return []
     notes = []
     if any(out.params.get(k, 0) < 0 for k in ("alpha", "beta")):
         notes.append("the metric grows with scale here; the fitted law has no ceiling, so its "
                      "extrapolation grows without bound")
-    for t, row, name in zip(target, np.atleast_2d(out.xs), out.spec.inputs):
+    for t, row, name in zip(target, np.atleast_2d(out.xs), out.request.inputs):
         factor = t / row.max()
         if factor > FAR_EXTRAPOLATION:
             notes.append(

@@ -11,8 +11,8 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from scaling.analysis.demo import demo_runs
-from scaling.analysis.runs import KNOWN_METRICS, runs_table
+from scaling.analysis.tables.demo import demo_runs
+from scaling.analysis.tables.runs import KNOWN_METRICS, runs_table
 from scaling.core.errors import UserError
 
 PARAMS = ("params_total", "params_encoder", "params_decoder", "loss.semantic_weight")

@@ -141,7 +141,7 @@ def complete(df: pd.DataFrame) -> pd.DataFrame:
 def load_runs(source: str, tracking_uri: str | None = None) -> pd.DataFrame:
     """A runs CSV (a path ending in .csv) or the MLflow runs named by ``source``."""
     if source.endswith(".csv") or Path(source).is_file():
-        from scaling.analysis.table import read_csv
+        from scaling.analysis.tables.read import read_csv
 
         return complete(read_csv(source))
     return runs_table(source, tracking_uri)

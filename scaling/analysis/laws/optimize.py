@@ -16,7 +16,7 @@ from typing import Callable, Iterator, Literal, NamedTuple
 import numpy as np
 from scipy.optimize import minimize
 
-from scaling.analysis.forms import Form
+from scaling.analysis.laws.forms import Form
 
 Loss = Literal["huber", "squared"]
 HUBER_DELTA = 1e-3

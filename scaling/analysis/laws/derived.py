@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from scaling.analysis.forms import Form
+from scaling.analysis.laws.forms import Form
 
 Derive = Callable[[dict[str, float]], dict[str, float]]
 

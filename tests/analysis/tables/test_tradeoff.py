@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from scaling.analysis import tradeoff
+from scaling.analysis.tables import tradeoff
 
 SIZES = [136e6, 232e6, 622e6]  # S-S, S-B, B-L
 # The dilemma table read off GigaTok's figure: (rFID, AR val loss, AR-probe gFID, linear probe).

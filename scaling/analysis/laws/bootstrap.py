@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 import numpy as np
 
-from scaling.analysis.derived import Derive
-from scaling.analysis.fit import FitResult, Loss, fit, single_threaded_blas
+from scaling.analysis.laws.derived import Derive
+from scaling.analysis.laws.optimize import FitResult, Loss, fit, single_threaded_blas
 
 # Random restarts around the full-data optimum, per replicate (plus the optimum itself), by number of
 # input variables: a one-variable law's optimum moves little between resamples.

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.analysis.fit import fit
-from scaling.analysis.forms import CHINCHILLA
-from scaling.analysis.sensitivity import grid_refit
+from scaling.analysis.laws.forms import CHINCHILLA
+from scaling.analysis.laws.optimize import fit
+from scaling.analysis.laws.sensitivity import grid_refit
 
 GRID_FIT = {"E": 1.8172, "A": 477.8, "B": 2143.9, "alpha": 0.3473, "beta": 0.3672}
 TOLERANCE = {"E": 0.005, "A": 0.05, "B": 0.05, "alpha": 0.01, "beta": 0.01}

@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scaling.analysis import plots, tradeoff
-from scaling.analysis.fitting import fit_table
-from scaling.analysis.report import Analysis, FitEntry, write_report
-from scaling.analysis.runs import load_runs
-from scaling.analysis.spec import FitOutcome, FitSpec
-from scaling.analysis.words import describe
+from scaling.analysis.laws.outcome import FitOutcome
+from scaling.analysis.laws.request import FitRequest
+from scaling.analysis.laws.words import describe
+from scaling.analysis.report import plots
+from scaling.analysis.report.html import Analysis, FitEntry, write_report
+from scaling.analysis.tables import tradeoff
+from scaling.analysis.tables.fit import fit_table
+from scaling.analysis.tables.runs import load_runs
 from scaling.core.errors import UserError
 
 LABELS = {
@@ -80,17 +82,17 @@ def _fit_column(metric: str) -> str:
     return "probe/linear_err" if metric == "probe/linear_acc" else metric
 
 
-def _entry(state: _State, spec: FitSpec, group: str, rows: pd.DataFrame, sensitivity: bool) -> FitEntry:
-    """Fit ``spec`` to one group's runs; a fit the data cannot support becomes a skipped entry."""
+def _entry(state: _State, request: FitRequest, group: str, rows: pd.DataFrame, sensitivity: bool) -> FitEntry:
+    """Fit ``request`` to one group's runs; a fit the data cannot support becomes a skipped entry."""
     o = state.opts
-    label = LABELS.get(spec.y, spec.y)
+    label = LABELS.get(request.y, request.y)
     try:
-        out = fit_table(rows, spec, bootstrap=o.bootstrap, seed=o.seed, sensitivity=sensitivity,
+        out = fit_table(rows, request, bootstrap=o.bootstrap, seed=o.seed, sensitivity=sensitivity,
                         dropna=True)
     except UserError as e:
-        return FitEntry(spec.y, label, group, None, str(e))
-    out.law = describe(out, {o.size: "N", DATA_AXIS: "D", spec.y: label})
-    return FitEntry(spec.y, label, group, out, None)
+        return FitEntry(request.y, label, group, None, str(e))
+    out.law = describe(out, {o.size: "N", DATA_AXIS: "D", request.y: label})
+    return FitEntry(request.y, label, group, out, None)
 
 
 def _scaling(state: _State) -> list[plots.Figure]:
@@ -104,9 +106,9 @@ def _scaling(state: _State) -> list[plots.Figure]:
             continue
         fits: dict[str, FitOutcome] = {}
         target = (state.opts.target_scale,) if state.opts.target_scale else None
-        spec = FitSpec(form="power", x=size, y=metric, target=target)
+        request = FitRequest(form="power", x=size, y=metric, target=target)
         for group, rows in data.groupby(tradeoff.GROUP):
-            entry = _entry(state, spec, str(group), rows, sensitivity=state.opts.sensitivity)
+            entry = _entry(state, request, str(group), rows, sensitivity=state.opts.sensitivity)
             state.entries.append(entry)
             if entry.outcome is not None:
                 fits[str(group)] = entry.outcome
@@ -123,9 +125,9 @@ def _two_variable(state: _State) -> None:
     metric = next((m for m in chosen if runs[m].notna().sum() >= MIN_TWO_VARIABLE_RUNS), None)
     if metric is None or runs[DATA_AXIS].nunique() < 3:
         return
-    spec = FitSpec(form="chinchilla", x=size, x2=DATA_AXIS, y=metric)
+    request = FitRequest(form="chinchilla", x=size, x2=DATA_AXIS, y=metric)
     for group, rows in runs.assign(**{tradeoff.GROUP: state.groups.to_numpy()}).groupby(tradeoff.GROUP):
-        state.entries.append(_entry(state, spec, str(group), rows, sensitivity=False))
+        state.entries.append(_entry(state, request, str(group), rows, sensitivity=False))
 
 
 def _tradeoffs(state: _State, analysis: Analysis) -> list[plots.Figure]:
@@ -169,7 +171,7 @@ def write_fits_csv(entries: list[FitEntry], path: Path) -> None:
             if e.outcome is None:
                 continue
             o = e.outcome
-            head = [e.metric, e.group, o.spec.form, o.spec.x, o.spec.x2 or "", o.n_points,
+            head = [e.metric, e.group, o.request.form, o.request.x, o.request.x2 or "", o.n_points,
                     repr(o.objective), o.converged]
             for kind, values in (("param", o.params), ("derived", o.derived)):
                 for name, value in values.items():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scaling.analysis.fit import fit
-from scaling.analysis.forms import POWER
-from scaling.analysis.sensitivity import grid_refit, largest_scale_mask, outlier_mask, sensitivity
+from scaling.analysis.laws.forms import POWER
+from scaling.analysis.laws.optimize import fit
+from scaling.analysis.laws.sensitivity import grid_refit, largest_scale_mask, outlier_mask, sensitivity
 
 TRUTH = {"E": 0.5, "A": 40.0, "alpha": 0.3}
 

@@ -95,11 +95,11 @@ def evaluate(df: pd.DataFrame, expr: str) -> pd.Series:
     return pd.Series(value, index=df.index, dtype=float)
 
 
-def derive(df: pd.DataFrame, spec: str) -> pd.DataFrame:
-    """``df`` with the column ``spec`` = "NAME=EXPR" added (or replaced)."""
-    name, sep, expr = spec.partition("=")
+def derive(df: pd.DataFrame, derivation: str) -> pd.DataFrame:
+    """``df`` with the column ``derivation`` = "NAME=EXPR" added (or replaced)."""
+    name, sep, expr = derivation.partition("=")
     if not sep or not name.strip() or not expr.strip():
-        raise UserError(f"--derive wants NAME=EXPRESSION, got {spec!r}")
+        raise UserError(f"--derive wants NAME=EXPRESSION, got {derivation!r}")
     out = df.copy()
     out[name.strip()] = evaluate(df, expr)
     return out

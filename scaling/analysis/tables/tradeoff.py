@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from scaling.analysis.runs import higher_is_better
+from scaling.analysis.tables.runs import higher_is_better
 
 RECONSTRUCTION = ("eval/rfid", "eval/lpips", "eval/psnr")
 GENERATION = ("probe/gfid", "probe/ar_val_loss", "probe/linear_acc")

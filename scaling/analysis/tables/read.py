@@ -1,16 +1,13 @@
-"""Reading a table for a fit and checking that it can support one, with one-line messages."""
+"""Reading a table: a CSV, its columns as numbers, rows dropped on request; every problem a one-line
+UserError."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from scaling.core.errors import UserError
-
-# Fewer distinct scales than this cannot pin down a saturating law's three parameters.
-MIN_SCALES = 3
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
@@ -55,35 +52,3 @@ def numeric(df: pd.DataFrame, columns: list[str], *, dropna: bool) -> pd.DataFra
             f"column {col!r} has {n} missing or non-numeric value(s); pass --dropna to drop those rows"
         )
     return out[~bad]
-
-
-def positive_arrays(
-    df: pd.DataFrame, xcols: list[str], ycol: str, *, dropna: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """(xs as variables x n, y) for a power-law fit: finite and positive, since it is fitted in logs."""
-    data = numeric(df, xcols + [ycol], dropna=dropna)
-    for col in xcols + [ycol]:
-        values = data[col].to_numpy()
-        if not np.isfinite(values).all():
-            raise UserError(f"column {col!r} has infinite values")
-        if (values <= 0).any():
-            n = int((values <= 0).sum())
-            raise UserError(f"column {col!r} has {n} value(s) <= 0; power laws are fitted in log space")
-    return data[xcols].to_numpy(dtype=float).T, data[ycol].to_numpy(dtype=float)
-
-
-def check_identifiable(xs: np.ndarray, names: list[str], n_params: int, form: str) -> None:
-    """Enough points and distinct scales for ``n_params`` parameters, or a UserError saying which."""
-    n = xs.shape[1]
-    if n < n_params + 2:
-        raise UserError(
-            f"{n} points for a {n_params}-parameter {form} fit; need at least {n_params + 2}"
-        )
-    for row, name in zip(xs, names):
-        distinct = np.unique(row)
-        if distinct.size < MIN_SCALES:
-            shown = ", ".join(f"{v:.3g}" for v in distinct)
-            raise UserError(
-                f"{name!r} takes {distinct.size} distinct value(s) ({shown}); "
-                f"a scaling fit needs at least {MIN_SCALES} scales"
-            )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scaling.analysis.bootstrap import BootstrapResult
+from scaling.analysis.laws.bootstrap import BootstrapResult
 from scaling.core.errors import UserError
 
 MIN_SIZES_PER_BUDGET = 3

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.analysis.forms import CHINCHILLA
-from scaling.analysis.isoflop import fit_isoflop
+from scaling.analysis.laws.forms import CHINCHILLA
+from scaling.analysis.laws.isoflop import fit_isoflop
 from scaling.core.errors import UserError
 
 # Hoffmann's fitted law; under C = 6 N D its loss-optimal N grows as C^(beta / (alpha + beta)).

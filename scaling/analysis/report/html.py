@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from scaling.analysis.plots import Figure, size_label
-from scaling.analysis.runs import SIZE_PARAMS
-from scaling.analysis.spec import FitOutcome
-from scaling.analysis.forms import COEF_NAMES
-from scaling.analysis.tradeoff import (
+from scaling.analysis.laws.forms import COEF_NAMES
+from scaling.analysis.laws.outcome import FitOutcome
+from scaling.analysis.laws.words import interval, num
+from scaling.analysis.report.plots import Figure, size_label
+from scaling.analysis.tables.runs import SIZE_PARAMS
+from scaling.analysis.tables.tradeoff import (
     GENERATION, GROUP, TREND_RHO, DilemmaFlag, EncoderDecoder, Trend,
 )
-from scaling.analysis.words import interval, num
 
 # Columns of the runs table shown in the report (when present), in this order.
 RUN_COLUMNS = ("run_name", "sweep", "params_total", "params_encoder", "params_decoder",
@@ -121,7 +121,7 @@ def _laws(a: Analysis) -> str:
             items.append(f'<li>{title}: <span class="skip">not fitted: {esc(e.skipped)}</span></li>')
             continue
         o = e.outcome
-        form = "" if o.spec.form == "power" else f", {o.spec.form} form in (N, D)"
+        form = "" if o.request.form == "power" else f", {o.request.form} form in (N, D)"
         warns = ""
         if o.warnings:
             warns = '<div class="warn">Weak fit: ' + "; ".join(esc(w) for w in o.warnings) + ".</div>"
@@ -135,7 +135,7 @@ def _fit_table(a: Analysis) -> str:
         if e.outcome is None:
             continue
         o = e.outcome
-        row = {"metric": e.label, "group": _group_name(e.group), "form": o.spec.form, "runs": o.n_points}
+        row = {"metric": e.label, "group": _group_name(e.group), "form": o.request.form, "runs": o.n_points}
         shown = {k: v for k, v in o.params.items() if k not in COEF_NAMES} | o.derived
         for name, value in shown.items():
             row[name] = f"{num(value)} {interval(*o.ci(name))}".strip()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scaling.analysis import expressions
+from scaling.analysis.tables import expressions
 from scaling.core.errors import UserError
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scaling.analysis.demo import demo_runs
+from scaling.analysis.tables.demo import demo_runs
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from scaling.analysis.spec import FitOutcome
+from scaling.analysis.laws.outcome import FitOutcome
 
 
 def num(v: float, digits: int = 3) -> str:
@@ -43,24 +43,24 @@ def _exponent(out: FitOutcome, key: str, var: str) -> tuple[str, str]:
 
 
 def _prediction(out: FitOutcome, what: str, names: dict[str, str]) -> str:
-    if "prediction" not in out.derived or not out.spec.target:
+    if "prediction" not in out.derived or not out.request.target:
         return ""
     at = ", ".join(
-        f"{names.get(name, name)} = {num(t)}" for name, t in zip(_target_names(out), out.spec.target)
+        f"{names.get(name, name)} = {num(t)}" for name, t in zip(_target_names(out), out.request.target)
     )
     lo, hi = out.ci("prediction")
     return f" At {at} the fit predicts {what} = {num(out.derived['prediction'])} {interval(lo, hi)}."
 
 
 def _target_names(out: FitOutcome) -> list[str]:
-    return [out.spec.group or "C"] if out.spec.form == "isoflop" else out.spec.inputs
+    return [out.request.group or "C"] if out.request.form == "isoflop" else out.request.inputs
 
 
 def describe(out: FitOutcome, names: dict[str, str] | None = None) -> str:
     """One or two sentences stating the law with bootstrap SEs and 95% intervals; ``names`` maps
     column names to how the text should call them (e.g. params_total -> N)."""
     names = names or {}
-    s = out.spec
+    s = out.request
     x, y, x2 = (names.get(c, c) if c else c for c in (s.x, s.y, s.x2))
     if s.form == "isoflop":
         a = _exponent_plain(out, "a")

@@ -11,9 +11,9 @@ from typing import Callable
 
 import numpy as np
 
-from scaling.analysis.fit import FitResult, Loss, fit
-from scaling.analysis.forms import COEF_NAMES
-from scaling.analysis.words import num
+from scaling.analysis.laws.forms import COEF_NAMES
+from scaling.analysis.laws.optimize import FitResult, Loss, fit
+from scaling.analysis.laws.words import num
 
 # Robust z-score beyond which a point counts as an outlier; 1.4826 * MAD estimates a normal SD.
 OUTLIER_Z = 3.0
