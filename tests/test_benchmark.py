@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 KEYS = ("device", "torch", "config", "world_size", "micro_batch", "step_s", "images_per_s_per_device",
         "flops_per_image_model", "flops_per_image_executed", "tflops_per_device", "mfu", "peak_rss_bytes",

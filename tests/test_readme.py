@@ -1,6 +1,6 @@
 """The README's code blocks marked ``<!-- runnable -->`` run as written, in a scratch directory beside the
 repository's sweeps, cluster profiles and analysis scripts. (The blocks too long for a test, the study and the
-cluster commands, are what tests/study, tests/sweep and tests/slurm run.)"""
+cluster commands, are what tests/study, tests/sweep and tests/launch run.)"""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 MARK = "<!-- runnable -->"
 

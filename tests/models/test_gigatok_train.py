@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from scaling.core.config import load_config
 from scaling.data.loader import to_float, validation_images
 from scaling.core.checkpoint import read_checkpoint
-from tests.conftest import run_cli, tiny_args
+from tests.helpers import run_cli, tiny_args
 
 
 def flat_colour_mse(synth_data: Path, cache: Path) -> float:

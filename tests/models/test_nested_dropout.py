@@ -13,7 +13,7 @@ from scaling.core.config import Config, ConfigError, load_config
 from scaling.data.loader import to_float, train_loader, validation_images
 from scaling.models.factory import build_tokenizer
 from scaling.models.nested import NestedDropout
-from tests.conftest import tiny_args
+from tests.helpers import tiny_args
 
 NESTED = ["--model.nested_dropout", "true"]
 

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from scaling.launch.status import read_jobs
 from scaling.core import events
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 SIZES = [4, 8, 12, 16, 20]  # five per group: a 3-parameter power law needs 5 points
 

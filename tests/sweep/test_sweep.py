@@ -21,18 +21,9 @@ from scaling.launch.status import read_jobs
 from scaling.sweep.spec import load_sweep
 from scaling.core import events
 from scaling.launch.job import measured
-from tests.conftest import REPO, run_cli
-from tests.models.standins import random_inception  # noqa: F401 (a fixture)
-from tests.slurm.test_launch import dev_cluster  # noqa: F401  (the module-scoped fixture)
+from tests.helpers import REPO, run_cli
 
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-
-@pytest.fixture(params=["local", "dev"])
-def profile(request: pytest.FixtureRequest) -> str:
-    if request.param == "dev":
-        request.getfixturevalue("dev_cluster")
-    return request.param
 
 
 def write_sweep(tmp: Path, data: Path, body: str, profile: str = "local", steps: int = 30,
@@ -153,7 +144,7 @@ def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, 
 
 
 def test_array_jobs_queued_by_a_driver_killed_before_recording_them_are_adopted(
-        dev_cluster: None, synth_data: Path, tmp_path: Path, random_inception: Path) -> None:  # noqa: F811
+        dev_cluster: None, synth_data: Path, tmp_path: Path, random_inception: Path) -> None:
     """The driver dies right after queueing a 2-trial training array and its probe array (each probe task
     waiting on its training task) and before recording either: the next driver finds all four jobs through the
     run directories' array pointers, records them with their kinds, and queues nothing again."""

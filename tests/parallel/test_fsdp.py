@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 from scaling.data.loader import to_float, validation_images
 from scaling.export.generator import load_generator
 from scaling.core.checkpoint import read_checkpoint
-from tests.conftest import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
+from tests.helpers import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
 
 STEPS, HALF = 16, 8
 ARGS = {"train.steps": STEPS, "train.batch_size": 12, "train.ckpt_every": HALF, "train.log_every": 2,
@@ -95,7 +95,7 @@ def test_checkpoint_from_two_ranks_loads_unchanged_on(ranks: int, synth_data: Pa
     _train(synth_data, run, mlflow_uri, ranks=2, **GAN, **{"train.steps": HALF})
     out = tmp_path / "resaved"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-                           str(REPO / "tests" / "distributed" / "reshard_worker.py"), str(run), str(HALF), str(out)],
+                           str(REPO / "tests" / "parallel" / "reshard_worker.py"), str(run), str(HALF), str(out)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved, resaved = read_checkpoint(run / "checkpoints" / f"step-{HALF:08d}"), read_checkpoint(out / f"step-{HALF:08d}")

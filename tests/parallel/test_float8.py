@@ -19,7 +19,7 @@ from scaling.core.errors import UserError
 from scaling.export.generator import load_generator
 from scaling.models.factory import build_tokenizer
 from scaling.models.transformer import TransformerBlock
-from tests.conftest import run_cli, tiny_args
+from tests.helpers import run_cli, tiny_args
 
 FLOAT8 = {"parallel.float8": True, "parallel.float8_emulate": True}
 

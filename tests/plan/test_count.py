@@ -10,7 +10,7 @@ import torch
 from scaling.core.config import load_config
 from scaling.models.factory import build_tokenizer, parameter_counts
 from scaling.plan.count import plan
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 # gigatok.md cost anchors: forward + backward per 256x256 image without LPIPS, discriminator and teacher.
 FLOP_ANCHORS = {"gigatok-s-s": 1.25e12, "gigatok-b-l": 2.0e12, "gigatok-xl-xxl": 5.6e12}

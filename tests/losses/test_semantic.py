@@ -17,8 +17,7 @@ from scaling.core.config import LossConfig
 from scaling.core.errors import UserError
 from scaling.losses.semantic import SemanticLoss
 from scaling.models.backbones import resample_tokens
-from tests.conftest import run_cli, tiny_args
-from tests.models.standins import TINY_VIT, random_vit  # noqa: F401 (a fixture)
+from tests.helpers import TINY_VIT, run_cli, tiny_args
 
 TEACHER = TINY_VIT
 

@@ -26,29 +26,11 @@ from scaling.launch.status import cancel, status
 from scaling.launch.submit import submit
 from scaling.core import events
 from scaling.core.checkpoint import CheckpointStore
-from tests.conftest import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
-from tests.models.standins import random_inception  # noqa: F401 (a fixture)
+from tests.helpers import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
 
 STEPS = 60
 ARGS = {"train.steps": STEPS, "train.ckpt_every": 1000, "train.log_every": 5, "train.val_every": 1000,
         "optim.warmup_steps": 5}
-
-
-@pytest.fixture(scope="module")
-def dev_cluster() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the Slurm dev cluster needs root (apt and daemons)")
-    proc = subprocess.run(["bash", str(REPO / "slurm" / "devcluster.sh"), "up"], capture_output=True, text=True,
-                          timeout=900)
-    if proc.returncode != 0:
-        pytest.skip(f"Slurm dev cluster could not start: {proc.stderr.strip().splitlines()[-1:]}")
-
-
-@pytest.fixture(params=["local", "dev"])
-def profile(request: pytest.FixtureRequest) -> str:
-    if request.param == "dev":
-        request.getfixturevalue("dev_cluster")
-    return request.param
 
 
 def _config(data: Path, run_dir: Path, uri: str):

@@ -13,7 +13,7 @@ from scaling.core.config import load_config
 from scaling.models.factory import build_tokenizer
 from scaling.plan import memory
 from scaling.plan.count import meta_model
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def _plan(name: str, gpus: int = 1, gpu_mem: float = 80, micro_batch: int = 4,
