@@ -34,6 +34,7 @@ def trained(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     return root / "run", uri
 
 
+@pytest.mark.slow
 def test_eval_logs_to_the_runs_mlflow_run(trained: tuple[Path, str], random_inception: Path, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -61,6 +62,7 @@ def test_eval_logs_to_the_runs_mlflow_run(trained: tuple[Path, str], random_ince
     assert client.get_run(run_id).info.status == "FINISHED"  # left as training left it
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ema", [True, False])
 def test_evaluates_the_checkpoints_weights(trained: tuple[Path, str], random_inception: Path, ema: bool) -> None:
     run, _ = trained
@@ -73,6 +75,7 @@ def test_evaluates_the_checkpoints_weights(trained: tuple[Path, str], random_inc
         assert torch.equal(p, expected[name]), name
 
 
+@pytest.mark.slow
 def test_bad_input_stops_before_any_work(trained: tuple[Path, str], tmp_path: Path) -> None:
     run, _ = trained
     missing = tmp_path / "weights-inception-2015-12-05-6726825d.pth"

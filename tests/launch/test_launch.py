@@ -158,6 +158,7 @@ def reference(profile: str, references: Callable[[str], dict]) -> dict:
     return references(profile)
 
 
+@pytest.mark.slow
 def test_launched_job_trains_and_records_a_complete_run(profile: str, synth_data: Path, tmp_path: Path,
                                                         mlflow_uri: str) -> None:
     cfg = _config(synth_data, tmp_path / "run", mlflow_uri)
@@ -170,6 +171,7 @@ def test_launched_job_trains_and_records_a_complete_run(profile: str, synth_data
     assert [j["job_id"] for j in jobs] == [str(job.job_id)]
 
 
+@pytest.mark.slow
 def test_usr2_saves_requeues_and_resumes_bitwise(profile: str, reference: dict, synth_data: Path, tmp_path: Path,
                                                  mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
     trace = _trace_and_slow_steps(monkeypatch, tmp_path)
@@ -199,6 +201,7 @@ def test_usr2_saves_requeues_and_resumes_bitwise(profile: str, reference: dict, 
 TIME_LIMIT = {"local": {"signal_delay_s": 10, "step_delay_s": 0.8}, "dev": {"signal_delay_s": 1, "step_delay_s": 1.0}}
 
 
+@pytest.mark.slow
 def test_time_limit_checkpoints_requeues_and_finishes_bitwise(profile: str, reference: dict, synth_data: Path,
                                                                tmp_path: Path, mlflow_uri: str,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
@@ -230,6 +233,7 @@ def test_time_limit_checkpoints_requeues_and_finishes_bitwise(profile: str, refe
 CKPT_EVERY = 10
 
 
+@pytest.mark.slow
 def test_sigkilled_job_resumes_from_its_last_checkpoint_when_relaunched(profile: str, reference: dict,
                                                                        synth_data: Path, tmp_path: Path,
                                                                        mlflow_uri: str,
@@ -261,6 +265,7 @@ def test_sigkilled_job_resumes_from_its_last_checkpoint_when_relaunched(profile:
     assert len((run_dir / "jobs.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_cancel_checkpoints_and_stops_without_requeue(profile: str, synth_data: Path, tmp_path: Path,
                                                       mlflow_uri: str) -> None:
     run_dir = tmp_path / "run"
@@ -277,6 +282,7 @@ def test_cancel_checkpoints_and_stops_without_requeue(profile: str, synth_data: 
     assert cancel(run_dir) == "not running"
 
 
+@pytest.mark.slow
 def test_scontrol_requeue_resumes_and_ends_bitwise(dev_cluster: None, references: Callable[[str], dict],
                                                    synth_data: Path, tmp_path: Path, mlflow_uri: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
@@ -348,6 +354,7 @@ def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, at_most + 1) if n % d == 0)
 
 
+@pytest.mark.slow
 def test_two_task_job_trains_as_two_ranks(profile: str, synth_data: Path, tmp_path: Path, mlflow_uri: str) -> None:
     """One task per GPU on a cluster; here two CPU tasks of one job form a gloo world of two."""
     two = tmp_path / "two-tasks.toml"
@@ -362,6 +369,7 @@ def test_two_task_job_trains_as_two_ranks(profile: str, synth_data: Path, tmp_pa
     assert _history_steps(mlflow_uri, "train/loss") == [5, 10]
 
 
+@pytest.mark.slow
 def test_with_probe_follows_training_with_the_ar_probe(profile: str, synth_data: Path, tmp_path: Path,
                                                        mlflow_uri: str, random_inception: Path) -> None:
     run_dir = tmp_path / "run"

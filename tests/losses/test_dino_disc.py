@@ -104,6 +104,7 @@ def test_bad_disc_settings_are_one_line_errors(overrides: list[str], message: st
         load_config("tiny", overrides)
 
 
+@pytest.mark.slow
 def test_tiny_trains_against_the_dino_discriminator(random_vit: Path, synth_data: Path,
                                                      tmp_path: Path, mlflow_uri: str) -> None:
     args = tiny_args(synth_data, tmp_path / "run", mlflow_uri, **{

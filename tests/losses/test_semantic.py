@@ -55,6 +55,7 @@ def _train(synth_data: Path, run_dir: Path, uri: str, **extra: object):
     return run_cli("train", "gigatok-tiny", *tiny_args(synth_data, run_dir, uri, **extra))
 
 
+@pytest.mark.slow
 def test_semantic_regularisation_raises_teacher_student_cosine(random_teacher: Path, synth_data: Path,
                                                              tmp_path: Path, mlflow_uri: str) -> None:
     proc = _train(synth_data, tmp_path / "run", mlflow_uri, **{

@@ -81,6 +81,7 @@ def _train(model: torch.nn.Module, cfg: Config, cache: Path, steps: int = 300) -
             done += 1
 
 
+@pytest.mark.slow
 def test_nested_dropout_training_improves_every_prefix(synth_data: Path, tmp_path: Path) -> None:
     prefixes, models, errors = (1, 2, 4, 8, 16), {}, {}
     for nested in (True, False):

@@ -53,6 +53,7 @@ def test_image_size_must_be_whole_patches() -> None:
         load_config("titok-tiny", ["--model.patch_size", "5"])
 
 
+@pytest.mark.slow
 def test_tiny_titok_reconstruction_falls(synth_data: Path, tmp_path: Path, mlflow_uri: str) -> None:
     args = tiny_args(synth_data, tmp_path / "run", mlflow_uri, **{
         "train.steps": 150, "train.batch_size": 16, "train.val_every": 75, "train.ckpt_every": 150,

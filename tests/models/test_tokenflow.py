@@ -69,6 +69,7 @@ def test_tokenflow_needs_vq() -> None:
                                        "--quantizer.codebook_size", "64"])
 
 
+@pytest.mark.slow
 def test_tiny_tokenflow_trains_both_branches(random_vit: Path, synth_data: Path, tmp_path: Path,
                                             mlflow_uri: str) -> None:
     args = tiny_args(synth_data, tmp_path / "run", mlflow_uri, **{

@@ -23,6 +23,8 @@ from scaling.export.generator import load_generator
 from scaling.core.checkpoint import read_checkpoint
 from tests.helpers import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
 
+pytestmark = pytest.mark.slow  # torchrun, several ranks
+
 STEPS, HALF = 16, 8
 ARGS = {"train.steps": STEPS, "train.batch_size": 12, "train.ckpt_every": HALF, "train.log_every": 2,
         "train.val_every": STEPS, "train.ema_decay": 0.9, "optim.warmup_steps": 2}
