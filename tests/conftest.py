@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO, train_tiny
+from tests.helpers import REPO, run_cli, tiny_args, train_tiny
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +32,19 @@ def tokenizer_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A trained tiny tokenizer, shared by the evaluation and probe tests (which only read it)."""
     tmp = tmp_path_factory.mktemp("tokenizer")
     return train_tiny(synth_data, tmp / "run", f"sqlite:///{tmp / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="session")
+def ema_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A tiny run of 20 steps with an EMA, checkpoints at 10 and 20, and its MLflow store; shared by the
+    evaluation and export tests (which only read its checkpoints; eval adds its own eval/ records)."""
+    root = tmp_path_factory.mktemp("emarun")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    overrides = {"train.steps": 20, "train.batch_size": 8, "optim.warmup_steps": 0, "train.ckpt_every": 10,
+                 "train.val_every": 20, "train.ema_decay": 0.9, "data.val_samples": 8}
+    result = run_cli("train", "tiny", *tiny_args(synth_data, root / "run", uri, **overrides))
+    assert result.returncode == 0, result.stderr
+    return root / "run", uri
 
 
 # Stand-ins of the model zoo: random-initialised networks saved to local files, in place of the pretrained

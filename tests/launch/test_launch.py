@@ -159,21 +159,11 @@ def reference(profile: str, references: Callable[[str], dict]) -> dict:
 
 
 @pytest.mark.slow
-def test_launched_job_trains_and_records_a_complete_run(profile: str, synth_data: Path, tmp_path: Path,
-                                                        mlflow_uri: str) -> None:
-    cfg = _config(synth_data, tmp_path / "run", mlflow_uri)
-    job = submit(cfg, load_profile(REPO / "slurm" / f"{profile}.toml"), profile)
-    result = job.result()
-    assert result["step"] == STEPS
-    assert _history_steps(mlflow_uri, "train/loss") == list(range(5, STEPS + 1, 5))
-    assert _status(mlflow_uri) == "FINISHED"
-    jobs = [json.loads(line) for line in (tmp_path / "run" / "jobs.jsonl").read_text().splitlines()]
-    assert [j["job_id"] for j in jobs] == [str(job.job_id)]
-
-
-@pytest.mark.slow
-def test_usr2_saves_requeues_and_resumes_bitwise(profile: str, reference: dict, synth_data: Path, tmp_path: Path,
-                                                 mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_launched_job_trains_and_records_a_complete_run_through_a_usr2_requeue(
+        profile: str, reference: dict, synth_data: Path, tmp_path: Path, mlflow_uri: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launched job trains to the end and records one complete run (every logged point once, FINISHED, its one
+    job in jobs.jsonl) even when USR2 preempts it: it saves, requeues and resumes bitwise where it stopped."""
     trace = _trace_and_slow_steps(monkeypatch, tmp_path)
     run_dir = tmp_path / "run"
     job = submit(_config(synth_data, run_dir, mlflow_uri), load_profile(REPO / "slurm" / f"{profile}.toml"), profile)
@@ -188,6 +178,8 @@ def test_usr2_saves_requeues_and_resumes_bitwise(profile: str, reference: dict, 
     assert [e["event"] for e in history] == ["start", "first_step", "preempted", "start", "first_step", "finished"]
     assert history[3]["step"] == history[2]["step"]  # resumed exactly where it was preempted
     assert _steps_redone(trace) == 0
+    jobs = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
+    assert [j["job_id"] for j in jobs] == [str(job.job_id)]  # requeued: still the one job submitted
     (seconds,) = _requeue_to_first_step(history, "preempted")
     print(f"[{profile}] USR2 preemption: requeue to first resumed step {seconds:.1f} s, steps redone 0")
     _wait_for_state(run_dir, "FINISHED")  # the result comes just before the job's end
