@@ -80,3 +80,14 @@ def history(mlflow_uri: str, key: str) -> tuple[Any, dict[int, float]]:
     client = MlflowClient(mlflow_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("scaling").experiment_id])
     return run, {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+
+
+def run_main(capsys: Any, *args: str) -> subprocess.CompletedProcess:
+    """``scaling ARGS`` in this process (``scaling.cli.main``, what ``python -m scaling`` exits with), its exit code
+    and output as ``run_cli`` returns them: for commands that start no training, without a new interpreter."""
+    from scaling.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["scaling", *args], code, out, err)

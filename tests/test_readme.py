@@ -27,6 +27,7 @@ def test_the_readme_marks_blocks_as_runnable() -> None:
     assert (REPO / "README.md").read_text().count(MARK) == len(runnable_blocks())  # every mark is on a block
 
 
+@pytest.mark.slow  # the blocks as a user runs them: a shell, the CLI, the analysis scripts
 @pytest.mark.parametrize("block", runnable_blocks(), ids=lambda b: b.split()[1] if len(b.split()) > 1 else b)
 def test_readme_block_runs(block: str, tmp_path: Path) -> None:
     for name in ("sweeps", "slurm", "analysis"):

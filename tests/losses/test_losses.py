@@ -46,7 +46,8 @@ def test_training_with_every_loss_on(random_vgg: Path, synth_data: Path, tmp_pat
 
     extra = {"loss.perceptual_weight": 1.0, "loss.vgg_weights": str(random_vgg), "loss.gan_weight": 0.5,
              "loss.gan_start": 2, "loss.entropy_weight": 0.01, "loss.recon": "l1", "train.steps": 4,
-             "train.batch_size": 4, "train.log_every": 1, "optim.warmup_steps": 0, "optim.schedule": "wsd"}
+             "train.batch_size": 4, "train.log_every": 1, "optim.warmup_steps": 0, "optim.schedule": "wsd",
+             "data.val_samples": 8}  # the assertions are on training losses: validation needs few images
     assert main(["train", "tiny", *tiny_args(synth_data, tmp_path / "run", mlflow_uri, **extra)]) == 0
     client = MlflowClient(mlflow_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("scaling").experiment_id])
