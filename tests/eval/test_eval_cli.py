@@ -17,7 +17,7 @@ from scaling.eval.reconstruction import load_tokenizer, prepare, reconstruct
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.models.factory import build_tokenizer
 from scaling.core.checkpoint import read_checkpoint
-from tests.helpers import run_cli, tiny_args
+from tests.helpers import run_cli
 
 KEYS = ("eval/rfid", "eval/psnr", "eval/ssim", "eval/codebook_usage", "eval/perplexity", "eval/code_distance_mean",
         "eval/code_distance_p95")
