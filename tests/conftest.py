@@ -1,19 +1,16 @@
-"""Shared fixtures: a small synthetic MDS dataset and a runner for the real CLI."""
+"""Shared fixtures: the synthetic dataset, an MLflow store, a trained tiny tokenizer, random-initialised
+stand-ins for pretrained weights, and the Slurm dev cluster. Plain helpers are in ``tests/helpers.py``."""
 
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from scaling.core.checkpoint import read_checkpoint
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO, run_cli, tiny_args, train_tiny
 
 
 @pytest.fixture(scope="session")
@@ -25,64 +22,9 @@ def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            size=32, seed=0, workers=1, progress=False)
 
 
-def tiny_args(data: Path, run_dir: Path, tracking_uri: str, **extra: object) -> list[str]:
-    """Overrides pointing the shipped tiny config at test data, a run directory and an MLflow store."""
-    args = {"data.train": str(data / "train"), "data.val": str(data / "val"), "train.run_dir": str(run_dir),
-            "tracking.uri": tracking_uri, "train.progress": False, **extra}
-    out: list[str] = []
-    for key, value in args.items():
-        out += [f"--{key}", _literal(value)]
-    return out
-
-
-def _literal(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f'"{value}"'
-    return str(value)
-
-
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 1500, ranks: int = 0) -> subprocess.CompletedProcess:
-    """``python -m scaling ARGS`` in a fresh process, as a user would run it; under torchrun with ``ranks``."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] \
-        if ranks else [sys.executable]
-    return subprocess.run([*launcher, "-m", "scaling", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 @pytest.fixture
 def mlflow_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
-
-
-def final_state(run_dir: Path, step: int) -> dict:
-    """Checkpoint ``step`` of a run as one dict of full tensors, its pickled train state unpacked."""
-    state = read_checkpoint(run_dir / "checkpoints" / f"step-{step:08d}")
-    return state | {"train": pickle.loads(state["train"])}
-
-
-def assert_bitwise_equal(a: object, b: object, where: str = "") -> None:
-    if isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), where
-    elif isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a:
-            assert_bitwise_equal(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_bitwise_equal(x, y, f"{where}[{i}]")
-
-
-def train_tiny(data: Path, run_dir: Path, uri: str, **extra: object) -> Path:
-    """A short tiny-config training run (150 steps, one checkpoint at the end)."""
-    args = {"train.steps": 150, "train.ckpt_every": 150, "train.val_every": 150, "train.log_every": 50, **extra}
-    proc = run_cli("train", "tiny", *tiny_args(data, run_dir, uri, **args))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return run_dir
 
 
 @pytest.fixture(scope="session")
@@ -90,3 +32,89 @@ def tokenizer_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A trained tiny tokenizer, shared by the evaluation and probe tests (which only read it)."""
     tmp = tmp_path_factory.mktemp("tokenizer")
     return train_tiny(synth_data, tmp / "run", f"sqlite:///{tmp / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="session")
+def ema_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A tiny run of 20 steps with an EMA, checkpoints at 10 and 20, and its MLflow store; shared by the
+    evaluation and export tests (which only read its checkpoints; eval adds its own eval/ records)."""
+    root = tmp_path_factory.mktemp("emarun")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    overrides = {"train.steps": 20, "train.batch_size": 8, "optim.warmup_steps": 0, "train.ckpt_every": 10,
+                 "train.val_every": 20, "train.ema_decay": 0.9, "data.val_samples": 8}
+    result = run_cli("train", "tiny", *tiny_args(synth_data, root / "run", uri, **overrides))
+    assert result.returncode == 0, result.stderr
+    return root / "run", uri
+
+
+# Stand-ins of the model zoo: random-initialised networks saved to local files, in place of the pretrained
+# teachers, discriminator backbones, Inception and VGG (they prove mechanisms, not that pretrained features help).
+
+@pytest.fixture(scope="session")
+def random_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-initialised timm ``vit_tiny_patch16_224`` (``tests.helpers.TINY_VIT``) as a safetensors file."""
+    import timm
+    from safetensors.torch import save_file
+
+    from tests.helpers import TINY_VIT
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "vit_tiny_random.safetensors"
+    save_file(timm.create_model(TINY_VIT, pretrained=False).state_dict(), str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_inception(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """torch-fidelity's Inception-v3 with random weights, saved as the local file ``eval.inception_weights`` names.
+
+    Its constructor always loads a state dict (downloading one when given no path), so the instance is built with
+    loading stubbed out. Convolutions get He initialisation: with PyTorch's default the activations shrink through
+    ~50 layers and the 2048 pool features would be nearly constant, which would make every FID ~0."""
+    from unittest import mock
+
+    import torch.nn as nn
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    torch.manual_seed(0)
+    with mock.patch.object(fe, "load_state_dict_from_url", lambda *a, **k: {}), \
+            mock.patch.object(fe.FeatureExtractorInceptionV3, "load_state_dict", lambda *a, **k: None):
+        model = fe.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    path = tmp_path_factory.mktemp("weights") / "inception_random.pth"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def random_vgg(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-initialised stand-in for torchvision's VGG16 weights (features only, as LPIPS uses)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    state = {k: v for k, v in torchvision.models.vgg16().state_dict().items() if k.startswith("features.")}
+    path = tmp_path_factory.mktemp("weights") / "vgg16-random.pth"
+    torch.save(state, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def dev_cluster() -> None:
+    """The single-node Slurm dev cluster (``slurm/devcluster.sh up``), started once per session; where it cannot
+    start, the tests that need it are skipped with the script's reason."""
+    if os.geteuid() != 0:
+        pytest.skip("the Slurm dev cluster needs root (apt and daemons)")
+    proc = subprocess.run(["bash", str(REPO / "slurm" / "devcluster.sh"), "up"], capture_output=True, text=True,
+                          timeout=900)
+    if proc.returncode != 0:
+        pytest.skip(f"Slurm dev cluster could not start: {proc.stderr.strip().splitlines()[-1:]}")
+
+
+@pytest.fixture(params=["local", "dev"])
+def profile(request: pytest.FixtureRequest) -> str:
+    """A cluster profile of ``slurm/``: the local executor, and the dev Slurm cluster (started on first use)."""
+    if request.param == "dev":
+        request.getfixturevalue("dev_cluster")
+    return request.param

@@ -8,13 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPO
+import pytest
+
+from tests.helpers import REPO
 
 KEYS = ("device", "torch", "config", "world_size", "micro_batch", "step_s", "images_per_s_per_device",
         "flops_per_image_model", "flops_per_image_executed", "tflops_per_device", "mfu", "peak_rss_bytes",
         "planned_allocated_bytes", "loader_images_per_s")
 
 
+@pytest.mark.slow  # the benchmark script trains in its own process
 def test_benchmark_tiny_on_cpu_appends_a_json_line(tmp_path: Path) -> None:
     results = tmp_path / "results.jsonl"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "BENCH_DATA_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}

@@ -1,6 +1,6 @@
 """The README's code blocks marked ``<!-- runnable -->`` run as written, in a scratch directory beside the
 repository's sweeps, cluster profiles and analysis scripts. (The blocks too long for a test, the study and the
-cluster commands, are what tests/study, tests/sweep and tests/slurm run.)"""
+cluster commands, are what tests/study, tests/sweep and tests/launch run.)"""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 MARK = "<!-- runnable -->"
 
@@ -27,6 +27,7 @@ def test_the_readme_marks_blocks_as_runnable() -> None:
     assert (REPO / "README.md").read_text().count(MARK) == len(runnable_blocks())  # every mark is on a block
 
 
+@pytest.mark.slow  # the blocks as a user runs them: a shell, the CLI, the analysis scripts
 @pytest.mark.parametrize("block", runnable_blocks(), ids=lambda b: b.split()[1] if len(b.split()) > 1 else b)
 def test_readme_block_runs(block: str, tmp_path: Path) -> None:
     for name in ("sweeps", "slurm", "analysis"):

@@ -1,5 +1,6 @@
-"""``scaling eval RUN`` on a short tiny training run: metrics in the run's MLflow run at the checkpoint's step,
-metrics.json, the grid and the histogram; the weights it evaluates; bad input stops before any work."""
+"""``scaling eval RUN`` on a short tiny training run (conftest's ``ema_run``): metrics in the run's MLflow run at
+the checkpoint's step, metrics.json, the grid and the histogram; the weights it evaluates; bad input stops before
+any work."""
 
 from __future__ import annotations
 
@@ -16,30 +17,17 @@ from scaling.eval.reconstruction import load_tokenizer, prepare, reconstruct
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.models.factory import build_tokenizer
 from scaling.core.checkpoint import read_checkpoint
-from tests.conftest import run_cli, tiny_args
-from tests.models.standins import random_inception  # noqa: F401 (a fixture)
-from tests.test_losses import random_vgg  # noqa: F401 (a fixture)
+from tests.helpers import run_cli
 
 KEYS = ("eval/rfid", "eval/psnr", "eval/ssim", "eval/codebook_usage", "eval/perplexity", "eval/code_distance_mean",
         "eval/code_distance_p95")
 
 
-@pytest.fixture(scope="module")
-def trained(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A tiny run of 20 steps with an EMA, checkpoints at 10 and 20, and its MLflow store."""
-    root = tmp_path_factory.mktemp("evalrun")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    overrides = {"train.steps": 20, "train.batch_size": 8, "optim.warmup_steps": 0, "train.ckpt_every": 10,
-                 "train.val_every": 20, "train.ema_decay": 0.9, "data.val_samples": 8}
-    result = run_cli("train", "tiny", *tiny_args(synth_data, root / "run", uri, **overrides))
-    assert result.returncode == 0, result.stderr
-    return root / "run", uri
-
-
-def test_eval_logs_to_the_runs_mlflow_run(trained: tuple[Path, str], random_inception: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_eval_logs_to_the_runs_mlflow_run(ema_run: tuple[Path, str], random_inception: Path, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
-    run, uri = trained
+    run, uri = ema_run
     result = run_cli("eval", str(run), "--eval.inception_weights", str(random_inception), "--eval.num_images", "10",
                      "--eval.batch_size", "5", "--eval.stats_cache", str(tmp_path / "fid"))
     assert result.returncode == 0, result.stderr
@@ -63,9 +51,10 @@ def test_eval_logs_to_the_runs_mlflow_run(trained: tuple[Path, str], random_ince
     assert client.get_run(run_id).info.status == "FINISHED"  # left as training left it
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ema", [True, False])
-def test_evaluates_the_checkpoints_weights(trained: tuple[Path, str], random_inception: Path, ema: bool) -> None:
-    run, _ = trained
+def test_evaluates_the_checkpoints_weights(ema_run: tuple[Path, str], random_inception: Path, ema: bool) -> None:
+    run, _ = ema_run
     target = prepare(run, ["--eval.inception_weights", str(random_inception)], step=10, ema=ema)
     assert target.step == 10 and target.prefix == ("eval" if ema else "eval_raw")
     assert target.out_dir == run / "eval" / ("step-00000010" if ema else "step-00000010-raw")
@@ -75,8 +64,9 @@ def test_evaluates_the_checkpoints_weights(trained: tuple[Path, str], random_inc
         assert torch.equal(p, expected[name]), name
 
 
-def test_bad_input_stops_before_any_work(trained: tuple[Path, str], tmp_path: Path) -> None:
-    run, _ = trained
+@pytest.mark.slow
+def test_bad_input_stops_before_any_work(ema_run: tuple[Path, str], tmp_path: Path) -> None:
+    run, _ = ema_run
     missing = tmp_path / "weights-inception-2015-12-05-6726825d.pth"
     before = sorted(run.rglob("*"))
     result = run_cli("eval", str(run), "--eval.inception_weights", str(missing))

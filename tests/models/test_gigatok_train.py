@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
 from scaling.core.config import load_config
 from scaling.data.loader import to_float, validation_images
 from scaling.core.checkpoint import read_checkpoint
-from tests.conftest import run_cli, tiny_args
+from tests.helpers import run_cli, tiny_args
 
 
 def flat_colour_mse(synth_data: Path, cache: Path) -> float:
@@ -21,6 +22,7 @@ def flat_colour_mse(synth_data: Path, cache: Path) -> float:
     return float((x - x.mean((2, 3), keepdim=True)).square().mean())
 
 
+@pytest.mark.slow
 def test_tiny_gigatok_1d_reconstruction_beats_flat_colour(synth_data: Path, tmp_path: Path, mlflow_uri: str) -> None:
     args = tiny_args(synth_data, tmp_path / "run", mlflow_uri, **{
         "train.steps": 200, "train.batch_size": 16, "train.val_every": 100, "train.ckpt_every": 200,

@@ -13,7 +13,7 @@ from scaling.core.config import Config, ConfigError, load_config
 from scaling.data.loader import to_float, train_loader, validation_images
 from scaling.models.factory import build_tokenizer
 from scaling.models.nested import NestedDropout
-from tests.conftest import tiny_args
+from tests.helpers import tiny_args
 
 NESTED = ["--model.nested_dropout", "true"]
 
@@ -81,6 +81,7 @@ def _train(model: torch.nn.Module, cfg: Config, cache: Path, steps: int = 300) -
             done += 1
 
 
+@pytest.mark.slow
 def test_nested_dropout_training_improves_every_prefix(synth_data: Path, tmp_path: Path) -> None:
     prefixes, models, errors = (1, 2, 4, 8, 16), {}, {}
     for nested in (True, False):

@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from scaling.core.config import ConfigError, QuantizerConfig, load_config
 from scaling.models.factory import build_tokenizer
-from scaling.models.quantizers import FSQ, LFQ, VectorQuantizer, entropy_loss, rotate_to
+from scaling.models.quantizers import FSQ, LFQ, VectorQuantizer, codebook_stats, entropy_loss, rotate_to
 
 FSQ_ARGS = ("--quantizer.kind", "fsq", "--quantizer.levels", "[8, 5, 5]", "--quantizer.code_dim", "3",
             "--quantizer.codebook_size", "200", "--loss.entropy_weight", "0")
@@ -168,3 +168,32 @@ def test_entropy_loss_raises_codebook_usage_where_plain_vq_collapses(seed: int) 
     plain, with_entropy = _train_codebook(0.0, seed), _train_codebook(0.1, seed)  # GigaTok's temperature 0.01
     assert plain < 0.6, plain  # about half the codebook never used
     assert with_entropy > 0.85 and with_entropy > plain + 0.3, (plain, with_entropy)
+
+
+def test_vq_straight_through_and_losses() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(QuantizerConfig(codebook_size=16, code_dim=4, beta=0.25))
+    vq.reset_parameters()
+    z = torch.randn(2, 4, 3, 3, requires_grad=True)
+    out = vq(z)
+    assert out.indices.shape == (2, 3, 3)
+    codes = torch.nn.functional.normalize(vq.codebook.weight, dim=-1)
+    assert torch.allclose(out.z_q.permute(0, 2, 3, 1).reshape(-1, 4), codes[out.indices.flatten()], atol=1e-6)
+    out.z_q.sum().backward()  # straight-through: the encoder output receives gradient
+    assert z.grad is not None and z.grad.abs().sum() > 0
+    assert float(out.commit_loss) == pytest.approx(0.25 * float(out.codebook_loss), rel=1e-5)
+    assert torch.allclose(vq.lookup(out.indices), out.z_q.detach(), atol=1e-6)  # ST adds float rounding only
+
+
+def test_codebook_stats_and_entropy_loss_extremes() -> None:
+    usage, perplexity = codebook_stats(torch.arange(8), 8)
+    assert usage == 1.0 and perplexity == pytest.approx(8.0)
+    usage, perplexity = codebook_stats(torch.zeros(8, dtype=torch.long), 8)
+    assert usage == 1 / 8 and perplexity == pytest.approx(1.0)
+    # Confident, spread assignments minimise the entropy loss; collapsed or uncertain ones do not.
+    spread = torch.full((8, 8), 10.0).fill_diagonal_(0.0)
+    collapsed = torch.full((8, 8), 10.0)
+    collapsed[:, 0] = 0.0
+    uniform = torch.zeros(8, 8)
+    assert entropy_loss(spread, 0.1) < entropy_loss(collapsed, 0.1)
+    assert entropy_loss(spread, 0.1) < entropy_loss(uniform, 0.1)

@@ -10,8 +10,7 @@ import torch
 from scaling.core.config import ConfigError, load_config
 from scaling.core.config.schema import TITOK_SIZES
 from scaling.models.factory import build_tokenizer, parameter_counts
-from tests.conftest import run_cli, tiny_args
-from tests.models.standins import history
+from tests.helpers import history, run_cli, tiny_args
 
 PRESETS = {"titok-s-128": ("S", 128), "titok-b-64": ("B", 64), "titok-l-32": ("L", 32)}
 
@@ -54,6 +53,7 @@ def test_image_size_must_be_whole_patches() -> None:
         load_config("titok-tiny", ["--model.patch_size", "5"])
 
 
+@pytest.mark.slow
 def test_tiny_titok_reconstruction_falls(synth_data: Path, tmp_path: Path, mlflow_uri: str) -> None:
     args = tiny_args(synth_data, tmp_path / "run", mlflow_uri, **{
         "train.steps": 150, "train.batch_size": 16, "train.val_every": 75, "train.ckpt_every": 150,

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from scaling.core.config import ConfigError, QuantizerConfig, load_config
 from scaling.models.factory import build_tokenizer
 from scaling.models.quantizers import DualCodebookVQ
-from tests.conftest import run_cli, tiny_args
-from tests.models.standins import TINY_VIT, history, random_vit  # noqa: F401 (a fixture)
+from tests.helpers import TINY_VIT, history, run_cli, tiny_args
 
 
 def test_one_shared_index_minimises_the_weighted_sum_and_picks_both_codes() -> None:
@@ -70,7 +69,8 @@ def test_tokenflow_needs_vq() -> None:
                                        "--quantizer.codebook_size", "64"])
 
 
-def test_tiny_tokenflow_trains_both_branches(random_vit: Path, synth_data: Path, tmp_path: Path,  # noqa: F811
+@pytest.mark.slow
+def test_tiny_tokenflow_trains_both_branches(random_vit: Path, synth_data: Path, tmp_path: Path,
                                             mlflow_uri: str) -> None:
     args = tiny_args(synth_data, tmp_path / "run", mlflow_uri, **{
         "loss.semantic_weight": 1.0, "loss.semantic_teacher": TINY_VIT,
@@ -87,13 +87,13 @@ def test_tiny_tokenflow_trains_both_branches(random_vit: Path, synth_data: Path,
     assert int(params["params_semantic_mlp"]) > 0 and int(params["params_encoder_transformer"]) > 0
 
 
-def _teacher_config(random_vit: Path, **extra: str) -> list[str]:  # noqa: F811
+def _teacher_config(random_vit: Path, **extra: str) -> list[str]:
     args = {"model.semantic_encoder": '"teacher"', "loss.semantic_teacher": f'"{TINY_VIT}"',
             "loss.semantic_teacher_weights": f'"{random_vit}"', "loss.semantic_teacher_size": "64", **extra}
     return [x for k, v in args.items() for x in (f"--{k}", v)]
 
 
-def test_own_semantic_encoder_starts_from_the_teacher_and_trains(random_vit: Path) -> None:  # noqa: F811
+def test_own_semantic_encoder_starts_from_the_teacher_and_trains(random_vit: Path) -> None:
     """TokenFlow's semantic encoder: the teacher's architecture and local weights (a random stand-in here: the
     mechanism only), trainable, its 4x4 patch tokens resampled to the 8x8 CNN grid."""
     from safetensors.torch import load_file

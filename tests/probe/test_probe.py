@@ -11,8 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from scaling.core import events
-from tests.conftest import _literal, run_cli, train_tiny
-from tests.models.standins import random_inception  # noqa: F401 (a fixture)
+from tests.helpers import literal, run_cli, train_tiny
+
+pytestmark = pytest.mark.slow  # trains tokenizers and probes through the CLI
 
 PROBE = {"probe.size": "tiny", "probe.steps": 150, "probe.batch_size": 32, "probe.lr": 1e-3, "probe.log_every": 50,
          "probe.ckpt_every": 75, "probe.gfid_samples": 60, "probe.linear_probe_epochs": 30, "eval.num_images": 64}
@@ -21,7 +22,7 @@ MARGIN = 0.1  # the linear probe must beat chance (1 in 10 classes) by this much
 
 def _probe(run: Path, inception: Path, cache: Path, fault: str = "", **extra: object):
     args = PROBE | {"eval.inception_weights": str(inception), "eval.stats_cache": str(cache)} | extra
-    flat = [x for k, v in args.items() for x in (f"--{k}", _literal(v))]
+    flat = [x for k, v in args.items() for x in (f"--{k}", literal(v))]
     return run_cli("probe", str(run), *flat, env={"SCALING_FAULT": fault} if fault else None)
 
 

@@ -19,6 +19,8 @@ from scaling.core.checkpoint import CheckpointStore
 from scaling.core.run_dir import load_run_config
 from scaling.data.loader import ImageStream
 
+pytestmark = pytest.mark.slow  # reads the CLI-trained tokenizer_run
+
 DRIVER = """
 import sys
 from pathlib import Path

@@ -14,12 +14,15 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from scaling.launch.status import read_jobs
 from scaling.core import events
-from tests.conftest import REPO
+from tests.helpers import REPO
+
+pytestmark = pytest.mark.slow  # a whole study
 
 SIZES = [4, 8, 12, 16, 20]  # five per group: a 3-parameter power law needs 5 points
 

@@ -21,18 +21,9 @@ from scaling.launch.status import read_jobs
 from scaling.sweep.spec import load_sweep
 from scaling.core import events
 from scaling.launch.job import measured
-from tests.conftest import REPO, run_cli
-from tests.models.standins import random_inception  # noqa: F401 (a fixture)
-from tests.slurm.test_launch import dev_cluster  # noqa: F401  (the module-scoped fixture)
+from tests.helpers import REPO, run_cli
 
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-
-@pytest.fixture(params=["local", "dev"])
-def profile(request: pytest.FixtureRequest) -> str:
-    if request.param == "dev":
-        request.getfixturevalue("dev_cluster")
-    return request.param
 
 
 def write_sweep(tmp: Path, data: Path, body: str, profile: str = "local", steps: int = 30,
@@ -116,6 +107,7 @@ def assert_one_array(path: Path) -> None:
         assert not list(log.parent.glob("array-*.json"))  # the pointers are spent once the jobs are recorded
 
 
+@pytest.mark.slow
 def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_path: Path) -> None:
     path = write_sweep(tmp_path, synth_data, GRID, profile, max_concurrent=concurrency(profile))
     t0 = time.monotonic()
@@ -134,6 +126,7 @@ def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_pa
     assert_ran_once_each(path, 4)
 
 
+@pytest.mark.slow
 def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, synth_data: Path,
                                                                    tmp_path: Path) -> None:
     path = write_sweep(tmp_path, synth_data, GRID, profile, max_concurrent=concurrency(profile))
@@ -152,8 +145,9 @@ def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, 
     assert_ran_once_each(path, 4)
 
 
+@pytest.mark.slow
 def test_array_jobs_queued_by_a_driver_killed_before_recording_them_are_adopted(
-        dev_cluster: None, synth_data: Path, tmp_path: Path, random_inception: Path) -> None:  # noqa: F811
+        dev_cluster: None, synth_data: Path, tmp_path: Path, random_inception: Path) -> None:
     """The driver dies right after queueing a 2-trial training array and its probe array (each probe task
     waiting on its training task) and before recording either: the next driver finds all four jobs through the
     run directories' array pointers, records them with their kinds, and queues nothing again."""
@@ -191,6 +185,7 @@ def test_array_jobs_queued_by_a_driver_killed_before_recording_them_are_adopted(
     assert len(arrays) == 1 and len(set(next(iter(arrays)))) == 2  # one training array, one probe array
 
 
+@pytest.mark.slow
 def test_search_prunes_a_bad_trial_through_the_pruner(synth_data: Path, tmp_path: Path) -> None:
     body = '''
 [search]
@@ -255,6 +250,7 @@ def test_shipped_sweeps_load(path: Path) -> None:
     assert spec.is_grid or spec.search.n_trials > 0
 
 
+@pytest.mark.slow
 def test_cancel_stops_the_jobs_and_marks_the_trials(profile: str, synth_data: Path, tmp_path: Path) -> None:
     """On the dev cluster the two trials are the tasks of one array: each gets TERM (an array task that ends as
     the signal reaches it makes scancel fail with 'already completing', which is success)."""

@@ -13,7 +13,7 @@ from scaling.core.config import load_config
 from scaling.models.factory import build_tokenizer
 from scaling.plan import memory
 from scaling.plan.count import meta_model
-from tests.conftest import run_cli
+from tests.helpers import run_main
 
 
 def _plan(name: str, gpus: int = 1, gpu_mem: float = 80, micro_batch: int = 4,
@@ -92,13 +92,14 @@ def test_planned_activations_match_a_real_cpu_forward() -> None:
     del loss
 
 
-def test_plan_cli_memory_text_and_json() -> None:
-    proc = run_cli("plan", "gigatok-tiny", "--gpus", "2", "--gpu-mem", "16", "--micro-batch", "8", "--depth", "0")
+def test_plan_cli_memory_text_and_json(capsys: pytest.CaptureFixture) -> None:
+    proc = run_main(capsys, "plan", "gigatok-tiny", "--gpus", "2", "--gpu-mem", "16", "--micro-batch", "8",
+                    "--depth", "0")
     assert proc.returncode == 0, proc.stderr[-2000:]
     for label in ("sharded state", "optimiser", "activations", "full checkpointing",
                   "total at micro-batch 8", "largest micro-batch in 16 GiB"):
         assert label in proc.stdout, label
-    proc = run_cli("plan", "gigatok-tiny", "--json", "--gpus", "2", "--gpu-mem", "16", "--micro-batch", "8")
+    proc = run_main(capsys, "plan", "gigatok-tiny", "--json", "--gpus", "2", "--gpu-mem", "16", "--micro-batch", "8")
     out = json.loads(proc.stdout)
     assert {"params_total", "params", "flops_per_image"} <= set(out)  # the keys plan had before
     mem = out["memory"]
@@ -107,8 +108,8 @@ def test_plan_cli_memory_text_and_json() -> None:
     assert mem["total"]["none"] == mem["static"] + mem["activations"]["none"]["at_micro_batch"]
 
 
-def test_too_small_gpu_mem_is_one_line_error() -> None:
-    proc = run_cli("plan", "gigatok-xl-xxl", "--gpu-mem", "40")
+def test_too_small_gpu_mem_is_one_line_error(capsys: pytest.CaptureFixture) -> None:
+    proc = run_main(capsys, "plan", "gigatok-xl-xxl", "--gpu-mem", "40")
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("scaling: error: --gpu-mem: 40 GiB per GPU is too small"), lines[-1]

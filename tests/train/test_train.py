@@ -12,8 +12,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import assert_bitwise_equal, final_state, run_cli, tiny_args
+from tests.helpers import assert_bitwise_equal, final_state, run_cli, tiny_args
 
+pytestmark = pytest.mark.slow  # every test trains through the CLI
 
 def _history(uri: str, key: str) -> list[tuple[int, float]]:
     client = MlflowClient(uri)

@@ -14,7 +14,6 @@ from scaling.core.config import Config, load_config
 from scaling.core.errors import UserError
 from scaling.metrics.fid import FIDStats, InceptionFeatures, check_eval, frechet_distance, reference_stats
 from scaling.metrics.pixel import psnr, ssim, to_unit
-from tests.models.standins import random_inception  # noqa: F401 (a fixture)
 
 CPU = torch.device("cpu")
 

@@ -10,14 +10,14 @@ import torch
 from scaling.core.config import load_config
 from scaling.models.factory import build_tokenizer, parameter_counts
 from scaling.plan.count import plan
-from tests.conftest import run_cli
+from tests.helpers import run_main
 
 # gigatok.md cost anchors: forward + backward per 256x256 image without LPIPS, discriminator and teacher.
 FLOP_ANCHORS = {"gigatok-s-s": 1.25e12, "gigatok-b-l": 2.0e12, "gigatok-xl-xxl": 5.6e12}
 
 
-def test_plan_json_totals_match_the_model() -> None:
-    proc = run_cli("plan", "gigatok-s-s", "--json")
+def test_plan_json_totals_match_the_model(capsys: pytest.CaptureFixture) -> None:
+    proc = run_main(capsys, "plan", "gigatok-s-s", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
     with torch.device("meta"):
@@ -36,8 +36,8 @@ def test_flops_per_image_match_gigatok_cost_anchors(preset: str) -> None:
     assert all(p.is_meta for p in result.model.parameters())
 
 
-def test_plan_text_with_overrides() -> None:
-    proc = run_cli("plan", "gigatok-tiny", "--model.layout", "2d")
+def test_plan_text_with_overrides(capsys: pytest.CaptureFixture) -> None:
+    proc = run_main(capsys, "plan", "gigatok-tiny", "--model.layout", "2d")
     assert proc.returncode == 0, proc.stderr[-2000:]
     for label in ("encoder CNN", "encoder transformer", "quantiser", "decoder transformer", "decoder CNN",
                   "semantic MLP", "forward + backward", "layers  2 x TransformerBlock"):
@@ -45,7 +45,7 @@ def test_plan_text_with_overrides() -> None:
     assert "gigatok 2d" in proc.stdout
 
 
-def test_plan_bad_config_is_one_line_error() -> None:
-    proc = run_cli("plan", "gigatok-s-s", "--model.decoder_size", "XXXL")
+def test_plan_bad_config_is_one_line_error(capsys: pytest.CaptureFixture) -> None:
+    proc = run_main(capsys, "plan", "gigatok-s-s", "--model.decoder_size", "XXXL")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("scaling: error: model.decoder_size: unknown size")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from scaling.cli import main
-from tests.conftest import tiny_args
+from tests.helpers import tiny_args
 
 
 def _snapshot(root: Path) -> dict[str, tuple[str, int]]:

@@ -17,8 +17,7 @@ from scaling.core.config import LossConfig
 from scaling.core.errors import UserError
 from scaling.losses.semantic import SemanticLoss
 from scaling.models.backbones import resample_tokens
-from tests.conftest import run_cli, tiny_args
-from tests.models.standins import TINY_VIT, random_vit  # noqa: F401 (a fixture)
+from tests.helpers import TINY_VIT, run_cli, run_main, tiny_args
 
 TEACHER = TINY_VIT
 
@@ -56,6 +55,12 @@ def _train(synth_data: Path, run_dir: Path, uri: str, **extra: object):
     return run_cli("train", "gigatok-tiny", *tiny_args(synth_data, run_dir, uri, **extra))
 
 
+def _train_here(capsys: pytest.CaptureFixture, synth_data: Path, run_dir: Path, uri: str, **extra: object):
+    """``_train`` in this process, for a run that must stop before training."""
+    return run_main(capsys, "train", "gigatok-tiny", *tiny_args(synth_data, run_dir, uri, **extra))
+
+
+@pytest.mark.slow
 def test_semantic_regularisation_raises_teacher_student_cosine(random_teacher: Path, synth_data: Path,
                                                              tmp_path: Path, mlflow_uri: str) -> None:
     proc = _train(synth_data, tmp_path / "run", mlflow_uri, **{
@@ -71,10 +76,10 @@ def test_semantic_regularisation_raises_teacher_student_cosine(random_teacher: P
     assert int(run.data.params["params_semantic_mlp"]) == 64 * 256 + 256 * 256 + 256 * 192 + 256 + 256 + 192
 
 
-def test_missing_teacher_file_fails_before_the_run_directory(synth_data: Path, tmp_path: Path,
-                                                             mlflow_uri: str) -> None:
+def test_missing_teacher_file_fails_before_the_run_directory(synth_data: Path, tmp_path: Path, mlflow_uri: str,
+                                                             capsys: pytest.CaptureFixture) -> None:
     missing = tmp_path / "weights" / "dinov2.safetensors"
-    proc = _train(synth_data, tmp_path / "run", mlflow_uri, **{
+    proc = _train_here(capsys, synth_data, tmp_path / "run", mlflow_uri, **{
         "loss.semantic_weight": 0.5, "loss.semantic_teacher_weights": str(missing)})
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()

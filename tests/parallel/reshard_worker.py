@@ -1,6 +1,6 @@
 """Run under torchrun: load a run's checkpoint on this world size and save it again elsewhere, unchanged.
 
-``python -m torch.distributed.run --nproc-per-node N tests/distributed/reshard_worker.py RUN_DIR STEP OUT_DIR``
+``python -m torch.distributed.run --nproc-per-node N tests/parallel/reshard_worker.py RUN_DIR STEP OUT_DIR``
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from scaling.core.errors import UserError
 from scaling.export.generator import load_generator
 from scaling.models.factory import build_tokenizer
 from scaling.models.transformer import TransformerBlock
-from tests.conftest import run_cli, tiny_args
+from tests.helpers import run_cli, tiny_args
 
 FLOAT8 = {"parallel.float8": True, "parallel.float8_emulate": True}
 
@@ -57,6 +57,7 @@ def test_float8_converts_the_transformer_linears_and_computes_the_same(synth_dat
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.slow
 def test_float8_trains_and_exports_to_a_plain_model(synth_data: Path, tmp_path: Path, mlflow_uri: str) -> None:
     run_dir = tmp_path / "run"
     args = tiny_args(synth_data, run_dir, mlflow_uri, **FLOAT8, **{

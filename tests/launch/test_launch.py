@@ -26,29 +26,11 @@ from scaling.launch.status import cancel, status
 from scaling.launch.submit import submit
 from scaling.core import events
 from scaling.core.checkpoint import CheckpointStore
-from tests.conftest import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
-from tests.models.standins import random_inception  # noqa: F401 (a fixture)
+from tests.helpers import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
 
 STEPS = 60
 ARGS = {"train.steps": STEPS, "train.ckpt_every": 1000, "train.log_every": 5, "train.val_every": 1000,
         "optim.warmup_steps": 5}
-
-
-@pytest.fixture(scope="module")
-def dev_cluster() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the Slurm dev cluster needs root (apt and daemons)")
-    proc = subprocess.run(["bash", str(REPO / "slurm" / "devcluster.sh"), "up"], capture_output=True, text=True,
-                          timeout=900)
-    if proc.returncode != 0:
-        pytest.skip(f"Slurm dev cluster could not start: {proc.stderr.strip().splitlines()[-1:]}")
-
-
-@pytest.fixture(params=["local", "dev"])
-def profile(request: pytest.FixtureRequest) -> str:
-    if request.param == "dev":
-        request.getfixturevalue("dev_cluster")
-    return request.param
 
 
 def _config(data: Path, run_dir: Path, uri: str):
@@ -176,20 +158,12 @@ def reference(profile: str, references: Callable[[str], dict]) -> dict:
     return references(profile)
 
 
-def test_launched_job_trains_and_records_a_complete_run(profile: str, synth_data: Path, tmp_path: Path,
-                                                        mlflow_uri: str) -> None:
-    cfg = _config(synth_data, tmp_path / "run", mlflow_uri)
-    job = submit(cfg, load_profile(REPO / "slurm" / f"{profile}.toml"), profile)
-    result = job.result()
-    assert result["step"] == STEPS
-    assert _history_steps(mlflow_uri, "train/loss") == list(range(5, STEPS + 1, 5))
-    assert _status(mlflow_uri) == "FINISHED"
-    jobs = [json.loads(line) for line in (tmp_path / "run" / "jobs.jsonl").read_text().splitlines()]
-    assert [j["job_id"] for j in jobs] == [str(job.job_id)]
-
-
-def test_usr2_saves_requeues_and_resumes_bitwise(profile: str, reference: dict, synth_data: Path, tmp_path: Path,
-                                                 mlflow_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.slow
+def test_launched_job_trains_and_records_a_complete_run_through_a_usr2_requeue(
+        profile: str, reference: dict, synth_data: Path, tmp_path: Path, mlflow_uri: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A launched job trains to the end and records one complete run (every logged point once, FINISHED, its one
+    job in jobs.jsonl) even when USR2 preempts it: it saves, requeues and resumes bitwise where it stopped."""
     trace = _trace_and_slow_steps(monkeypatch, tmp_path)
     run_dir = tmp_path / "run"
     job = submit(_config(synth_data, run_dir, mlflow_uri), load_profile(REPO / "slurm" / f"{profile}.toml"), profile)
@@ -204,6 +178,8 @@ def test_usr2_saves_requeues_and_resumes_bitwise(profile: str, reference: dict, 
     assert [e["event"] for e in history] == ["start", "first_step", "preempted", "start", "first_step", "finished"]
     assert history[3]["step"] == history[2]["step"]  # resumed exactly where it was preempted
     assert _steps_redone(trace) == 0
+    jobs = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]
+    assert [j["job_id"] for j in jobs] == [str(job.job_id)]  # requeued: still the one job submitted
     (seconds,) = _requeue_to_first_step(history, "preempted")
     print(f"[{profile}] USR2 preemption: requeue to first resumed step {seconds:.1f} s, steps redone 0")
     _wait_for_state(run_dir, "FINISHED")  # the result comes just before the job's end
@@ -217,6 +193,7 @@ def test_usr2_saves_requeues_and_resumes_bitwise(profile: str, reference: dict, 
 TIME_LIMIT = {"local": {"signal_delay_s": 10, "step_delay_s": 0.8}, "dev": {"signal_delay_s": 1, "step_delay_s": 1.0}}
 
 
+@pytest.mark.slow
 def test_time_limit_checkpoints_requeues_and_finishes_bitwise(profile: str, reference: dict, synth_data: Path,
                                                                tmp_path: Path, mlflow_uri: str,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
@@ -248,6 +225,7 @@ def test_time_limit_checkpoints_requeues_and_finishes_bitwise(profile: str, refe
 CKPT_EVERY = 10
 
 
+@pytest.mark.slow
 def test_sigkilled_job_resumes_from_its_last_checkpoint_when_relaunched(profile: str, reference: dict,
                                                                        synth_data: Path, tmp_path: Path,
                                                                        mlflow_uri: str,
@@ -279,6 +257,7 @@ def test_sigkilled_job_resumes_from_its_last_checkpoint_when_relaunched(profile:
     assert len((run_dir / "jobs.jsonl").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_cancel_checkpoints_and_stops_without_requeue(profile: str, synth_data: Path, tmp_path: Path,
                                                       mlflow_uri: str) -> None:
     run_dir = tmp_path / "run"
@@ -295,6 +274,7 @@ def test_cancel_checkpoints_and_stops_without_requeue(profile: str, synth_data: 
     assert cancel(run_dir) == "not running"
 
 
+@pytest.mark.slow
 def test_scontrol_requeue_resumes_and_ends_bitwise(dev_cluster: None, references: Callable[[str], dict],
                                                    synth_data: Path, tmp_path: Path, mlflow_uri: str,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
@@ -366,6 +346,7 @@ def _largest_divisor(n: int, at_most: int) -> int:
     return max(d for d in range(1, at_most + 1) if n % d == 0)
 
 
+@pytest.mark.slow
 def test_two_task_job_trains_as_two_ranks(profile: str, synth_data: Path, tmp_path: Path, mlflow_uri: str) -> None:
     """One task per GPU on a cluster; here two CPU tasks of one job form a gloo world of two."""
     two = tmp_path / "two-tasks.toml"
@@ -380,6 +361,7 @@ def test_two_task_job_trains_as_two_ranks(profile: str, synth_data: Path, tmp_pa
     assert _history_steps(mlflow_uri, "train/loss") == [5, 10]
 
 
+@pytest.mark.slow
 def test_with_probe_follows_training_with_the_ar_probe(profile: str, synth_data: Path, tmp_path: Path,
                                                        mlflow_uri: str, random_inception: Path) -> None:
     run_dir = tmp_path / "run"

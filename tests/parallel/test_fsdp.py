@@ -1,4 +1,4 @@
-"""FSDP2 on CPU with gloo: many ranks train like one, checkpoints reshard to any world size, export round-trips.
+"""FSDP2 on CPU with gloo: many ranks train like one, checkpoints reshard to any world size.
 
 Every run here has the same global batch (12: it splits over 1, 2 and 3 ranks) and an EMA. The resharding
 test adds the discriminator, so every kind of state crosses the world-size change; the trajectory tests leave
@@ -9,7 +9,6 @@ so with it the loss depends on how the global batch is split.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,10 +17,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from scaling.data.loader import to_float, validation_images
-from scaling.export.generator import load_generator
 from scaling.core.checkpoint import read_checkpoint
-from tests.conftest import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
+from tests.helpers import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
+
+pytestmark = pytest.mark.slow  # torchrun, several ranks
 
 STEPS, HALF = 16, 8
 ARGS = {"train.steps": STEPS, "train.batch_size": 12, "train.ckpt_every": HALF, "train.log_every": 2,
@@ -88,14 +87,21 @@ def test_two_ranks_follow_the_one_rank_trajectory(one_rank: dict, synth_data: Pa
     _assert_close(one["ema"], two["ema"], "ema")
 
 
+@pytest.fixture(scope="module")
+def two_rank_gan(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run of HALF steps on two ranks with every kind of state (EMA, discriminator); the resharding tests only
+    read its last checkpoint."""
+    tmp = tmp_path_factory.mktemp("two-gan")
+    _train(synth_data, tmp / "run", f"sqlite:///{tmp / 'm.db'}", ranks=2, **GAN, **{"train.steps": HALF})
+    return tmp / "run"
+
+
 @pytest.mark.parametrize("ranks", [1, 3])
-def test_checkpoint_from_two_ranks_loads_unchanged_on(ranks: int, synth_data: Path, tmp_path: Path,
-                                                      mlflow_uri: str) -> None:
-    run = tmp_path / "run"
-    _train(synth_data, run, mlflow_uri, ranks=2, **GAN, **{"train.steps": HALF})
+def test_checkpoint_from_two_ranks_loads_unchanged_on(ranks: int, two_rank_gan: Path, tmp_path: Path) -> None:
+    run = two_rank_gan
     out = tmp_path / "resaved"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-                           str(REPO / "tests" / "distributed" / "reshard_worker.py"), str(run), str(HALF), str(out)],
+                           str(REPO / "tests" / "parallel" / "reshard_worker.py"), str(run), str(HALF), str(out)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     saved, resaved = read_checkpoint(run / "checkpoints" / f"step-{HALF:08d}"), read_checkpoint(out / f"step-{HALF:08d}")
@@ -117,23 +123,3 @@ def test_killed_on_two_ranks_resumes_on_three_repeating_and_skipping_no_sample(
     assert final["train"]["step"] == STEPS
     _assert_close(final_state(one_rank["dir"], STEPS)["model"], final["model"], "model")
     assert _losses(mlflow_uri) == pytest.approx(one_rank["losses"], rel=LOSS_RTOL)
-
-
-def test_export_round_trips(one_rank: dict, synth_data: Path, tmp_path: Path) -> None:
-    out = tmp_path / "g.safetensors"
-    proc = run_cli("export", str(one_rank["dir"]), "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    state = final_state(one_rank["dir"], STEPS)
-    for ema in (False, True):
-        model, cfg = load_generator(out, ema=ema)
-        expected = state["ema"] if ema else state["model"]
-        assert_bitwise_equal(expected, model.state_dict())
-    # The exported generator reconstructs exactly as the trained weights do.
-    from scaling.models.factory import build_tokenizer
-
-    x = to_float(validation_images(cfg.data, tmp_path / "cache")[0][:8])
-    reference = build_tokenizer(cfg)
-    reference.load_state_dict(state["ema"])
-    with torch.no_grad():
-        assert torch.equal(model(x)[0], reference.eval()(x)[0])
-    shutil.rmtree(tmp_path / "cache", ignore_errors=True)

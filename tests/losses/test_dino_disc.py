@@ -13,8 +13,7 @@ from scaling.core.errors import UserError
 from scaling.losses.dino_disc import _cutout, _translate, diff_augment
 from scaling.losses.gan import PatchDiscriminator, build_discriminator, hinge_g_loss
 from scaling.core.checkpoint import read_checkpoint
-from tests.conftest import run_cli, tiny_args
-from tests.models.standins import TINY_VIT, history, random_vit  # noqa: F401 (a fixture)
+from tests.helpers import TINY_VIT, history, run_cli, tiny_args
 
 
 def dino_cfg(weights: Path | str) -> LossConfig:
@@ -22,7 +21,7 @@ def dino_cfg(weights: Path | str) -> LossConfig:
                       disc_backbone_size=32)
 
 
-def test_heads_learn_and_the_frozen_backbone_gets_no_gradient(random_vit: Path) -> None:  # noqa: F811
+def test_heads_learn_and_the_frozen_backbone_gets_no_gradient(random_vit: Path) -> None:
     torch.manual_seed(0)
     disc = build_discriminator(dino_cfg(random_vit)).train()
     assert disc.taps == [2, 5, 8, 11] and not disc.backbone.training  # 12 blocks: heads on four of them
@@ -42,7 +41,7 @@ def test_heads_learn_and_the_frozen_backbone_gets_no_gradient(random_vit: Path) 
     assert fake.grad.abs().sum() > 0
 
 
-def test_no_augmentation_in_eval_mode(random_vit: Path) -> None:  # noqa: F811
+def test_no_augmentation_in_eval_mode(random_vit: Path) -> None:
     disc = build_discriminator(dino_cfg(random_vit)).eval()
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     assert torch.equal(disc(x), disc(x))
@@ -105,7 +104,8 @@ def test_bad_disc_settings_are_one_line_errors(overrides: list[str], message: st
         load_config("tiny", overrides)
 
 
-def test_tiny_trains_against_the_dino_discriminator(random_vit: Path, synth_data: Path,  # noqa: F811
+@pytest.mark.slow
+def test_tiny_trains_against_the_dino_discriminator(random_vit: Path, synth_data: Path,
                                                      tmp_path: Path, mlflow_uri: str) -> None:
     args = tiny_args(synth_data, tmp_path / "run", mlflow_uri, **{
         "loss.gan_weight": 0.1, "loss.gan_start": 0, "loss.disc_kind": "dino", "loss.disc_backbone": TINY_VIT,

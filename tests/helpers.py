@@ -1,0 +1,93 @@
+"""Helpers shared by several test modules (plain functions and constants; the fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from scaling.core.checkpoint import read_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_VIT = "vit_tiny_patch16_224"  # the random stand-in for pretrained teachers and backbones (conftest.random_vit)
+
+
+def tiny_args(data: Path, run_dir: Path, tracking_uri: str, **extra: object) -> list[str]:
+    """Overrides pointing the shipped tiny config at test data, a run directory and an MLflow store."""
+    args = {"data.train": str(data / "train"), "data.val": str(data / "val"), "train.run_dir": str(run_dir),
+            "tracking.uri": tracking_uri, "train.progress": False, **extra}
+    out: list[str] = []
+    for key, value in args.items():
+        out += [f"--{key}", literal(value)]
+    return out
+
+
+def literal(value: object) -> str:
+    """``value`` as the TOML literal an override takes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: float = 1500, ranks: int = 0) -> subprocess.CompletedProcess:
+    """``python -m scaling ARGS`` in a fresh process, as a user would run it; under torchrun with ``ranks``."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}"] \
+        if ranks else [sys.executable]
+    return subprocess.run([*launcher, "-m", "scaling", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def final_state(run_dir: Path, step: int) -> dict:
+    """Checkpoint ``step`` of a run as one dict of full tensors, its pickled train state unpacked."""
+    state = read_checkpoint(run_dir / "checkpoints" / f"step-{step:08d}")
+    return state | {"train": pickle.loads(state["train"])}
+
+
+def assert_bitwise_equal(a: object, b: object, where: str = "") -> None:
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_bitwise_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_bitwise_equal(x, y, f"{where}[{i}]")
+
+
+def train_tiny(data: Path, run_dir: Path, uri: str, **extra: object) -> Path:
+    """A short tiny-config training run (150 steps, one checkpoint at the end)."""
+    args = {"train.steps": 150, "train.ckpt_every": 150, "train.val_every": 150, "train.log_every": 50, **extra}
+    proc = run_cli("train", "tiny", *tiny_args(data, run_dir, uri, **args))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return run_dir
+
+
+def history(mlflow_uri: str, key: str) -> tuple[Any, dict[int, float]]:
+    """The one MLflow run in the store, and metric ``key`` by step."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("scaling").experiment_id])
+    return run, {m.step: m.value for m in client.get_metric_history(run.info.run_id, key)}
+
+
+def run_main(capsys: Any, *args: str) -> subprocess.CompletedProcess:
+    """``scaling ARGS`` in this process (``scaling.cli.main``, what ``python -m scaling`` exits with), its exit code
+    and output as ``run_cli`` returns them: for commands that start no training, without a new interpreter."""
+    from scaling.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["scaling", *args], code, out, err)
