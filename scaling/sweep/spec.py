@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaling.core.config import Config, ConfigError, load_config
+from scaling.core.config import Config, ConfigError
 from scaling.core.config.loader import config_to_dict, flatten, from_dict, read_toml, set_dotted
 
 BASE_AXIS = "base"  # a grid axis over shipped configs (e.g. the GigaTok sizes), beside config keys
@@ -174,6 +174,8 @@ class SweepSpec:
             owned["tracking.uri"] = self.tracking.uri
         for key, value in owned.items():
             set_dotted(tree, key, value)
+        from scaling.models.factory import load_config  # the model families (torch) only once a trial is made
+
         return load_config(params.get(BASE_AXIS, self.base), tree)
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from scaling.core.config import ConfigError, load_config
-from scaling.core.config.schema import TITOK_SIZES
 from scaling.models.factory import build_tokenizer, parameter_counts
+from scaling.models.titok import TITOK_SIZES
 from tests.conftest import run_cli, tiny_args
 from tests.models.standins import history
 
