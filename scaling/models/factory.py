@@ -7,7 +7,7 @@ A family is its module's ``FAMILY`` (``scaling.models.family``) listed in ``FAMI
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch.nn as nn
@@ -15,21 +15,25 @@ import torch.nn as nn
 from scaling.core.config import Config
 from scaling.core.config.loader import raise_problems, read_config
 from scaling.models import gigatok, titok, tokenflow, vqgan
-from scaling.models.family import Family
+from scaling.models.family import Family, Sizes, no_problems
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (vqgan.FAMILY, gigatok.FAMILY, titok.FAMILY, tokenflow.FAMILY)}
 
 COMPONENTS = ("encoder_cnn", "encoder_transformer", "quantizer", "decoder_transformer", "decoder_cnn",
               "semantic_mlp")
 
-# Keys only some families honour (``Family.options``): whether a config sets it, and the problem when its
-# family does not honour it.
-OPTIONS: dict[str, tuple[Callable[[Config], bool], str]] = {
+# Keys only some families honour (``Family.options``): whether a config sets one, and the problem when its
+# family does not. Switches of the model alone are reported with the model's problems; those that pair the
+# model with the teacher after core's problems (the order these one-line errors have always come in).
+Options = dict[str, tuple[Callable[[Config], bool], str]]
+MODEL_OPTIONS: Options = {
     "model.causal": (lambda cfg: cfg.model.causal,
                      "model.causal: applies to model.family 'gigatok' with model.layout '1d' only"),
     "model.nested_dropout": (lambda cfg: cfg.model.nested_dropout,
                              "model.nested_dropout: applies to 1D tokens only (model.family 'titok', or 'gigatok' "
                              "with model.layout '1d')"),
+}
+TEACHER_OPTIONS: Options = {
     "loss.semantic_weight": (lambda cfg: bool(cfg.loss.semantic_weight),
                              "loss.semantic_weight: semantic regularisation needs model.family 'gigatok' or "
                              "'tokenflow'"),
@@ -45,30 +49,26 @@ def load_config(name_or_path: str | None, overrides: list[str] | dict[str, Any] 
 
 
 def check_config(cfg: Config) -> Config:
-    """``cfg`` when neither its family nor core finds a problem; else one ConfigError line (the first problem,
+    """``cfg`` when neither core nor its family finds a problem; else one ConfigError line (the first problem,
     and how many more)."""
-    raise_problems(family_errors(cfg) + cfg.validate())
+    family = FAMILIES.get(cfg.model.family)
+    unknown = [] if family else [f"model.family: unknown family {cfg.model.family!r} (known: {', '.join(FAMILIES)})"]
+    sizes, options, check = (family.sizes, family.options, family.check) if family else ({}, {}, no_problems)
+    model = unknown + _size_errors(cfg, sizes) + _option_errors(cfg, options, MODEL_OPTIONS)
+    raise_problems(model + cfg.validate() + check(cfg) + _option_errors(cfg, options, TEACHER_OPTIONS))
     return cfg
 
 
-def family_errors(cfg: Config) -> list[str]:
-    """The problems only ``cfg.model.family`` can judge, one line each naming its key."""
-    family = FAMILIES.get(cfg.model.family)
-    if family is None:
-        return [f"model.family: unknown family {cfg.model.family!r} (known: {', '.join(FAMILIES)})"]
-    return _size_errors(cfg, family) + _option_errors(cfg, family) + family.check(cfg)
-
-
-def _size_errors(cfg: Config, family: Family) -> list[str]:
+def _size_errors(cfg: Config, sizes: Sizes) -> list[str]:
     # A family without Transformers (vqgan) ignores the sizes, but a name no family knows is still reported.
-    known = family.sizes or {name: None for f in FAMILIES.values() for name in f.sizes}
+    known = sizes or {name: None for f in FAMILIES.values() for name in f.sizes}
     return [f"model.{key}: unknown size {getattr(cfg.model, key)!r} (known: {', '.join(known)})"
             for key in ("encoder_size", "decoder_size") if getattr(cfg.model, key) not in known]
 
 
-def _option_errors(cfg: Config, family: Family) -> list[str]:
-    return [problem for key, (is_set, problem) in OPTIONS.items()
-            if is_set(cfg) and not (key in family.options and family.options[key](cfg))]
+def _option_errors(cfg: Config, honoured: Mapping[str, Callable[[Config], bool]], options: Options) -> list[str]:
+    return [problem for key, (is_set, problem) in options.items()
+            if is_set(cfg) and not (key in honoured and honoured[key](cfg))]
 
 
 def build_tokenizer(cfg: Config) -> nn.Module:

@@ -31,7 +31,7 @@ class Family:
     sizes: Sizes = field(default_factory=dict)  # model.encoder_size / decoder_size names; {}: no Transformer
     # Problems of a config of this family, one line each naming its dotted key (core checks the rest).
     check: Callable[[Config], list[str]] = no_problems
-    # Keys only some families honour (``factory.OPTIONS``): when this one does.
+    # Keys only some families honour (``factory.MODEL_OPTIONS``, ``TEACHER_OPTIONS``): when this one does.
     options: Mapping[str, Callable[[Config], bool]] = field(default_factory=dict)
 
 
