@@ -25,6 +25,8 @@ def no_problems(cfg: Config) -> list[str]:
 
 @dataclass(frozen=True)
 class Family:
+    """A tokenizer family as the registry (``scaling.models.factory.FAMILIES``) knows it."""
+
     name: str  # model.family
     build: Callable[[Config], nn.Module]  # the tokenizer, on the current default device (meta works)
     describe: Callable[[Config], str]  # the one-line summary ``scaling plan`` prints
@@ -50,6 +52,5 @@ def transformer_summary(sizes: Sizes, size: str) -> str:
 
 
 def encoder_decoder_summary(sizes: Sizes, cfg: Config) -> str:
-    m = cfg.model
-    return (f"encoder {transformer_summary(sizes, m.encoder_size)}, decoder {transformer_summary(sizes, m.decoder_size)} "
-            "(width x layers)")
+    encoder, decoder = (transformer_summary(sizes, s) for s in (cfg.model.encoder_size, cfg.model.decoder_size))
+    return f"encoder {encoder}, decoder {decoder} (width x layers)"

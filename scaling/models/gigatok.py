@@ -28,7 +28,7 @@ from scaling.models.transformer import Transformer, TransformerBlock, init_linea
 from scaling.models.vqgan import Encoder, ResBlock
 
 # GigaTok's Transformer sizes: name -> (width, layers, heads). "tiny" is for CPU tests.
-TRANSFORMER_SIZES: Sizes = {
+TRANSFORMER_SIZES: dict[str, tuple[int, int, int]] = {
     "tiny": (64, 2, 2), "S": (512, 6, 8), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20),
     "XXL": (1536, 48, 24),
 }
