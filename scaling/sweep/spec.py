@@ -14,6 +14,7 @@ from typing import Any
 
 from scaling.core.config import Config, ConfigError
 from scaling.core.config.loader import config_to_dict, flatten, from_dict, read_toml, set_dotted
+from scaling.models.factory import load_config
 
 BASE_AXIS = "base"  # a grid axis over shipped configs (e.g. the GigaTok sizes), beside config keys
 CONFIG_KEYS = tuple(flatten(config_to_dict(Config())))
@@ -174,8 +175,6 @@ class SweepSpec:
             owned["tracking.uri"] = self.tracking.uri
         for key, value in owned.items():
             set_dotted(tree, key, value)
-        from scaling.models.factory import load_config  # the model families (torch) only once a trial is made
-
         return load_config(params.get(BASE_AXIS, self.base), tree)
 
 
