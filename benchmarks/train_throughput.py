@@ -33,8 +33,9 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
-from scaling.core.config import Config, load_config  # noqa: E402
+from scaling.core.config import Config  # noqa: E402
 from scaling.core.errors import UserError  # noqa: E402
+from scaling.models.factory import load_config  # noqa: E402
 
 # bf16 dense peak per device, TFLOP/s (NVIDIA datasheets, SXM parts, no sparsity)
 PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}

@@ -33,6 +33,7 @@ from scaling.metrics.grids import save_histogram, save_recon_grid
 from scaling.metrics.pixel import psnr, ssim
 from scaling.export.generator import load_trained
 from scaling.losses.perceptual import PerceptualLoss
+from scaling.models.factory import check_config
 from scaling.models.quantizers import codebook_stats
 from scaling.tracking.mlflow_tracker import RUN_ID_FILE, tracking_uri
 from scaling.core.checkpoint import CheckpointStore
@@ -96,7 +97,7 @@ def evaluate_once(run_dir: Path) -> dict[str, float]:
 def prepare(run_dir: Path, overrides: list[str] | None, step: int | None, ema: bool) -> Target:
     """Every check that needs no computation: the run, its config with the ``eval.*`` overrides, the FID
     network's weights, the LPIPS weights the config names, the checkpoint and the MLflow run."""
-    cfg = load_run_config(run_dir, overrides or [], ("eval.",))
+    cfg = check_config(load_run_config(run_dir, overrides or [], ("eval.",)))
     cfg.train.run_dir = str(run_dir)  # where the run is now (its cache too), not where it trained
     check_eval(cfg)
     if cfg.loss.vgg_weights:  # LPIPS, whatever the training's perceptual weight was

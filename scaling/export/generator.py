@@ -15,7 +15,6 @@ import torch
 import torch.nn as nn
 
 from scaling.core.config import Config
-from scaling.core.config import load_config
 from scaling.core.errors import UserError
 from scaling.core.checkpoint import CheckpointStore, read_checkpoint
 
@@ -47,7 +46,7 @@ def load_generator(path: Path, ema: bool = True, device: str | torch.device = "c
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from scaling.models.factory import build_tokenizer
+    from scaling.models.factory import build_tokenizer, load_config
 
     if not path.is_file():
         raise UserError(f"{path}: no such exported generator")

@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
-    from scaling.core.config import load_config
     from scaling.launch.profile import load_profile
+    from scaling.models.factory import load_config
 
     cfg = load_config(args.config, args.overrides)
     profile = load_profile(args.profile)

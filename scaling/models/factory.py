@@ -1,41 +1,82 @@
-"""One constructor for every tokenizer family, and parameter counts by component.
+"""The registry of tokenizer families: one constructor, the configs' family checks, parameter counts by component.
 
 Every family has ``forward(x, entropy_temperature=None) -> (recon, QuantOut)`` and ``components()``;
 families that support semantic regularisation also take ``semantic=True`` and then return a third item.
+A family is its module's ``FAMILY`` (``scaling.models.family``) listed in ``FAMILIES``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import torch.nn as nn
 
 from scaling.core.config import Config
+from scaling.core.config.loader import raise_problems, read_config
+from scaling.models import gigatok, titok, tokenflow, vqgan
+from scaling.models.family import Family, Sizes, no_problems
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (vqgan.FAMILY, gigatok.FAMILY, titok.FAMILY, tokenflow.FAMILY)}
 
 COMPONENTS = ("encoder_cnn", "encoder_transformer", "quantizer", "decoder_transformer", "decoder_cnn",
               "semantic_mlp")
 
+# Keys only some families honour (``Family.options``): whether a config sets one, and the problem when its
+# family does not. Switches of the model alone are reported with the model's problems; those that pair the
+# model with the teacher after core's problems (the order these one-line errors have always come in).
+Options = dict[str, tuple[Callable[[Config], bool], str]]
+MODEL_OPTIONS: Options = {
+    "model.causal": (lambda cfg: cfg.model.causal,
+                     "model.causal: applies to model.family 'gigatok' with model.layout '1d' only"),
+    "model.nested_dropout": (lambda cfg: cfg.model.nested_dropout,
+                             "model.nested_dropout: applies to 1D tokens only (model.family 'titok', or 'gigatok' "
+                             "with model.layout '1d')"),
+}
+TEACHER_OPTIONS: Options = {
+    "loss.semantic_weight": (lambda cfg: bool(cfg.loss.semantic_weight),
+                             "loss.semantic_weight: semantic regularisation needs model.family 'gigatok' or "
+                             "'tokenflow'"),
+    "model.semantic_encoder": (lambda cfg: cfg.model.semantic_encoder == "teacher",
+                               "model.semantic_encoder: 'teacher' applies to model.family 'tokenflow' only"),
+}
+
+
+def load_config(name_or_path: str | None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """A run's config for a file (or shipped name) and overrides, checked by core and by its family: what
+    every command loads. Raises ConfigError, one line."""
+    return check_config(read_config(name_or_path, overrides))
+
+
+def check_config(cfg: Config) -> Config:
+    """``cfg`` when neither core nor its family finds a problem; else one ConfigError line (the first problem,
+    and how many more)."""
+    family = FAMILIES.get(cfg.model.family)
+    unknown = [] if family else [f"model.family: unknown family {cfg.model.family!r} (known: {', '.join(FAMILIES)})"]
+    sizes, options, check = (family.sizes, family.options, family.check) if family else ({}, {}, no_problems)
+    model = unknown + _size_errors(cfg, sizes) + _option_errors(cfg, options, MODEL_OPTIONS)
+    raise_problems(model + cfg.validate() + check(cfg) + _option_errors(cfg, options, TEACHER_OPTIONS))
+    return cfg
+
+
+def _size_errors(cfg: Config, sizes: Sizes) -> list[str]:
+    # A family without Transformers (vqgan) ignores the sizes, but a name no family knows is still reported.
+    known = sizes or {name: None for f in FAMILIES.values() for name in f.sizes}
+    return [f"model.{key}: unknown size {getattr(cfg.model, key)!r} (known: {', '.join(known)})"
+            for key in ("encoder_size", "decoder_size") if getattr(cfg.model, key) not in known]
+
+
+def _option_errors(cfg: Config, honoured: Mapping[str, Callable[[Config], bool]], options: Options) -> list[str]:
+    return [problem for key, (is_set, problem) in options.items()
+            if is_set(cfg) and not (key in honoured and honoured[key](cfg))]
+
 
 def build_tokenizer(cfg: Config) -> nn.Module:
     """The tokenizer for ``cfg.model.family`` on the current default device (``torch.device("meta")`` works)."""
-    if cfg.model.family == "vqgan":
-        from scaling.models.vqgan import VQTokenizer
-
-        return VQTokenizer(cfg.model, cfg.quantizer)
-    if cfg.model.family == "titok":
-        from scaling.models.titok import TiTok
-
-        return TiTok(cfg.model, cfg.quantizer, cfg.data.image_size)
-    from scaling.models.backbones import teacher_width
-
-    semantic_dim = teacher_width(cfg.loss.semantic_teacher) if cfg.loss.semantic_weight else 0
-    if cfg.model.family == "gigatok":
-        from scaling.models.gigatok import GigaTok
-
-        return GigaTok(cfg.model, cfg.quantizer, cfg.data.image_size, semantic_dim, cfg.loss.semantic_layer)
-    if cfg.model.family == "tokenflow":
-        from scaling.models.tokenflow import TokenFlow
-
-        return TokenFlow(cfg.model, cfg.quantizer, cfg.data.image_size, semantic_dim, cfg.loss)
-    raise ValueError(f"model.family {cfg.model.family!r}")  # validate() rejects it before this
+    family = FAMILIES.get(cfg.model.family)
+    if family is None:
+        raise ValueError(f"model.family {cfg.model.family!r}")  # check_config rejects it before this
+    return family.build(cfg)
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

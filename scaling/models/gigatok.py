@@ -14,16 +14,24 @@ can be called again after ``to_empty``.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling.core.config import ModelConfig, QuantizerConfig
-from scaling.core.config.schema import TRANSFORMER_SIZES
+from scaling.core.config import Config, ModelConfig, QuantizerConfig
+from scaling.models.family import Family, Sizes, always, encoder_decoder_summary, quantizer_summary
 from scaling.models.nested import NestedDropout
 from scaling.models.quantizers import QuantOut, build_quantizer
-from scaling.models.transformer import Transformer, init_linear
+from scaling.models.transformer import Transformer, TransformerBlock, init_linear
 from scaling.models.vqgan import Encoder, ResBlock
+
+# GigaTok's Transformer sizes: name -> (width, layers, heads). "tiny" is for CPU tests.
+TRANSFORMER_SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (64, 2, 2), "S": (512, 6, 8), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20),
+    "XXL": (1536, 48, 24),
+}
 
 
 def pool_levels(grid: int) -> list[int]:
@@ -74,7 +82,7 @@ class TokenTransformer(nn.Module):
 
     def __init__(self, size: str, dim: int, num_inputs: int, num_queries: int = 0, causal: bool = False,
                  pool_grid: int = 0, unpool_grid: int = 0, joint: bool = False, out_dim: int = 0,
-                 sizes: dict[str, tuple[int, int, int]] = TRANSFORMER_SIZES):
+                 sizes: Sizes = TRANSFORMER_SIZES):
         super().__init__()
         self.width, layers, heads = sizes[size]
         self.pool_grid, self.unpool_grid, self.joint = pool_grid, unpool_grid, joint
@@ -225,6 +233,8 @@ class GigaTok(nn.Module):
     ``decode_indices`` of a (B, k) prefix decode the first k tokens.
     """
 
+    unit_types: ClassVar[tuple[type[nn.Module], ...]] = (TransformerBlock, ResBlock)  # FSDP units
+
     def __init__(self, model: ModelConfig, quantizer: QuantizerConfig, image_size: int, semantic_dim: int = 0,
                  semantic_layer: int = 3):
         super().__init__()
@@ -304,3 +314,39 @@ class GigaTok(nn.Module):
             raise ValueError("semantic=True needs a model built with semantic_dim > 0")
         recon, hidden = self._decode(q.z_q, tap=self.semantic_layer)
         return recon, q, self.semantic_head(hidden)
+
+
+def build(cfg: Config) -> GigaTok:
+    from scaling.models.backbones import teacher_width
+
+    semantic_dim = teacher_width(cfg.loss.semantic_teacher) if cfg.loss.semantic_weight else 0
+    return GigaTok(cfg.model, cfg.quantizer, cfg.data.image_size, semantic_dim, cfg.loss.semantic_layer)
+
+
+def check(cfg: Config) -> list[str]:
+    m, lc, errs = cfg.model, cfg.loss, []
+    grid = cfg.data.image_size // m.downsample
+    if m.layout == "1d" and m.num_tokens > grid * grid:
+        errs.append(f"model.num_tokens: {m.num_tokens} is more than the {grid}x{grid} CNN grid it summarises")
+    if m.decoder_size in TRANSFORMER_SIZES and lc.semantic_weight:
+        layers = TRANSFORMER_SIZES[m.decoder_size][1]
+        if lc.semantic_layer > layers:
+            errs.append(f"loss.semantic_layer: {lc.semantic_layer} is beyond the {layers} layers of "
+                        f"model.decoder_size {m.decoder_size!r}")
+    return errs
+
+
+def describe(cfg: Config) -> str:
+    m = cfg.model
+    tokens = f"{m.num_tokens} 1D tokens{' (causal)' if m.causal else ''}" if m.layout == "1d" else "2D tokens"
+    nested = ", nested dropout" if m.nested_dropout else ""
+    return (f"gigatok {m.layout}, {encoder_decoder_summary(TRANSFORMER_SIZES, cfg)}, {tokens}{nested}, "
+            f"{quantizer_summary(cfg.quantizer)}")
+
+
+def _one_d(cfg: Config) -> bool:
+    return cfg.model.layout == "1d"
+
+
+FAMILY = Family(name="gigatok", build=build, describe=describe, sizes=TRANSFORMER_SIZES, check=check,
+                options={"model.causal": _one_d, "model.nested_dropout": _one_d, "loss.semantic_weight": always})

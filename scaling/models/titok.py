@@ -10,20 +10,28 @@ Sizes: ``TITOK_SIZES`` (S is 512 wide with 8 layers). Builds on the meta device;
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling.core.config import ModelConfig, QuantizerConfig
-from scaling.core.config.schema import TITOK_SIZES
-from scaling.models.gigatok import TokenTransformer
+from scaling.core.config import Config, ModelConfig, QuantizerConfig
+from scaling.models.family import Family, Sizes, always, encoder_decoder_summary, quantizer_summary
+from scaling.models.gigatok import TRANSFORMER_SIZES, TokenTransformer
 from scaling.models.nested import NestedDropout
 from scaling.models.quantizers import QuantOut, build_quantizer
+from scaling.models.transformer import TransformerBlock
+
+# TiTok's ViTs: GigaTok's table except S, which has 8 layers in TiTok (6 in GigaTok).
+TITOK_SIZES: Sizes = TRANSFORMER_SIZES | {"S": (512, 8, 8)}
 
 
 class TiTok(nn.Module):
     """Image -> (B, num_tokens) ids -> image. ``model.nested_dropout`` trains on random token prefixes;
     ``decode(z_q, keep=k)`` and ``decode_indices`` of a (B, k) prefix decode the first k tokens."""
+
+    unit_types: ClassVar[tuple[type[nn.Module], ...]] = (TransformerBlock,)  # FSDP units
 
     def __init__(self, model: ModelConfig, quantizer: QuantizerConfig, image_size: int):
         super().__init__()
@@ -69,3 +77,18 @@ class TiTok(nn.Module):
     def forward(self, x: torch.Tensor, entropy_temperature: float | None = None) -> tuple[torch.Tensor, QuantOut]:
         q = self.encode(x, entropy_temperature)
         return self.decode(q.z_q), q
+
+
+def build(cfg: Config) -> TiTok:
+    return TiTok(cfg.model, cfg.quantizer, cfg.data.image_size)
+
+
+def describe(cfg: Config) -> str:
+    m = cfg.model
+    nested = ", nested dropout" if m.nested_dropout else ""
+    return (f"titok, {m.patch_size}x{m.patch_size} patches, {encoder_decoder_summary(TITOK_SIZES, cfg)}, "
+            f"{m.num_tokens} 1D tokens{nested}, {quantizer_summary(cfg.quantizer)}")
+
+
+FAMILY = Family(name="titok", build=build, describe=describe, sizes=TITOK_SIZES,
+                options={"model.nested_dropout": always})

@@ -13,14 +13,17 @@ its patch tokens resampled to the CNN grid and projected to the semantic code wi
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 
-from scaling.core.config import LossConfig, ModelConfig, QuantizerConfig
-from scaling.models.gigatok import TokenTransformer
+from scaling.core.config import Config, LossConfig, ModelConfig, QuantizerConfig
+from scaling.models.family import Family, always, encoder_decoder_summary, transformer_summary
+from scaling.models.gigatok import TRANSFORMER_SIZES, TokenTransformer
 from scaling.models.quantizers import DualCodebookVQ, QuantOut
-from scaling.models.transformer import init_linear
-from scaling.models.vqgan import Decoder, Encoder
+from scaling.models.transformer import TransformerBlock, init_linear
+from scaling.models.vqgan import Decoder, Encoder, ResBlock
 
 
 class TeacherInitViT(nn.Module):
@@ -61,6 +64,9 @@ class TeacherInitViT(nn.Module):
 class TokenFlow(nn.Module):
     """Image -> (B, g, g) ids into both codebooks -> image. ``semantic_dim > 0`` (the teacher's width) adds
     the semantic decoder; ``forward(..., semantic=True)`` then also returns its (B, g*g, semantic_dim) output."""
+
+    # FSDP units; the teacher-initialised ViT's timm blocks are not among them (they stay in the root unit).
+    unit_types: ClassVar[tuple[type[nn.Module], ...]] = (TransformerBlock, ResBlock)
 
     def __init__(self, model: ModelConfig, quantizer: QuantizerConfig, image_size: int, semantic_dim: int = 0,
                  loss: LossConfig | None = None):
@@ -120,3 +126,33 @@ class TokenFlow(nn.Module):
             raise ValueError("semantic=True needs a model built with semantic_dim > 0")
         sem_codes = q.z_q[:, :self.quantizer.cfg.semantic_code_dim].flatten(2).transpose(1, 2)
         return self.decode(q.z_q), q, self.semantic_decoder(sem_codes)[0]
+
+
+def build(cfg: Config) -> TokenFlow:
+    from scaling.models.backbones import teacher_width
+
+    semantic_dim = teacher_width(cfg.loss.semantic_teacher) if cfg.loss.semantic_weight else 0
+    return TokenFlow(cfg.model, cfg.quantizer, cfg.data.image_size, semantic_dim, cfg.loss)
+
+
+def check(cfg: Config) -> list[str]:
+    if cfg.quantizer.kind != "vq":
+        return [f"quantizer.kind: model.family 'tokenflow' needs 'vq' (two codebooks), got {cfg.quantizer.kind!r}"]
+    if cfg.model.semantic_encoder == "teacher" and not cfg.loss.semantic_teacher_weights:
+        return ["loss.semantic_teacher_weights: required when model.semantic_encoder is 'teacher' (the semantic "
+                "encoder starts from the teacher's local weights)"]
+    return []
+
+
+def describe(cfg: Config) -> str:
+    m, q = cfg.model, cfg.quantizer
+    vits = encoder_decoder_summary(TRANSFORMER_SIZES, cfg)
+    if m.semantic_encoder == "teacher":
+        vits = (f"encoder {cfg.loss.semantic_teacher} (from the teacher's weights), decoder "
+                f"{transformer_summary(TRANSFORMER_SIZES, m.decoder_size)} (width x layers)")
+    return (f"tokenflow, {m.downsample}x CNN, semantic {vits}, VQ {q.codebook_size} x ({q.semantic_code_dim} "
+            f"semantic + {q.code_dim} pixel) with one index (w = {q.pixel_distance_weight})")
+
+
+FAMILY = Family(name="tokenflow", build=build, describe=describe, sizes=TRANSFORMER_SIZES, check=check,
+                options={"loss.semantic_weight": always, "model.semantic_encoder": always})

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from scaling.core.config import ModelConfig, QuantizerConfig
+from scaling.core.config import Config, ModelConfig, QuantizerConfig
+from scaling.models.family import Family, quantizer_summary
 from scaling.models.quantizers import QuantOut, build_quantizer
 
 
@@ -93,6 +96,8 @@ class Decoder(nn.Module):
 class VQTokenizer(nn.Module):
     """Image -> (B, H/f, W/f) token ids -> image."""
 
+    unit_types: ClassVar[tuple[type[nn.Module], ...]] = (ResBlock,)  # FSDP units: the residual blocks
+
     def __init__(self, model: ModelConfig, quantizer: QuantizerConfig):
         super().__init__()
         self.encoder = Encoder(model)
@@ -126,3 +131,14 @@ class VQTokenizer(nn.Module):
     def forward(self, x: torch.Tensor, entropy_temperature: float | None = None) -> tuple[torch.Tensor, QuantOut]:
         q = self.encode(x, entropy_temperature)
         return self.decode(q.z_q), q
+
+
+def build(cfg: Config) -> VQTokenizer:
+    return VQTokenizer(cfg.model, cfg.quantizer)
+
+
+def describe(cfg: Config) -> str:
+    return f"{cfg.model.family}, {cfg.model.downsample}x downsampling, {quantizer_summary(cfg.quantizer)}"
+
+
+FAMILY = Family(name="vqgan", build=build, describe=describe)

@@ -1,8 +1,8 @@
 """Activation checkpointing, per-block compile and FSDP2 for any tokenizer family (torchtitan's order).
 
-Units are what repeats: every Transformer block and every CNN residual block. Each unit is checkpointed
-(when asked), compiled (when asked) and sharded on its own, then the root takes what is left (stems,
-projections, quantiser, norms), so at most one unit's parameters are gathered at a time.
+Units are what repeats, as the model declares in ``unit_types`` (its Transformer blocks, its CNN residual
+blocks). Each unit is checkpointed (when asked), compiled (when asked) and sharded on its own, then the root
+takes what is left (stems, projections, quantiser, norms), so at most one unit's parameters are gathered at a time.
 """
 
 from __future__ import annotations
@@ -14,36 +14,37 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from scaling.core.config import ParallelConfig
-from scaling.models.transformer import Transformer, TransformerBlock
-from scaling.models.vqgan import ResBlock
-
-UNIT_TYPES = (TransformerBlock, ResBlock)
-
-
-def is_unit(module: nn.Module) -> bool:
-    inner = module._checkpoint_wrapped_module if isinstance(module, CheckpointWrapper) else module
-    return isinstance(inner, UNIT_TYPES)
 
 
 def units(model: nn.Module) -> list[nn.Module]:
-    """The repeated blocks, outermost wrapper included, in module order."""
+    """The repeated blocks (instances of ``model.unit_types``), outermost wrapper included, in module order.
+    A model that declares none (a discriminator) is one unit, the root."""
+    types = getattr(model, "unit_types", ())
     wrapped = {id(m._checkpoint_wrapped_module) for m in model.modules() if isinstance(m, CheckpointWrapper)}
-    return [m for m in model.modules() if is_unit(m) and id(m) not in wrapped]
+    return [m for m in model.modules() if isinstance(_unwrapped(m), types) and id(m) not in wrapped]
+
+
+def _unwrapped(module: nn.Module) -> nn.Module:
+    return module._checkpoint_wrapped_module if isinstance(module, CheckpointWrapper) else module
 
 
 def apply_activation_checkpointing(model: nn.Module, mode: str) -> None:
     """``full``: every unit recomputed in backward. ``selective``: torchtitan's op-level policy (keep matmul
-    and attention outputs every other time) on Transformer blocks; CNN blocks are recomputed whole."""
+    and attention outputs every other time) on units stacked in a ``layers`` list (the Transformer blocks:
+    torchtitan's policies wrap such a stack); other units (CNN blocks, no matmuls) are recomputed whole."""
     from torchtitan.distributed.activation_checkpoint import FullAC, SelectiveAC
 
     policy = SelectiveAC(SelectiveAC.Config(force_recompute_mm_shapes_by_fqns=[])) if mode == "selective" \
         else FullAC(FullAC.Config())
+    unit_ids = {id(u) for u in units(model)}
     for module in list(model.modules()):
-        if isinstance(module, Transformer):
+        layers = getattr(module, "layers", None)
+        if isinstance(layers, nn.ModuleList) and len(layers) and all(id(layer) in unit_ids for layer in layers):
             policy.apply(module)  # torchtitan wraps each of ``module.layers``
+    rest = {id(u) for u in units(model) if not isinstance(u, CheckpointWrapper)}
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, ResBlock):
+            if id(child) in rest:
                 parent.register_module(name, checkpoint_wrapper(child, preserve_rng_state=False))
 
 
@@ -55,9 +56,10 @@ def apply_compile(model: nn.Module) -> None:
 
 
 def float8_targets(model: nn.Module) -> list[nn.Module]:
-    """The Linear layers float8 training converts: those of every Transformer block whose two dimensions are
-    multiples of 16 (float8 GEMMs need it). CNNs, stems, projections and the quantiser stay as they are."""
-    return [m for block in model.modules() if isinstance(block, TransformerBlock) for m in block.modules()
+    """The Linear layers float8 training converts: those of the units (the Transformer blocks; CNN blocks have
+    none) whose two dimensions are multiples of 16 (float8 GEMMs need it). Stems, projections and the
+    quantiser, in the root, stay as they are."""
+    return [m for unit in units(model) for m in unit.modules()
             if isinstance(m, nn.Linear) and m.in_features % 16 == 0 and m.out_features % 16 == 0]
 
 

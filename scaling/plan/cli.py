@@ -7,7 +7,6 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from scaling.core.config import Config
     from scaling.plan.memory import MemoryPlan
 
 LABELS = {"encoder_cnn": "encoder CNN", "encoder_transformer": "encoder transformer", "quantizer": "quantiser",
@@ -32,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from scaling.core.config import load_config
+    from scaling.models.factory import FAMILIES, load_config
 
     cfg = load_config(args.config, args.overrides)
     from scaling.plan.count import plan
@@ -51,7 +50,7 @@ def _plan(args: argparse.Namespace) -> int:
                           "flops_forward_per_image": result.flops_forward, "flops_per_image": result.flops_per_image,
                           "memory": memory.to_dict()}))
         return 0
-    print(f"config      {args.config}: {_describe(cfg)}")
+    print(f"config      {args.config}: {FAMILIES[cfg.model.family].describe(cfg)}")
     print("parameters")
     for key, label in LABELS.items():
         print(f"  {label:<22}{human(params[key]):>10}")
@@ -100,25 +99,3 @@ def _memory_lines(m: MemoryPlan) -> list[str]:
                  + "".join(f"{m.suggest(ac):20d}" for ac in ("none", "full")))
     return lines
 
-
-def _describe(cfg: Config) -> str:
-    from scaling.core.config.schema import TITOK_SIZES, TRANSFORMER_SIZES
-
-    m, q = cfg.model, cfg.quantizer
-    vq = f"VQ {q.codebook_size} x {q.code_dim}"
-    sizes = TITOK_SIZES if m.family == "titok" else TRANSFORMER_SIZES
-    enc, dec = (sizes[s] for s in (m.encoder_size, m.decoder_size))
-    vits = f"encoder {m.encoder_size} {enc[0]}x{enc[1]}, decoder {m.decoder_size} {dec[0]}x{dec[1]} (width x layers)"
-    nested = ", nested dropout" if m.nested_dropout else ""
-    if m.family == "titok":
-        return f"titok, {m.patch_size}x{m.patch_size} patches, {vits}, {m.num_tokens} 1D tokens{nested}, {vq}"
-    if m.family == "tokenflow":
-        if m.semantic_encoder == "teacher":
-            vits = (f"encoder {cfg.loss.semantic_teacher} (from the teacher's weights), decoder "
-                    f"{m.decoder_size} {dec[0]}x{dec[1]} (width x layers)")
-        return (f"tokenflow, {m.downsample}x CNN, semantic {vits}, VQ {q.codebook_size} x ({q.semantic_code_dim} "
-                f"semantic + {q.code_dim} pixel) with one index (w = {q.pixel_distance_weight})")
-    if m.family != "gigatok":
-        return f"{m.family}, {m.downsample}x downsampling, {vq}"
-    tokens = f"{m.num_tokens} 1D tokens{' (causal)' if m.causal else ''}" if m.layout == "1d" else "2D tokens"
-    return f"gigatok {m.layout}, {vits}, {tokens}{nested}, {vq}"

@@ -6,9 +6,9 @@ What one GPU holds at the peak of a training step (the end of the forward / star
   fp32), AdamW's exp_avg and exp_avg_sq (8 B/param);
 - gathered parameters (bf16, transient): the root unit stays gathered from forward to the end of the
   backward (FSDP2 does not reshard the root after forward) and accumulates unsharded bf16 gradients; of
-  the other units (each TransformerBlock, each CNN ResBlock) the running one and the prefetched next one
-  are gathered, and in the backward one unit's unsharded gradient exists in bf16 and in fp32 for the
-  reduce-scatter. With ``parallel.reshard_after_forward = false`` every unit stays gathered;
+  the other units (the model's ``unit_types``: its Transformer and CNN blocks) the running one and the
+  prefetched next one are gathered, and in the backward one unit's unsharded gradient exists in bf16 and in
+  fp32 for the reduce-scatter. With ``parallel.reshard_after_forward = false`` every unit stays gathered;
 - activations: the bytes of every tensor autograd saves for the backward, counted by running the forward
   and the losses on the meta device under ``saved_tensors_hooks`` (parameters excluded: FSDP frees and
   re-gathers those), at micro-batch 1 and 2, so that activations = fixed + per_image * micro_batch.
@@ -47,8 +47,6 @@ GIB = 2**30
 OVERHEAD_GIB = 3.0
 STATE_BYTES = {"params": 4, "grads": 4, "optimizer": 8}  # fp32 master, fp32 grad, AdamW's two fp32 moments
 GATHER_BYTES = 2  # bf16 parameters for compute (MixedPrecisionPolicy param_dtype)
-# FSDP units besides the root, and the checkpointed units: those of scaling.parallel.parallelize (not
-# imported: planning needs no torch.distributed).
 AC_PLANNED = ("none", "full")
 
 # The dtype rule on meta, where torch.autocast does not apply: CUDA autocast's op lists (the ops these

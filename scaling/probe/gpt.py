@@ -8,15 +8,19 @@ checkpointed and compiled by the same ``parallelize`` code as the tokenizers.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from scaling.core.config.schema import PROBE_SIZES
-from scaling.models.transformer import Transformer, init_linear
+from scaling.models.transformer import Transformer, TransformerBlock, init_linear
 
 
 class ClassConditionalGPT(nn.Module):
+    unit_types: ClassVar[tuple[type[nn.Module], ...]] = (TransformerBlock,)  # FSDP units
+
     def __init__(self, size: str, vocab: int, num_classes: int, seq_len: int, dropout: float = 0.0):
         super().__init__()
         dim, layers, heads = PROBE_SIZES[size]

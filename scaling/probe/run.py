@@ -23,6 +23,7 @@ from scaling.core.runtime import autocast as runtime_autocast
 from scaling.core.errors import UserError
 from scaling.metrics.grids import save_image_grid
 from scaling.export.generator import load_trained
+from scaling.models.factory import check_config
 from scaling.probe import metrics
 from scaling.probe.tokens import cache_tokens, read_tokens
 from scaling.probe.trainer import train_ar
@@ -41,7 +42,7 @@ def run_probe(run_dir: Path, overrides: list[str]) -> dict[str, float]:
     """The whole chain on this process's ranks; the probe metrics."""
     from scaling.metrics.fid import check_eval
 
-    cfg = load_run_config(run_dir, overrides, MAY_CHANGE)
+    cfg = check_config(load_run_config(run_dir, overrides, MAY_CHANGE))
     check_eval(cfg)  # the FID network's file, before any work
     with StopSignals() as signals:
         rt = init_runtime(cfg.train.device)

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scaling.core.config import Config, ConfigError, load_config
+from scaling.core.config import Config, ConfigError
 from scaling.core.config.loader import config_to_dict, flatten, from_dict, read_toml, set_dotted
+from scaling.models.factory import load_config
 
 BASE_AXIS = "base"  # a grid axis over shipped configs (e.g. the GigaTok sizes), beside config keys
 CONFIG_KEYS = tuple(flatten(config_to_dict(Config())))

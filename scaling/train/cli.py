@@ -14,10 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from scaling.core.config import load_config
+    from scaling.models.factory import load_config
 
     cfg = load_config(args.config, args.overrides)
-    from scaling.train.trainer import train  # heavy imports only once the config is valid
+    from scaling.train.trainer import train  # the trainer's imports only once the config is valid
 
     result = train(cfg)
     if result.rank:  # rank 0 reports for all

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scaling.core.config import ConfigError, load_config
-from scaling.models.factory import build_tokenizer, parameter_counts
+from scaling.core.config import ConfigError
+from scaling.models.factory import build_tokenizer, load_config, parameter_counts
 
 # gigatok.md: per-component estimates from GigaTok's code (encoder and decoder include their CNNs) and the
 # README totals; all in millions, the totals including the semantic-regularisation MLP.

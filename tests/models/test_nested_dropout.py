@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling.core.config import Config, ConfigError, load_config
+from scaling.core.config import Config, ConfigError
 from scaling.data.loader import to_float, train_loader, validation_images
-from scaling.models.factory import build_tokenizer
+from scaling.models.factory import build_tokenizer, load_config
 from scaling.models.nested import NestedDropout
 from tests.helpers import tiny_args
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from scaling.core.config import ConfigError, load_config
-from scaling.core.config.schema import TITOK_SIZES
 from scaling.models.factory import build_tokenizer, parameter_counts
+from scaling.models.titok import TITOK_SIZES
 from tests.helpers import history, run_cli, tiny_args
 
 PRESETS = {"titok-s-128": ("S", 128), "titok-b-64": ("B", 64), "titok-l-32": ("L", 32)}

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scaling.core.config import ConfigError, QuantizerConfig, load_config
-from scaling.models.factory import build_tokenizer
+from scaling.core.config import ConfigError, QuantizerConfig
+from scaling.models.factory import build_tokenizer, load_config
 from scaling.models.quantizers import DualCodebookVQ
 from tests.helpers import TINY_VIT, history, run_cli, tiny_args
 

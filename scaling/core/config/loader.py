@@ -100,15 +100,25 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_config(name_or_path: str | None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
-    """The validated config for a file (or shipped name) and overrides; raises ConfigError."""
+    """The config for a file (or shipped name) and overrides, with the checks core can make; raises ConfigError.
+    A run's config also needs its model family's checks: ``scaling.models.factory.load_config`` adds them."""
+    cfg = read_config(name_or_path, overrides)
+    raise_problems(cfg.validate())
+    return cfg
+
+
+def read_config(name_or_path: str | None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """The config for a file (or shipped name) and overrides, its keys and types checked but not its values."""
     data = read_toml(resolve_config_path(name_or_path)) if name_or_path else {}
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
-    cfg = from_dict(Config, merge(data, overrides or {}))
-    errors = cfg.validate()
+    return from_dict(Config, merge(data, overrides or {}))
+
+
+def raise_problems(errors: list[str]) -> None:
+    """One ConfigError line for a config's problems, if any: the first, and how many more."""
     if errors:
         raise ConfigError(errors[0] if len(errors) == 1 else f"{errors[0]} (and {len(errors) - 1} more problems)")
-    return cfg
 
 
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:

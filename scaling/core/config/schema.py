@@ -1,7 +1,8 @@
 """Typed configuration: the single source of truth for a run.
 
 Every field has a default so a TOML file only states what differs. ``validate`` methods return a list
-of one-line problems, each naming its dotted key; nothing is checked anywhere else.
+of one-line problems, each naming its dotted key. What only a model family can judge (its name, its sizes,
+the keys it honours) its family checks: ``scaling.models.factory.check_config`` runs both.
 """
 
 from __future__ import annotations
@@ -9,16 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-
-# GigaTok Transformer sizes: name -> (width, layers, heads). "tiny" is for CPU tests.
-TRANSFORMER_SIZES: dict[str, tuple[int, int, int]] = {
-    "tiny": (64, 2, 2), "S": (512, 6, 8), "B": (768, 12, 12), "L": (1024, 24, 16), "XL": (1280, 36, 20),
-    "XXL": (1536, 48, 24),
-}
-# TiTok's ViTs: GigaTok's table except S, which has 8 layers in TiTok (6 in GigaTok).
-TITOK_SIZES: dict[str, tuple[int, int, int]] = TRANSFORMER_SIZES | {"S": (512, 8, 8)}
-FAMILIES = ("vqgan", "gigatok", "titok", "tokenflow")
-ONE_D = ("gigatok", "titok")  # families with 1D tokens (gigatok with layout 1d)
 
 
 @dataclass
@@ -33,7 +24,7 @@ class ModelConfig:
     dropout: float = 0.0
     # gigatok only: the CNN above, then Transformers between it and the quantiser
     layout: str = "1d"  # 1d: Q-Former over learnable queries; 2d: ViT blocks on the CNN grid
-    encoder_size: str = "S"  # a TRANSFORMER_SIZES name (titok: TITOK_SIZES; tokenflow: the semantic encoder)
+    encoder_size: str = "S"  # a name of the family's size table (tokenflow: the semantic encoder)
     decoder_size: str = "S"  # tokenflow: the semantic decoder
     num_tokens: int = 256  # 1D tokens per image (layout 1d, titok)
     causal: bool = False  # 1D queries attend only to earlier ones (SEED)
@@ -49,20 +40,10 @@ class ModelConfig:
 
     def validate(self) -> list[str]:
         errs = []
-        if self.family not in FAMILIES:
-            errs.append(f"model.family: unknown family {self.family!r} (known: {', '.join(FAMILIES)})")
         if self.layout not in ("1d", "2d"):
             errs.append(f"model.layout: must be '1d' or '2d', got {self.layout!r}")
-        for key in ("encoder_size", "decoder_size"):
-            if getattr(self, key) not in TRANSFORMER_SIZES:
-                errs.append(f"model.{key}: unknown size {getattr(self, key)!r} (known: {', '.join(TRANSFORMER_SIZES)})")
         if self.num_tokens <= 0:
             errs.append(f"model.num_tokens: must be positive, got {self.num_tokens}")
-        if self.causal and (self.family != "gigatok" or self.layout != "1d"):
-            errs.append("model.causal: applies to model.family 'gigatok' with model.layout '1d' only")
-        if self.nested_dropout and (self.family not in ONE_D or self.family == "gigatok" and self.layout != "1d"):
-            errs.append("model.nested_dropout: applies to 1D tokens only (model.family 'titok', or 'gigatok' "
-                        "with model.layout '1d')")
         if self.semantic_encoder not in ("cnn", "teacher"):
             errs.append(f"model.semantic_encoder: must be 'cnn' or 'teacher', got {self.semantic_encoder!r}")
         if self.patch_size <= 0:
@@ -425,38 +406,8 @@ class Config:
                 f"data.image_size: {self.data.image_size} is not divisible by the model's downsampling "
                 f"factor {down} ({why})"
             )
-        errs += self._gigatok_errors() + self._family_errors()
         if self.quantizer.kind == "fsq" and self.loss.entropy_weight:
             errs.append("loss.entropy_weight: must be 0 with quantizer.kind 'fsq' (no codebook to score codes against)")
         if self.optim.warmup_steps >= self.train.steps and self.optim.warmup_steps > 0:
             errs.append(f"optim.warmup_steps: {self.optim.warmup_steps} must be below train.steps {self.train.steps}")
         return errs
-
-    def _gigatok_errors(self) -> list[str]:
-        m, lc = self.model, self.loss
-        if m.family not in ("gigatok", "tokenflow"):
-            needs = "loss.semantic_weight: semantic regularisation needs model.family 'gigatok' or 'tokenflow'"
-            return [needs] if lc.semantic_weight else []
-        if m.family != "gigatok":
-            return []
-        errs = []
-        grid = self.data.image_size // m.downsample
-        if m.layout == "1d" and m.num_tokens > grid * grid:
-            errs.append(f"model.num_tokens: {m.num_tokens} is more than the {grid}x{grid} CNN grid it summarises")
-        if m.decoder_size in TRANSFORMER_SIZES and lc.semantic_weight:
-            layers = TRANSFORMER_SIZES[m.decoder_size][1]
-            if lc.semantic_layer > layers:
-                errs.append(f"loss.semantic_layer: {lc.semantic_layer} is beyond the {layers} layers of "
-                            f"model.decoder_size {m.decoder_size!r}")
-        return errs
-
-    def _family_errors(self) -> list[str]:
-        if self.model.family == "tokenflow" and self.quantizer.kind != "vq":
-            return [f"quantizer.kind: model.family 'tokenflow' needs 'vq' (two codebooks), got {self.quantizer.kind!r}"]
-        if self.model.semantic_encoder == "teacher":
-            if self.model.family != "tokenflow":
-                return ["model.semantic_encoder: 'teacher' applies to model.family 'tokenflow' only"]
-            if not self.loss.semantic_teacher_weights:
-                return ["loss.semantic_teacher_weights: required when model.semantic_encoder is 'teacher' (the "
-                        "semantic encoder starts from the teacher's local weights)"]
-        return []
