@@ -5,7 +5,7 @@
 
 (a) platform: ``scaling.train.trainer.train`` itself, one process, on a synthetic MDS split made by
 ``scaling.data.build.build_synthetic``, MLflow to a temporary sqlite store, as a trial runs it (loader,
-augmentation, FSDP2 on a world of one, torchtitan AdamW, clipping, logging every ``train.log_every`` steps).
+augmentation, parallelisation, torchtitan AdamW, clipping, logging every ``train.log_every`` steps).
 A step is the time between two consecutive steps' first micro-batches (``hooks.trace_samples``), so it
 includes everything the loop does per step; the run's first steps (warm-up) and its last step (final
 validation and checkpoint) are left out. Validation and checkpoints are moved past the run's end.
@@ -13,7 +13,8 @@ validation and checkpoint) are left out. Validation and checkpoints are moved pa
 ``clip_grad_norm_``, ``torch.optim.AdamW``), no wrapper, tracker, loader or checkpoint, on one fixed batch.
 
 The two alternate, ``--rounds`` times each, in one process with one thread; the figures are medians over all
-timed steps of each. With no argument the config is the trial of sweeps/tiny.toml at model.base_channels 32
+timed steps of each, in wall-clock time and in the process's CPU time (``time.process_time``: on a shared
+machine it moves less with the other processes' load than the wall clock does). With no argument the config is the trial of sweeps/tiny.toml at model.base_channels 32
 without semantic regularisation (it needs the study's teacher).
 """
 
@@ -87,16 +88,17 @@ def _synthetic(cfg: Config, scratch: Path) -> Path:
                            size=cfg.data.image_size, seed=0, workers=1, progress=False)
 
 
-def platform_round(cfg: Config, run: Path, warmup: int, profile: str = "") -> list[float]:
-    """Seconds per step of one ``train()`` run (a fresh run directory), the warm-up and last step left out."""
+def platform_round(cfg: Config, run: Path, warmup: int, profile: str = "") -> list[tuple[float, float]]:
+    """(wall, CPU) seconds per step of one ``train()`` run (a fresh run directory), the warm-up and last step
+    left out."""
     import scaling.core.hooks as hooks
     from scaling.train.trainer import train
 
-    starts: list[float] = []
+    starts: list[tuple[float, float]] = []
     original = hooks.trace_samples
 
     def stamp(rank: int, step: int, indices) -> None:  # first micro-batch of each step
-        starts.append(time.perf_counter())
+        starts.append((time.perf_counter(), time.process_time()))
         original(rank, step, indices)
 
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_dir=str(run)))
@@ -114,12 +116,13 @@ def platform_round(cfg: Config, run: Path, warmup: int, profile: str = "") -> li
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(profile)
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(starts, starts[1:])]
     return gaps[warmup:]
 
 
-def bare_round(cfg: Config, steps: int, warmup: int) -> list[float]:
-    """Seconds per step of a plain loop: the model, ``generator_losses``, clipping and AdamW on one batch."""
+def bare_round(cfg: Config, steps: int, warmup: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds per step of a plain loop: the model, ``generator_losses``, clipping and AdamW on one
+    batch."""
     import train_throughput as tt
 
     from scaling.train.trainer import generator_losses  # noqa: F401  (the losses make_step uses)
@@ -135,12 +138,16 @@ def bare_round(cfg: Config, steps: int, warmup: int) -> list[float]:
     x = torch.rand(cfg.train.batch_size, 3, size, size) * 2 - 1
     times = []
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         forward_backward(x)
         optimiser_step()
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
+            times.append((time.perf_counter() - t0, time.process_time() - c0))
     return times
+
+
+def ms(times: list[tuple[float, float]], which: int) -> float:
+    return 1000 * statistics.median(t[which] for t in times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,25 +156,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("streaming").setLevel(logging.ERROR)  # "directory exists" notes while writing the split
     scratch = Path(tempfile.mkdtemp(prefix="step-overhead-"))
     cfg = bench_config(args, overrides, scratch)
-    platform: list[float] = []
-    bare: list[float] = []
-    rounds = []
+    platform: list[tuple[float, float]] = []
+    bare: list[tuple[float, float]] = []
     for r in range(args.rounds):
         last = r == args.rounds - 1
         p = platform_round(cfg, scratch / f"run-{r}", args.warmup, args.profile if last else "")
         b = bare_round(cfg, args.steps, args.warmup)
         platform += p
         bare += b
-        rounds.append((1000 * statistics.median(p), 1000 * statistics.median(b)))
-        print(f"round {r + 1}: platform {rounds[-1][0]:.1f} ms, bare {rounds[-1][1]:.1f} ms per step", flush=True)
-    mp, mb = 1000 * statistics.median(platform), 1000 * statistics.median(bare)
+        print(f"round {r + 1}: platform {ms(p, 0):.1f} ms ({ms(p, 1):.1f} CPU), bare {ms(b, 0):.1f} ms "
+              f"({ms(b, 1):.1f} CPU) per step", flush=True)
     m = cfg.model
     print(f"config     {args.config or f'{STUDY.relative_to(REPO)} trial {TRIAL}'}: {m.family} width "
           f"{m.base_channels}, batch {cfg.train.batch_size} at {cfg.data.image_size}px, {args.threads} thread(s), "
-          f"torch {torch.__version__}")
-    print(f"platform   {mp:.1f} ms per step (median of {len(platform)}; mean {1000 * statistics.mean(platform):.1f})")
-    print(f"bare       {mb:.1f} ms per step (median of {len(bare)}; mean {1000 * statistics.mean(bare):.1f})")
-    print(f"overhead   {mp - mb:+.1f} ms per step ({100 * (mp / mb - 1):+.1f}%)")
+          f"torch {torch.__version__}; medians of {len(platform)} and {len(bare)} steps")
+    for name, which in (("wall", 0), ("CPU", 1)):
+        mp, mb = ms(platform, which), ms(bare, which)
+        print(f"{name:<10} platform {mp:.1f} ms, bare {mb:.1f} ms per step: overhead {mp - mb:+.1f} ms "
+              f"({100 * (mp / mb - 1):+.1f}%)")
     if args.profile:
         print(f"profile    {args.profile} (the platform's last round; python -m pstats)")
     return 0
