@@ -12,7 +12,7 @@ validation and checkpoint) are left out. Validation and checkpoints are moved pa
 (b) bare: the same model and losses (``train_throughput.make_step`` with ``--no-fsdp``: ``generator_losses``,
 ``clip_grad_norm_``, ``torch.optim.AdamW``), no wrapper, tracker, loader or checkpoint, on one fixed batch.
 
-The two alternate, ``--rounds`` times each, in one process with one thread; the figures are medians over all
+The two alternate, ``--rounds`` times each, each round a fresh process with one thread; the figures are medians over all
 timed steps of each, in wall-clock time and in the process's CPU time (``time.process_time``: on a shared
 machine it moves less with the other processes' load than the wall clock does). With no argument the config is the trial of sweeps/tiny.toml at model.base_channels 32
 without semantic regularisation (it needs the study's teacher).
@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +52,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--rounds", type=int, default=3, help="platform/bare alternations (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     p.add_argument("--profile", default="", help="write a cProfile of the platform's last round to this file")
+    p.add_argument("--round", choices=("platform", "bare"), help=argparse.SUPPRESS)  # one round, in a child process
+    p.add_argument("--scratch", default="", help=argparse.SUPPRESS)
     return p.parse_known_args(argv)  # the rest: --section.key VALUE config overrides
 
 
@@ -150,18 +154,46 @@ def ms(times: list[tuple[float, float]], which: int) -> float:
     return 1000 * statistics.median(t[which] for t in times)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args, overrides = parse_args(argv)
+def one_round(args: argparse.Namespace, overrides: list[str]) -> int:
+    """A child process: one round of ``args.round``, its step times as JSON on the last line of stdout."""
     torch.set_num_threads(args.threads)
-    logging.getLogger("streaming").setLevel(logging.ERROR)  # "directory exists" notes while writing the split
-    scratch = Path(tempfile.mkdtemp(prefix="step-overhead-"))
+    scratch = Path(args.scratch)
     cfg = bench_config(args, overrides, scratch)
+    if args.round == "platform":
+        runs = sorted(scratch.glob("run-*"))
+        times = platform_round(cfg, scratch / f"run-{len(runs)}", args.warmup, args.profile)
+    else:
+        times = bare_round(cfg, args.steps, args.warmup)
+    print(json.dumps(times))
+    return 0
+
+
+def run_round(kind: str, argv: list[str], scratch: Path, profile: str = "") -> list[tuple[float, float]]:
+    """One round in a fresh process, as a trial runs: nothing (loader threads, caches, allocator state) carries
+    over from the previous round into the next."""
+    extra = ["--profile", profile] if profile else []
+    proc = subprocess.run([sys.executable, __file__, *argv, "--round", kind, "--scratch", str(scratch), *extra],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"step_overhead: the {kind} round failed:\n{proc.stderr[-3000:]}")
+    return [tuple(t) for t in json.loads(proc.stdout.strip().splitlines()[-1])]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args, overrides = parse_args(argv)
+    logging.getLogger("streaming").setLevel(logging.ERROR)  # "directory exists" notes while writing the split
+    if args.round:
+        return one_round(args, overrides)
+    scratch = Path(tempfile.mkdtemp(prefix="step-overhead-"))
+    cfg = bench_config(args, overrides, scratch)  # writes the synthetic split the rounds share
+    passed = [a for a in argv if a not in ("--profile", args.profile)] if args.profile else argv
     platform: list[tuple[float, float]] = []
     bare: list[tuple[float, float]] = []
     for r in range(args.rounds):
         last = r == args.rounds - 1
-        p = platform_round(cfg, scratch / f"run-{r}", args.warmup, args.profile if last else "")
-        b = bare_round(cfg, args.steps, args.warmup)
+        p = run_round("platform", passed, scratch, args.profile if last else "")
+        b = run_round("bare", passed, scratch)
         platform += p
         bare += b
         print(f"round {r + 1}: platform {ms(p, 0):.1f} ms ({ms(p, 1):.1f} CPU), bare {ms(b, 0):.1f} ms "
