@@ -86,7 +86,8 @@ def apply_float8(model: nn.Module, cfg: ParallelConfig) -> int:
 
 def parallelize_tokenizer(model: nn.Module, cfg: ParallelConfig, mesh: DeviceMesh, *,
                           param_dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Float8, checkpoint, compile and shard ``model`` in place (its parameters become DTensors on ``mesh``)."""
+    """Float8, checkpoint, compile and shard ``model`` in place (its parameters become DTensors on ``mesh``,
+    except on a world of one in fp32: see ``needs_fsdp``)."""
     if cfg.float8:
         apply_float8(model, cfg)
     if cfg.activation_checkpoint != "none":
@@ -97,11 +98,28 @@ def parallelize_tokenizer(model: nn.Module, cfg: ParallelConfig, mesh: DeviceMes
     return model
 
 
+def needs_fsdp(mesh: DeviceMesh, param_dtype: torch.dtype) -> bool:
+    """False on a world of one with fp32 parameters, where FSDP2 would shard nothing, reduce nothing and cast
+    nothing: it would only copy every unit's parameters in and out of its buffers each forward and backward and
+    make each optimiser and clipping op a DTensor dispatch (a quarter of the tiny study's CPU step). Such a model
+    stays plain and computes the same, bitwise; its checkpoint is the same too (DCP keys parameters and
+    optimiser state by name and reshards plain tensors and DTensors alike, so it resumes on any world size)."""
+    return mesh.size() > 1 or param_dtype != torch.float32
+
+
+def set_gradient_sync(module: nn.Module, sync: bool) -> None:
+    """FSDP's ``set_requires_gradient_sync`` (reduce after the last micro-batch only); a plain module has none."""
+    if isinstance(module, FSDPModule):
+        module.set_requires_gradient_sync(sync)
+
+
 def shard(model: nn.Module, mesh: DeviceMesh, *, param_dtype: torch.dtype = torch.float32,
-          reshard_after_forward: bool = True) -> FSDPModule:
+          reshard_after_forward: bool = True) -> nn.Module:
     """FSDP2 per unit, then the root; units compute with ``param_dtype`` parameters, gradients are reduced in
     fp32. The root keeps fp32 parameters (autocast still runs its matmuls in bf16): the codebook's distances
-    and the quantiser's argmin need them."""
+    and the quantiser's argmin need them. Unless ``needs_fsdp`` says otherwise: then ``model`` as it is."""
+    if not needs_fsdp(mesh, param_dtype):
+        return model
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     for unit in units(model):
         fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)

@@ -1,8 +1,9 @@
 """Tokenizer training: one ``train()`` that reads top to bottom (nanoGPT / lingua style), on one rank or many.
 
-Every run is FSDP2 over a torchtitan mesh (a world of one included), so one code path trains a tiny model on a
-laptop and a 3B one on a cluster. ``train.batch_size`` is the global batch: each rank takes its share, in
-micro-batches with gradient accumulation when ``parallel.micro_batch_size`` asks for it.
+Every run is FSDP2 over a torchtitan mesh, so one code path trains a tiny model on a laptop and a 3B one on a
+cluster (on a world of one in fp32 the model stays plain: FSDP2 would only copy, see ``needs_fsdp``).
+``train.batch_size`` is the global batch: each rank takes its share, in micro-batches with gradient
+accumulation when ``parallel.micro_batch_size`` asks for it.
 
 Resume is exact: models, optimisers, schedulers, EMA, step, RNG and the data stream's position are in a
 sharded DCP checkpoint; augmentation is seeded per sample. On CPU a killed-and-resumed run ends bitwise equal
@@ -41,7 +42,7 @@ from scaling.models.quantizers import codebook_stats
 from scaling.optim.ema import EMA
 from scaling.optim.optimizer import build_optimizer, clip_grad_norm
 from scaling.parallel.batch import batch_split
-from scaling.parallel.parallelize import parallelize_tokenizer, shard
+from scaling.parallel.parallelize import parallelize_tokenizer, set_gradient_sync, shard
 from scaling.tracking.mlflow_tracker import Tracker
 from scaling.train.preflight import preflight
 
@@ -137,7 +138,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
             images, _, indices = next(batches)
             hooks.trace_samples(rt.rank, step, indices)
             x = augment(images, cfg.data, sample_seeds(cfg.train.seed, step, indices)).to(device, non_blocking=True)
-            model.set_requires_gradient_sync(i == accum - 1)  # reduce-scatter once, after the last micro-batch
+            set_gradient_sync(model, i == accum - 1)  # reduce-scatter once, after the last micro-batch
             with autocast:
                 temperature = cfg.loss.entropy_temperature if cfg.loss.entropy_weight else None
                 out = model(x, temperature, semantic=True) if semantic is not None else model(x, temperature)
@@ -155,7 +156,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
         if gan_on:
             opt_d.zero_grad(set_to_none=True)
             for i, (x, fake) in enumerate(zip(reals, fakes)):
-                disc.set_requires_gradient_sync(i == accum - 1)
+                set_gradient_sync(disc, i == accum - 1)
                 with autocast:
                     d_loss = hinge_d_loss(disc(x), disc(fake))
                 (d_loss / accum).backward()
