@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling.core.checkpoint import read_checkpoint
+from scaling.core.checkpoint import CheckpointStore, read_checkpoint
+from scaling.core.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,7 +61,7 @@ def mlflow_uri(tmp_path: Path) -> str:
 
 def final_state(run_dir: Path, step: int) -> dict:
     """Checkpoint ``step`` of a run as one dict of full tensors, its pickled train state unpacked."""
-    state = read_checkpoint(run_dir / "checkpoints" / f"step-{step:08d}")
+    state = read_checkpoint(CheckpointStore(RunDir(run_dir).checkpoints).path(step))
     return state | {"train": pickle.loads(state["train"])}
 
 
