@@ -23,7 +23,7 @@ STEP, SPLIT, SCALE, NAME = 7, "SPLIT", 7.0, "NAME"  # sample arguments, kept out
 METHODS = {
     "reconstruction": lambda run: [run.reconstruction(STEP)],
     "array_pointer": lambda run: [run.array_pointer(NAME)],
-    "eval": lambda run: [run.eval(STEP), run.eval(STEP, raw=True)],
+    "evaluation": lambda run: [run.evaluation(STEP), run.evaluation(STEP, raw=True)],
     "tokens": lambda probe: [probe.tokens(SPLIT)],
     "token_images": lambda probe: [probe.token_images(SPLIT)],
     "samples": lambda probe: [probe.samples(SCALE)],
@@ -78,13 +78,13 @@ def test_readers(tmp_path: Path) -> None:
     assert run.run_id() is None and run.evaluations() == [] and run.array_pointers() == []
     run.mlflow_run_id.write_text("abc\n")
     for step, raw in ((20, False), (10, True), (30, False)):
-        run.eval(step, raw).root.mkdir(parents=True)
+        run.evaluation(step, raw).root.mkdir(parents=True)
         if step != 30:  # an evaluation still running: no metrics yet
-            run.eval(step, raw).metrics.write_text("{}")
+            run.evaluation(step, raw).metrics.write_text("{}")
     run.submitit.mkdir()
     run.array_pointer("0000-0001").write_text("{}")
     assert run.run_id() == "abc"
-    assert run.evaluations() == [run.eval(10, raw=True), run.eval(20)]
+    assert run.evaluations() == [run.evaluation(10, raw=True), run.evaluation(20)]
     assert run.array_pointers() == [run.array_pointer("0000-0001")]
 
 

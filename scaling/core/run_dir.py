@@ -104,7 +104,7 @@ class RunDir(JobDir):
     def array_pointers(self) -> list[Path]:
         return sorted(self.submitit.glob(self.array_pointer("*").name))
 
-    def eval(self, step: int, raw: bool = False) -> EvalDir:
+    def evaluation(self, step: int, raw: bool = False) -> EvalDir:
         """The evaluation of checkpoint ``step``: its EMA weights (if any), or the raw ones."""
         return EvalDir(self._evals / f"step-{step:08d}{'-raw' if raw else ''}")
 
@@ -122,7 +122,7 @@ class RunDir(JobDir):
         return ProbeDir(self.root / "probe")
 
     @property
-    def export(self) -> Path:
+    def exported_generator(self) -> Path:
         """Where ``scaling export`` writes the generator unless told otherwise."""
         return self.root / "export" / "generator.safetensors"
 

@@ -63,7 +63,7 @@ class Target:
 
     @property
     def outputs(self) -> EvalDir:
-        return RunDir(self.run_dir).eval(self.step, self.raw)
+        return RunDir(self.run_dir).evaluation(self.step, self.raw)
 
     @property
     def out_dir(self) -> Path:

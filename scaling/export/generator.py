@@ -34,7 +34,7 @@ def export_generator(run_dir: Path, out: Path | None = None, step: int | None = 
     tensors = {k: v.contiguous() for k, v in state["model"].items()}
     tensors |= {EMA_PREFIX + k: v.contiguous() for k, v in state.get("ema", {}).items()}
     cfg_text = run.config.read_text()
-    out = out or run.export
+    out = out or run.exported_generator
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"config": cfg_text, "step": str(step), "format": "scaling-generator-1"})
