@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-from scaling.core.checkpoint import read_checkpoint
+from scaling.core.checkpoint import CheckpointStore, read_checkpoint
+from scaling.core.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_VIT = "vit_tiny_patch16_224"  # the random stand-in for pretrained teachers and backbones (conftest.random_vit)
@@ -48,7 +49,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 
 def final_state(run_dir: Path, step: int) -> dict:
     """Checkpoint ``step`` of a run as one dict of full tensors, its pickled train state unpacked."""
-    state = read_checkpoint(run_dir / "checkpoints" / f"step-{step:08d}")
+    state = read_checkpoint(CheckpointStore(RunDir(run_dir).checkpoints).path(step))
     return state | {"train": pickle.loads(state["train"])}
 
 

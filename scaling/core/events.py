@@ -1,4 +1,5 @@
-"""A run's life as JSON lines in ``RUN_DIR/events.jsonl``: starts, first steps, preemptions, the end.
+"""A job's life as JSON lines in its directory's events log (``JobDir.events``: a run's, or its probe's):
+starts, first steps, preemptions, the end.
 
 Written by the trainer (rank 0), read by ``scaling status``: restarts, and the time from a preemption
 to the first resumed step, come from here.
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-EVENTS_FILE = "events.jsonl"
+from scaling.core.run_dir import JobDir
 
 
 def job_id() -> str:
@@ -25,13 +26,14 @@ def job_id() -> str:
 
 
 def record(run_dir: Path, event: str, **fields: Any) -> None:
+    """Append ``event`` to the log of ``run_dir`` (a run directory or its probe directory)."""
     line = json.dumps({"event": event, "time": time.time(), "job": job_id(), **fields})
-    with open(run_dir / EVENTS_FILE, "a") as f:
+    with open(JobDir(run_dir).events, "a") as f:
         f.write(line + "\n")
 
 
 def read(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / EVENTS_FILE
+    path = JobDir(run_dir).events
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

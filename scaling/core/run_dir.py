@@ -1,15 +1,188 @@
-"""A run directory: claimed once, resumed by the same config, never overwritten by another."""
+"""A run directory: what it holds (``RunDir``), claimed once, resumed by the same config, never overwritten by
+another."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from scaling.core.config import Config
 from scaling.core.config.loader import config_to_dict, dump_toml, flatten, read_toml
 from scaling.core.errors import UserError
 
-CONFIG_FILE = "config.toml"
+
+@dataclass(frozen=True)
+class JobDir:
+    """A directory one resumable job works in (a run's training, its probe): sharded checkpoints and an events
+    log. ``root`` may be given as a string."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def checkpoints(self) -> Path:
+        """``checkpoints/``: ``step-NNNNNNNN`` directories in DCP's format (``scaling.core.checkpoint``)."""
+        return self.root / "checkpoints"
+
+    @property
+    def events(self) -> Path:
+        """``events.jsonl``: the job's life, one JSON object a line (``scaling.core.events``)."""
+        return self.root / "events.jsonl"
+
+
+@dataclass(frozen=True)
+class RunDir(JobDir):
+    """Everything a run directory (``train.run_dir``) holds; no other module spells these names.
+
+    ::
+
+        config.toml          the resolved config, saved when the run is claimed; a resume must match it
+        checkpoints/         step-NNNNNNNN/ sharded DCP checkpoints (step-NNNNNNNN.tmp/ while one is written)
+        last_checkpoint      the newest checkpoint's absolute path, as text
+        events.jsonl         start, first_step, preempted, timed_out, cancelled, pruned, finished, ...
+        mlflow_run_id        the run's MLflow run id: a resume, eval and the probe log to the same run
+        reconstructions/     step-NNNNNNNN.png: validation images above their reconstructions
+        cache/               the data's shards, cached locally (unless data.cache_dir is set)
+        jobs.jsonl           every job queued for the run (scaling launch, a sweep), oldest first
+        submitit/            submitit's pickles and logs; array-*.json points to a job array's task
+        eval/                step-NNNNNNNN[-raw]/ of ``scaling eval``: metrics.json, reconstructions.png,
+                             code_distances.png
+        probe/               ``scaling probe``: probe.toml, tokens/, checkpoints/, events.jsonl, samples/,
+                             results.json (see ``ProbeDir``)
+        export/              generator.safetensors, the default output of ``scaling export``
+    """
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def write_test(self) -> Path:
+        """Written and removed when the run is claimed: the directory is writable."""
+        return self.root / ".write-test"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.root / "last_checkpoint"
+
+    @property
+    def mlflow_run_id(self) -> Path:
+        return self.root / "mlflow_run_id"
+
+    def run_id(self) -> str | None:
+        """The MLflow run id, or None before the run has one."""
+        path = self.mlflow_run_id
+        return path.read_text().strip() if path.is_file() else None
+
+    @property
+    def reconstructions(self) -> Path:
+        return self.root / "reconstructions"
+
+    def reconstruction(self, step: int) -> Path:
+        """The validation grid at ``step``."""
+        return self.reconstructions / f"step-{step:08d}.png"
+
+    @property
+    def data_cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def jobs(self) -> Path:
+        return self.root / "jobs.jsonl"
+
+    @property
+    def submitit(self) -> Path:
+        return self.root / "submitit"
+
+    def array_pointer(self, name: str) -> Path:
+        """A pointer to this run's task of a job array, until its jobs are in ``jobs``."""
+        return self.submitit / f"array-{name}.json"
+
+    def array_pointers(self) -> list[Path]:
+        return sorted(self.submitit.glob(self.array_pointer("*").name))
+
+    def evaluation(self, step: int, raw: bool = False) -> EvalDir:
+        """The evaluation of checkpoint ``step``: its EMA weights (if any), or the raw ones."""
+        return EvalDir(self._evals / f"step-{step:08d}{'-raw' if raw else ''}")
+
+    def evaluations(self) -> list[EvalDir]:
+        """Every finished evaluation (its metrics are written last), oldest step first."""
+        found = (EvalDir(d) for d in sorted(self._evals.glob("step-*")))
+        return [e for e in found if e.metrics.is_file()]
+
+    @property
+    def _evals(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def probe(self) -> ProbeDir:
+        return ProbeDir(self.root / "probe")
+
+    @property
+    def exported_generator(self) -> Path:
+        """Where ``scaling export`` writes the generator unless told otherwise."""
+        return self.root / "export" / "generator.safetensors"
+
+
+@dataclass(frozen=True)
+class EvalDir:
+    """``eval/step-NNNNNNNN[-raw]/``: one evaluation of one checkpoint."""
+
+    root: Path
+
+    @property
+    def metrics(self) -> Path:
+        """The metrics as logged, with the step and weights they are of (written last)."""
+        return self.root / "metrics.json"
+
+    @property
+    def reconstructions(self) -> Path:
+        return self.root / "reconstructions.png"
+
+    @property
+    def code_distances(self) -> Path:
+        """Histogram of the distances from encoder outputs to their codes."""
+        return self.root / "code_distances.png"
+
+
+@dataclass(frozen=True)
+class ProbeDir(JobDir):
+    """``RUN/probe/``: the AR probe of the run's tokenizer, resumable like training.
+
+    ::
+
+        probe.toml           the probe's config; another one here is refused
+        tokens/              SPLIT/: the split's tokens (``scaling.probe.tokens``); cache/SPLIT/: its images
+        checkpoints/         the probe GPT's checkpoints
+        events.jsonl         the probe job's life
+        samples/             cfgSCALE.png: generated images at each guidance scale
+        results.json         the probe's metrics, written last: a probe that finds it is done
+    """
+
+    @property
+    def config(self) -> Path:
+        return self.root / "probe.toml"
+
+    def tokens(self, split: str) -> Path:
+        """``split``'s cached tokens (``split``: train or val)."""
+        return self.root / "tokens" / split
+
+    def token_images(self, split: str) -> Path:
+        """``split``'s image shards, cached while its tokens are encoded."""
+        return self.root / "tokens" / "cache" / split
+
+    def samples(self, scale: float) -> Path:
+        """The grid of images generated at guidance scale ``scale``."""
+        return self.root / "samples" / f"cfg{scale:g}.png"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+
 # Keys that may differ on resume: they change neither the model nor the sample stream (a dataset may
 # move, e.g. from local disk to object storage; its shards are verified wherever it is).
 # How a run is spread over ranks may change too (elastic resume): the global batch stays train.batch_size.
@@ -24,10 +197,10 @@ RESUMABLE_SECTIONS = ("eval.", "probe.")
 
 def check_run_dir(cfg: Config) -> bool:
     """Read-only checks; True when the directory holds this run already (a resume)."""
-    run_dir = Path(cfg.train.run_dir)
+    run = RunDir(cfg.train.run_dir)
+    run_dir, saved = run.root, run.config
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"train.run_dir: {run_dir} exists and is not a directory")
-    saved = run_dir / CONFIG_FILE
     if saved.is_file():
         # A key the saved config lacks was added to the schema since: the run used its default.
         old = flatten(config_to_dict(Config())) | flatten(read_toml(saved))
@@ -46,18 +219,17 @@ def check_run_dir(cfg: Config) -> bool:
 
 def claim_run_dir(cfg: Config) -> Path:
     """Create the directory (checking that it is writable) and save the resolved config."""
-    run_dir = Path(cfg.train.run_dir)
+    run = RunDir(cfg.train.run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-        tmp = run_dir / (CONFIG_FILE + ".tmp")
+        run.root.mkdir(parents=True, exist_ok=True)
+        run.write_test.write_text("ok")
+        run.write_test.unlink()
+        tmp = run.config.with_name(run.config.name + ".tmp")
         tmp.write_text(dump_toml(cfg))
-        os.replace(tmp, run_dir / CONFIG_FILE)
+        os.replace(tmp, run.config)
     except OSError as e:
-        raise UserError(f"train.run_dir: {run_dir} is not writable ({e.strerror})") from None
-    return run_dir
+        raise UserError(f"train.run_dir: {run.root} is not writable ({e.strerror})") from None
+    return run.root
 
 
 def load_run_config(run_dir: Path, overrides: list[str], may_change: tuple[str, ...]) -> Config:
@@ -65,9 +237,9 @@ def load_run_config(run_dir: Path, overrides: list[str], may_change: tuple[str, 
     (what evaluation and the probe may set without touching what was trained)."""
     from scaling.core.config.loader import ConfigError, load_config, merge, parse_overrides
 
-    saved = run_dir / CONFIG_FILE
+    saved = RunDir(run_dir).config
     if not saved.is_file():
-        raise UserError(f"RUN: {run_dir} is not a scaling run directory (no {CONFIG_FILE})")
+        raise UserError(f"RUN: {run_dir} is not a scaling run directory (no {saved.name})")
     changes = parse_overrides(overrides)
     for key in flatten(changes):
         if not key.startswith(may_change):

@@ -35,9 +35,9 @@ from scaling.export.generator import load_trained
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.models.factory import check_config
 from scaling.models.quantizers import codebook_stats
-from scaling.tracking.mlflow_tracker import RUN_ID_FILE, tracking_uri
+from scaling.tracking.mlflow_tracker import tracking_uri
 from scaling.core.checkpoint import CheckpointStore
-from scaling.core.run_dir import load_run_config
+from scaling.core.run_dir import EvalDir, RunDir, load_run_config
 
 LPIPS_SKIPPED = "skipped: the config names no VGG16 weights (loss.vgg_weights)"
 
@@ -63,8 +63,12 @@ class Target:
         return "eval_raw" if self.raw else "eval"
 
     @property
+    def outputs(self) -> EvalDir:
+        return RunDir(self.run_dir).evaluation(self.step, self.raw)
+
+    @property
     def out_dir(self) -> Path:
-        return self.run_dir / "eval" / f"step-{self.step:08d}{'-raw' if self.raw else ''}"
+        return self.outputs.root
 
 
 def evaluate(run_dir: Path, overrides: list[str] | None = None, step: int | None = None, ema: bool = True
@@ -90,7 +94,7 @@ def evaluate(run_dir: Path, overrides: list[str] | None = None, step: int | None
 
 def evaluate_once(run_dir: Path) -> dict[str, float]:
     """``evaluate`` of the newest checkpoint, unless its ``metrics.json`` is there already (a requeued chain)."""
-    saved = prepare(run_dir, None, None, True).out_dir / "metrics.json"
+    saved = prepare(run_dir, None, None, True).outputs.metrics
     return json.loads(saved.read_text())["metrics"] if saved.is_file() else evaluate(run_dir)
 
 
@@ -104,11 +108,12 @@ def prepare(run_dir: Path, overrides: list[str] | None, step: int | None, ema: b
         require_file(cfg.loss.vgg_weights, "loss.vgg_weights")
         if cfg.loss.lpips_weights:
             require_file(cfg.loss.lpips_weights, "loss.lpips_weights")
-    step = CheckpointStore(run_dir / "checkpoints").resolve(step)
-    id_file = run_dir / RUN_ID_FILE
-    if not id_file.is_file():
-        raise UserError(f"RUN: {run_dir} has no MLflow run ({RUN_ID_FILE})")
-    return Target(run_dir, cfg, step, ema and cfg.train.ema_decay > 0, id_file.read_text().strip())
+    run = RunDir(run_dir)
+    step = CheckpointStore(run.checkpoints).resolve(step)
+    run_id = run.run_id()
+    if run_id is None:
+        raise UserError(f"RUN: {run_dir} has no MLflow run ({run.mlflow_run_id.name})")
+    return Target(run_dir, cfg, step, ema and cfg.train.ema_decay > 0, run_id)
 
 
 def load_tokenizer(target: Target, device: torch.device) -> nn.Module:
@@ -163,20 +168,20 @@ def prefix_lengths(model: nn.Module) -> list[int]:
 
 
 def save_outputs(target: Target, metrics: dict[str, float], extras: dict[str, Any]) -> list[Path]:
-    """``metrics.json``, the reconstructions grid and the distance histogram, in ``target.out_dir``."""
-    out = target.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    grid = save_recon_grid(*extras["first"], out / "reconstructions.png")
-    hist = save_histogram(extras["distances"], out / "code_distances.png",
+    """The metrics (written last), the reconstructions grid and the distance histogram, in ``target.outputs``."""
+    out = target.outputs
+    out.root.mkdir(parents=True, exist_ok=True)
+    grid = save_recon_grid(*extras["first"], out.reconstructions)
+    hist = save_histogram(extras["distances"], out.code_distances,
                           xlabel="l2 distance, encoder output to its code",
                           title=f"{target.run_dir.name} step {target.step}{' (EMA)' if target.ema else ''}")
     record = {"run_dir": str(target.run_dir), "step": target.step, "ema": target.ema, "metrics": metrics}
     if f"{target.prefix}/lpips" not in metrics:
         record["lpips"] = LPIPS_SKIPPED
-    tmp = out / "metrics.json.tmp"
+    tmp = out.metrics.with_name(out.metrics.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, out / "metrics.json")
-    return [out / "metrics.json", grid, hist]
+    os.replace(tmp, out.metrics)
+    return [out.metrics, grid, hist]
 
 
 def log_to_mlflow(target: Target, metrics: dict[str, float], files: list[Path]) -> None:

@@ -17,6 +17,7 @@ import torch.nn as nn
 from scaling.core.config import Config
 from scaling.core.errors import UserError
 from scaling.core.checkpoint import CheckpointStore, read_checkpoint
+from scaling.core.run_dir import RunDir
 
 EMA_PREFIX = "ema."
 
@@ -25,15 +26,14 @@ def export_generator(run_dir: Path, out: Path | None = None, step: int | None = 
     """Write the generator (and EMA) of checkpoint ``step`` (default: the latest) of ``run_dir``."""
     from safetensors.torch import save_file
 
-    from scaling.core.run_dir import CONFIG_FILE
-
-    store = CheckpointStore(run_dir / "checkpoints")
+    run = RunDir(run_dir)
+    store = CheckpointStore(run.checkpoints)
     step = store.resolve(step)
     state = read_checkpoint(store.path(step))
     tensors = {k: v.contiguous() for k, v in state["model"].items()}
     tensors |= {EMA_PREFIX + k: v.contiguous() for k, v in state.get("ema", {}).items()}
-    cfg_text = (run_dir / CONFIG_FILE).read_text()
-    out = out or run_dir / "export" / "generator.safetensors"
+    cfg_text = run.config.read_text()
+    out = out or run.exported_generator
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"config": cfg_text, "step": str(step), "format": "scaling-generator-1"})
@@ -76,5 +76,5 @@ def load_trained(cfg: Config, run_dir: Path, step: int, ema: bool, device: torch
     model.to_empty(device=device)
     with torch.no_grad():
         model.init_weights()  # anything the checkpoint does not hold (non-persistent buffers) gets its values
-    load_generator_weights(CheckpointStore(run_dir / "checkpoints").path(step), model, ema)
+    load_generator_weights(CheckpointStore(RunDir(run_dir).checkpoints).path(step), model, ema)
     return model.eval().requires_grad_(False)

@@ -34,13 +34,14 @@ def _launch(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.overrides)
     profile = load_profile(args.profile)
+    from scaling.core.run_dir import RunDir
     from scaling.launch.submit import submit
 
     job = submit(cfg, profile, Path(args.profile).stem, with_probe=args.with_probe)
     run_dir = Path(cfg.train.run_dir)
     print(f"job:            {job.job_id} ({profile.executor})")
     print(f"run directory:  {run_dir}")
-    print(f"MLflow run id:  written to {run_dir / 'mlflow_run_id'} when the job starts")
+    print(f"MLflow run id:  written to {RunDir(run_dir).mlflow_run_id} when the job starts")
     if args.wait:
         result = job.result()
         print(json.dumps(result, indent=2, default=str))

@@ -9,6 +9,7 @@ from typing import Any
 import submitit
 
 from scaling.core import events
+from scaling.core.run_dir import RunDir
 
 
 class TrainJob(submitit.helpers.Checkpointable):
@@ -76,6 +77,5 @@ def limit_threads(cpus: int) -> None:
 
 def measured(run_dir: Path) -> bool:
     """Both of ``ProbeJob``'s results are on disk."""
-    from scaling.probe.run import PROBE_DIR, RESULTS_FILE
-
-    return (run_dir / PROBE_DIR / RESULTS_FILE).is_file() and any((run_dir / "eval").glob("step-*/metrics.json"))
+    run = RunDir(run_dir)
+    return run.probe.results.is_file() and bool(run.evaluations())

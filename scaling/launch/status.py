@@ -12,7 +12,7 @@ from pathlib import Path
 from scaling.core.errors import UserError
 from scaling.core import events
 from scaling.core.checkpoint import CheckpointStore
-from scaling.core.run_dir import CONFIG_FILE
+from scaling.core.run_dir import RunDir
 
 
 @dataclass
@@ -31,16 +31,16 @@ def find_runs(paths: list[Path]) -> list[Path]:
     """Run directories at or below ``paths`` (a run directory holds a saved config)."""
     runs = []
     for path in paths:
-        if (path / CONFIG_FILE).is_file():
+        if RunDir(path).config.is_file():
             runs.append(path)
         elif path.is_dir():
-            runs += sorted(p.parent for p in path.glob(f"**/{CONFIG_FILE}"))
+            runs += sorted(p.parent for p in path.glob(f"**/{RunDir(path).config.name}"))
     return runs
 
 
 def read_jobs(run_dir: Path) -> list[dict]:
     """Every job submit queued for the run (training, relaunches, its probe), oldest first."""
-    path = run_dir / "jobs.jsonl"
+    path = RunDir(run_dir).jobs
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
@@ -50,16 +50,16 @@ def last_job(run_dir: Path, kind: str = "train") -> dict:
 
 
 def unrecorded_jobs(run_dir: Path, executor: str) -> list[dict]:
-    """Jobs submitit queued for the run that are not in its ``jobs.jsonl`` (a driver killed between the two):
-    its single jobs' pickles in ``submitit/``, and its tasks' in the job arrays it points to (``array-*.json``).
-    The kind (train or probe) is read from the pickled call."""
+    """Jobs submitit queued for the run that are not in its job history (a driver killed between the two): its
+    single jobs' pickles in its submitit folder, and its tasks' in the job arrays it points to
+    (``RunDir.array_pointers``). The kind (train or probe) is read from the pickled call."""
     from submitit.core.utils import DelayedSubmission
 
     from scaling.launch.job import ProbeJob
 
-    folder = run_dir / "submitit"
-    pickles = sorted(folder.glob("*_submitted.pkl"))
-    for pointer in sorted(folder.glob("array-*.json")):
+    run = RunDir(run_dir)
+    pickles = sorted(run.submitit.glob("*_submitted.pkl"))
+    for pointer in run.array_pointers():
         task = json.loads(pointer.read_text())
         pickles += sorted(Path(task["folder"]).glob(f"*_{task['index']}_submitted.pkl"))
     known = {j["job_id"] for j in read_jobs(run_dir)}
@@ -122,16 +122,17 @@ def run_state(run_dir: Path, job: dict) -> str:
 
 def last_loss(run_dir: Path) -> float | None:
     """The newest train/loss from the run's MLflow run, if the store answers."""
-    id_file = run_dir / "mlflow_run_id"
-    if not id_file.is_file():
+    run = RunDir(run_dir)
+    run_id = run.run_id()
+    if run_id is None:
         return None
     from scaling.core.config.loader import read_toml
 
-    uri = read_toml(run_dir / CONFIG_FILE).get("tracking", {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = read_toml(run.config).get("tracking", {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
     try:
         from mlflow.tracking import MlflowClient
 
-        return MlflowClient(uri or None).get_run(id_file.read_text().strip()).data.metrics.get("train/loss")
+        return MlflowClient(uri or None).get_run(run_id).data.metrics.get("train/loss")
     except Exception:  # status must work while the tracking server is away
         return None
 
@@ -139,10 +140,10 @@ def last_loss(run_dir: Path) -> float | None:
 def status(run_dir: Path) -> RunStatus:
     job = last_job(run_dir)
     starts = sum(1 for e in events.read(run_dir) if e["event"] == "start")
-    id_file = run_dir / "mlflow_run_id"
+    run = RunDir(run_dir)
     return RunStatus(run_dir, job.get("job_id", "-"), job.get("executor", "-"), run_state(run_dir, job),
-                     CheckpointStore(run_dir / "checkpoints").latest(), last_loss(run_dir), max(starts - 1, 0),
-                     id_file.read_text().strip() if id_file.is_file() else "-")
+                     CheckpointStore(run.checkpoints).latest(), last_loss(run_dir), max(starts - 1, 0),
+                     run.run_id() or "-")
 
 
 def scancel(job_id: str, *flags: str) -> None:

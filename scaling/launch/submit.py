@@ -17,7 +17,7 @@ from scaling.launch.job import ProbeJob, TrainJob
 from scaling.launch.profile import ClusterProfile
 from scaling.core.hooks import fault_point
 from scaling.train.preflight import preflight
-from scaling.core.run_dir import claim_run_dir
+from scaling.core.run_dir import RunDir, claim_run_dir
 
 
 def make_executor(profile: ClusterProfile, folder: Path) -> submitit.Executor:
@@ -77,7 +77,7 @@ def prepare(cfg: Config, profile: ClusterProfile, with_probe: bool = False) -> P
 
 def queue(runs: list[Prepared], profile: ClusterProfile, profile_name: str, with_probe: bool = False,
           array_folder: Path | None = None) -> list[submitit.Job]:
-    """Queue prepared runs, each's jobs recorded in its ``jobs.jsonl``; returns each run's last job. With
+    """Queue prepared runs, each's jobs recorded in its job history; returns each run's last job. With
     ``array_folder`` and a Slurm profile that allows arrays (``array_max``), several runs go as job arrays of
     at most ``array_max`` tasks; otherwise one job each, its submitit folder in its run directory."""
     if array_folder is None or profile.executor != "slurm" or profile.array_max < 2 or len(runs) < 2:
@@ -93,7 +93,7 @@ def queue(runs: list[Prepared], profile: ClusterProfile, profile_name: str, with
 
 
 def _queue_one(run: Prepared, profile: ClusterProfile, profile_name: str, with_probe: bool) -> submitit.Job:
-    executor = make_executor(profile, run.run_dir / "submitit")
+    executor = make_executor(profile, RunDir(run.run_dir).submitit)
     chained = with_probe and profile.executor == "local"
     job = executor.submit(TrainJob(run.on_validation, profile.cpus_per_task), config_to_dict(run.cfg), chained)
     record_job(run.run_dir, str(job.job_id), profile.executor, profile_name)
@@ -104,19 +104,17 @@ def _queue_one(run: Prepared, profile: ClusterProfile, profile_name: str, with_p
     return job
 
 
-ARRAY_POINTER = "array-{}.json"  # in RUN_DIR/submitit until its jobs are recorded: the array folder and task index
-
-
 def _queue_array(runs: list[Prepared], profile: ClusterProfile, profile_name: str, with_probe: bool,
                  folder: Path) -> list[submitit.Job]:
     """One Slurm job array of the runs' trainings (task i is run i), and with ``with_probe`` one of their probes,
     task i waiting on training task i (aftercorr). The array's submitit files are in ``folder``. Each run
-    directory gets, before the array is queued, a pointer to its task (``submitit/array-*.json``), so that a
+    directory gets, before the array is queued, a pointer to its task (``RunDir.array_pointer``), so that a
     driver killed before recording the jobs finds them (``launch.status.unrecorded_jobs``), and after it, links
     to its task's logs."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, run in enumerate(runs):
-        pointer = run.run_dir / "submitit" / ARRAY_POINTER.format(f"{folder.parent.name}-{folder.name}")
+        # What the pointer says until its jobs are recorded: the array folder and this run's task index.
+        pointer = RunDir(run.run_dir).array_pointer(f"{folder.parent.name}-{folder.name}")
         pointer.parent.mkdir(parents=True, exist_ok=True)
         pointer.write_text(json.dumps({"folder": str(folder.resolve()), "index": i}))
     executor = make_executor(profile, folder)
@@ -139,9 +137,9 @@ def _queue_array(runs: list[Prepared], profile: ClusterProfile, profile_name: st
 
 
 def drop_array_pointers(run_dir: Path) -> None:
-    """Once the jobs a run's array pointers lead to are in its ``jobs.jsonl`` (queued by this process, or found
+    """Once the jobs a run's array pointers lead to are in its job history (queued by this process, or found
     by the next driver), the pointers are spent: nothing more will be queued under them."""
-    for pointer in (run_dir / "submitit").glob(ARRAY_POINTER.format("*")):
+    for pointer in RunDir(run_dir).array_pointers():
         pointer.unlink(missing_ok=True)
 
 
@@ -150,7 +148,7 @@ def _record_array(runs: list[Prepared], jobs: list[submitit.Job], profile: Clust
     for run, job in zip(runs, jobs):
         record_job(run.run_dir, str(job.job_id), profile.executor, profile_name, kind=kind)
         for log in (job.paths.stdout, job.paths.stderr):  # the task's logs where a single job's would be
-            link = run.run_dir / "submitit" / log.name
+            link = RunDir(run.run_dir).submitit / log.name
             if not link.exists() and not link.is_symlink():
                 link.symlink_to(log)
 
@@ -180,7 +178,7 @@ def check_gpu_fit(cfg: Config, profile: ClusterProfile) -> None:
 
 def record_job(run_dir: Path, job_id: str, executor: str, profile: str, kind: str = "train") -> None:
     """Append to the run's job history (a run may span several jobs: requeues, relaunches, its probe)."""
-    with open(run_dir / "jobs.jsonl", "a") as f:
+    with open(RunDir(run_dir).jobs, "a") as f:
         f.write(json.dumps({"job_id": job_id, "executor": executor, "profile": profile, "kind": kind,
                             "submitted": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
 

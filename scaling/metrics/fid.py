@@ -28,6 +28,7 @@ from scaling.core.config import Config
 from scaling.data.loader import ImageStream, to_float, validation_batches, validation_stream
 from scaling.data.mds import verify_split
 from scaling.core.errors import UserError, require_file
+from scaling.core.run_dir import RunDir
 from scaling.metrics.pixel import to_uint8
 
 EXTRACTOR = "inception-v3-compat"  # torch-fidelity's name for the TF-Inception port
@@ -157,7 +158,7 @@ def frechet_distance(a: FIDStats, b: FIDStats) -> float:
 
 def eval_split(cfg: Config) -> tuple[ImageStream, int]:
     """The validation split and how many of its first images evaluation uses (``eval.num_images``; 0: all)."""
-    dataset = validation_stream(cfg.data, Path(cfg.train.run_dir) / "cache")
+    dataset = validation_stream(cfg.data, RunDir(cfg.train.run_dir).data_cache)
     return dataset, min(cfg.eval.num_images or len(dataset), len(dataset))
 
 

@@ -19,11 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _probe(args: argparse.Namespace) -> int:
+    from scaling.core.run_dir import RunDir
     from scaling.probe.run import run_probe
 
     results = run_probe(args.run, args.overrides)
     if results:
         width = max(map(len, results))
         print("\n".join(f"{k:<{width}}  {v:.4g}" for k, v in results.items()))
-    print(f"probe: {args.run / 'probe'}")
+    print(f"probe: {RunDir(args.run).probe.root}")
     return 0

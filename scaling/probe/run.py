@@ -2,8 +2,9 @@
 
 Results go to the tokenizer's own MLflow run under ``probe/`` (with the probe's config as ``probe.*`` params),
 so the analysis sees one row per tokenizer with both reconstruction and generation metrics. Everything lives
-in ``RUN/probe/``: the probe's config, token shards, checkpoints, sample grids and ``results.json``, written
-last; a chain that finds it returns it without work, and an interrupted chain resumes where it stopped.
+in the run's probe directory (``ProbeDir``): the probe's config, token shards, checkpoints, sample grids and
+the results, written last; a chain that finds them returns them without work, and an interrupted chain resumes
+where it stopped.
 """
 
 from __future__ import annotations
@@ -31,11 +32,10 @@ from scaling.tracking.mlflow_tracker import Tracker
 from scaling.core import events
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.signals import StopSignals
-from scaling.core.run_dir import load_run_config
+from scaling.core.run_dir import ProbeDir, RunDir, load_run_config
 from scaling.core.runtime import on_main
 
 MAY_CHANGE = ("probe.", "eval.", "tracking.uri", "train.device")
-PROBE_DIR, CONFIG_FILE, RESULTS_FILE = "probe", "probe.toml", "results.json"
 
 
 def run_probe(run_dir: Path, overrides: list[str]) -> dict[str, float]:
@@ -53,13 +53,14 @@ def run_probe(run_dir: Path, overrides: list[str]) -> dict[str, float]:
 
 
 def _run(cfg: Config, run_dir: Path, signals: StopSignals, rt: Runtime) -> dict[str, float]:
-    probe_dir = on_main(rt, lambda: claim_probe_dir(run_dir, cfg))
-    if (probe_dir / RESULTS_FILE).is_file():
-        return json.loads((probe_dir / RESULTS_FILE).read_text())
-    step = CheckpointStore(run_dir / "checkpoints").resolve(None)  # a finished run: the same on every rank
+    probe = ProbeDir(on_main(rt, lambda: claim_probe_dir(run_dir, cfg)))
+    if probe.results.is_file():
+        return json.loads(probe.results.read_text())
+    step = CheckpointStore(RunDir(run_dir).checkpoints).resolve(None)  # a finished run: the same on every rank
     tokenizer = load_trained(cfg, run_dir, step, cfg.train.ema_decay > 0, rt.device)
     source = {"run": str(run_dir.resolve()), "step": step}
-    meta = {split: cache_tokens(tokenizer, getattr(cfg.data, split), probe_dir / "tokens" / split,
+    meta = {split: cache_tokens(tokenizer, getattr(cfg.data, split), probe.tokens(split),
+                                images=probe.token_images(split),
                                 image_size=cfg.data.image_size, batch_size=cfg.eval.batch_size,
                                 part_images=cfg.probe.cache_part_images, rt=rt, source=source)
             for split in ("train", "val")}
@@ -67,15 +68,15 @@ def _run(cfg: Config, run_dir: Path, signals: StopSignals, rt: Runtime) -> dict[
     tracker = Tracker(cfg.tracking, run_dir, enabled=rt.is_main)
     tracker.start({}, run_name=run_dir.name)
     tracker.log_params(probe_params(cfg) | {"probe.tokenizer_step": step})
-    model = train_ar(cfg, probe_dir, meta["train"], rt, signals, tracker)
-    results = measure(cfg, model, tokenizer, meta, probe_dir, rt, tracker)
+    model = train_ar(cfg, probe.root, meta["train"], rt, signals, tracker)
+    results = measure(cfg, model, tokenizer, meta, probe.root, rt, tracker)
     tracker.log_metrics(results, cfg.probe.steps)
     tracker.finish()
     if rt.is_main:
-        tmp = probe_dir / (RESULTS_FILE + ".tmp")
+        tmp = probe.results.with_name(probe.results.name + ".tmp")
         tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, probe_dir / RESULTS_FILE)
-        events.record(probe_dir, "finished", step=cfg.probe.steps)
+        os.replace(tmp, probe.results)
+        events.record(probe.root, "finished", step=cfg.probe.steps)
     return results
 
 
@@ -84,9 +85,10 @@ def probe_params(cfg: Config) -> dict[str, Any]:
 
 
 def claim_probe_dir(run_dir: Path, cfg: Config) -> Path:
-    """``RUN/probe``, holding this probe config; a different one there is refused (its results would mix)."""
-    probe_dir = run_dir / PROBE_DIR
-    saved = probe_dir / CONFIG_FILE
+    """The run's probe directory, holding this probe config; a different one there is refused (its results
+    would mix)."""
+    probe = RunDir(run_dir).probe
+    probe_dir, saved = probe.root, probe.config
     wanted = {"probe": config_to_dict(cfg.probe)}
     if saved.is_file():
         old, new = flatten(read_toml(saved)), flatten(wanted)
@@ -108,11 +110,11 @@ def measure(cfg: Config, model: torch.nn.Module, tokenizer: torch.nn.Module, met
     from scaling.metrics.fid import FIDStats, feature_extractor, frechet_distance, reference_stats
 
     p, autocast, batch = cfg.probe, runtime_autocast(cfg.train.precision, rt.device), cfg.eval.batch_size
-    tokens_dir = probe_dir / "tokens"
-    val_tokens, val_labels = read_tokens(tokens_dir / "val")
+    probe = ProbeDir(probe_dir)
+    val_tokens, val_labels = read_tokens(probe.tokens("val"))
     out = {"probe/ar_val_loss": metrics.ar_val_loss(model, val_tokens, val_labels, batch, rt, autocast)}
 
-    train_tokens, train_labels = read_tokens(tokens_dir / "train", p.linear_probe_images)
+    train_tokens, train_labels = read_tokens(probe.tokens("train"), p.linear_probe_images)
     train_x = metrics.features(model, train_tokens, batch, rt, autocast)
     val_x = metrics.features(model, val_tokens, batch, rt, autocast)
     num_classes = meta["train"]["num_classes"]
@@ -131,7 +133,8 @@ def measure(cfg: Config, model: torch.nn.Module, tokenizer: torch.nn.Module, met
         fids[scale] = frechet_distance(FIDStats.from_features(feats), ref)
         out[f"probe/gfid_cfg{scale:g}"] = fids[scale]
         if rt.is_main:
-            tracker.log_artifact(save_image_grid(images, probe_dir / "samples" / f"cfg{scale:g}.png"), "probe")
+            # MLflow's artifact folder is named like the run's probe directory
+            tracker.log_artifact(save_image_grid(images, probe.samples(scale)), probe.root.name)
     out |= best_of(fids)
     return out
 

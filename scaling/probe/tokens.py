@@ -29,17 +29,18 @@ META_FILE = "tokens.json"
 PART_META = "part.meta"  # (not .json: merge_index reads every .json as an index) beside a part's MDS index: its token grid and labels
 
 
-def cache_tokens(tokenizer: torch.nn.Module, split: str, out: Path, *, image_size: int, batch_size: int,
-                 part_images: int, rt: Runtime, source: dict[str, Any]) -> dict[str, Any]:
-    """Encode ``split`` into ``out`` unless it is complete there for the same ``source`` (tokenizer and step);
-    returns the split's metadata: count, seq_len, grid (the token layout the decoder takes), num_classes."""
+def cache_tokens(tokenizer: torch.nn.Module, split: str, out: Path, *, images: Path, image_size: int,
+                 batch_size: int, part_images: int, rt: Runtime, source: dict[str, Any]) -> dict[str, Any]:
+    """Encode ``split`` (its shards cached in ``images``) into ``out`` unless it is complete there for the same
+    ``source`` (tokenizer and step); returns the split's metadata: count, seq_len, grid (the token layout the
+    decoder takes), num_classes."""
     meta_path = out / META_FILE
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
         if meta["source"] == source:
             return meta
         raise UserError(f"token cache {out}: holds tokens of {meta['source']}, not {source}; remove it to re-encode")
-    dataset = open_stream(**stream_kwargs(split, out.parent / "cache" / out.name), shuffle=False)
+    dataset = open_stream(**stream_kwargs(split, images), shuffle=False)
     out.mkdir(parents=True, exist_ok=True)
     n_parts = -(-len(dataset) // part_images)
     grid, labels = None, set()

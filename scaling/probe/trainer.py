@@ -19,6 +19,7 @@ from scaling.core import events
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.config import Config, OptimConfig
 from scaling.core.errors import UserError
+from scaling.core.run_dir import ProbeDir
 from scaling.core.runtime import Runtime, global_mean, uses_bf16
 from scaling.core.runtime import autocast as runtime_autocast
 from scaling.core.signals import StopSignals, stop_and_hand_over
@@ -59,8 +60,8 @@ def train_ar(cfg: Config, probe_dir: Path, meta: dict[str, Any], rt: Runtime, si
     optim = OptimConfig(lr=p.lr, min_lr=p.lr, betas=(0.9, 0.95), weight_decay=p.weight_decay, schedule="constant",
                         warmup_steps=p.warmup_steps, grad_clip=GRAD_CLIP)
     opt, sched = build_optimizer(model, optim, p.lr, p.steps, rt.device)
-    loader = token_loader(probe_dir / "tokens" / "train", p.batch_size // rt.world_size, cfg.train.seed)
-    store = CheckpointStore(probe_dir / "checkpoints", keep_last=1)
+    loader = token_loader(ProbeDir(probe_dir).tokens("train"), p.batch_size // rt.world_size, cfg.train.seed)
+    store = CheckpointStore(ProbeDir(probe_dir).checkpoints, keep_last=1)
     stateful = {"model": ModuleState(model), "opt": opt, "sched": sched}
     step, train_state = resume(store, stateful, loader, rt)
     if train_state is not None:

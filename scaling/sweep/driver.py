@@ -1,8 +1,8 @@
 """``scaling sweep run``: Optuna ask-and-tell over submitit jobs, resumable after the driver is killed.
 
 The study's storage is the sweep's only state. Each trial owns one run directory, ``ROOT/trial-NNNN`` (its
-number), so what a trial's job did is always found in the same place: ``jobs.jsonl`` (every job that submit
-queued), ``events.jsonl`` (start, finished, pruned, ...) and ``mlflow_run_id``. A RUNNING trial is therefore
+number), so what a trial's job did is always found in the same place (``RunDir``): its job history (every job
+that submit queued), its events (start, finished, pruned, ...) and its MLflow run id. A RUNNING trial is therefore
 always in one of these cases, whatever moment the previous driver died at:
 
 - a live job in its run directory (queued, running, requeued; a single job or its task of a job array, which
@@ -37,7 +37,8 @@ from scaling.sweep.search import (TrialReporter, describe, distributions, enqueu
 from scaling.core import events
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.config import TrackingConfig
-from scaling.tracking.mlflow_tracker import RUN_ID_FILE, Tracker, tracking_uri
+from scaling.core.run_dir import RunDir
+from scaling.tracking.mlflow_tracker import Tracker, tracking_uri
 
 PARENT_ATTR, CANCEL_ATTR = "mlflow_parent_run_id", "cancelled"
 
@@ -235,9 +236,9 @@ def tell(sweep: Sweep, t: FrozenTrial, state: TrialState, run_dir: Path, value: 
          **attrs: Any) -> None:
     """Record the trial's outcome (user attrs first: a finished trial is read-only)."""
     storage = sweep.study._storage
-    id_file = run_dir / RUN_ID_FILE
-    if id_file.is_file():
-        attrs["mlflow_run_id"] = id_file.read_text().strip()
+    run_id = RunDir(run_dir).run_id()
+    if run_id is not None:
+        attrs["mlflow_run_id"] = run_id
         client = _client(sweep.spec)  # tags the analysis selects a sweep's runs by
         client.set_tag(attrs["mlflow_run_id"], "sweep", sweep.spec.name)
         client.set_tag(attrs["mlflow_run_id"], "sweep.trial", str(t.number))
@@ -250,10 +251,10 @@ def tell(sweep: Sweep, t: FrozenTrial, state: TrialState, run_dir: Path, value: 
 
 def run_metric(spec: SweepSpec, run_dir: Path, key: str) -> float | None:
     """The last value of ``key`` in the trial's MLflow run."""
-    id_file = run_dir / RUN_ID_FILE
-    if not id_file.is_file():
+    run_id = RunDir(run_dir).run_id()
+    if run_id is None:
         return None
-    return _client(spec).get_run(id_file.read_text().strip()).data.metrics.get(key)
+    return _client(spec).get_run(run_id).data.metrics.get(key)
 
 
 def _client(spec: SweepSpec):
@@ -264,7 +265,7 @@ def _client(spec: SweepSpec):
 
 def parent_run(spec: SweepSpec, study: optuna.Study) -> Tracker:
     """The sweep's MLflow run, its definition as params; the trials' runs are its children. A Tracker on the
-    sweep's root: a re-run driver reopens the same run (``ROOT/mlflow_run_id``), as a resumed training does."""
+    sweep's root: a re-run driver reopens the same run (its id kept in the root), as a resumed training does."""
     cfg = TrackingConfig(uri=spec.tracking.uri, experiment=spec.tracking.experiment, run_name=f"sweep-{spec.name}")
     tracker = Tracker(cfg, spec.root_dir())
     study.set_user_attr(PARENT_ATTR, tracker.start(sweep_params(spec), run_name=cfg.run_name))
@@ -309,7 +310,7 @@ def trial_rows(spec: SweepSpec) -> list[TrialRow]:
         jobs = read_jobs(run_dir)
         if t.state == TrialState.RUNNING:
             state = job_state(jobs[-1], states) if jobs else "LAUNCHING"
-        step = CheckpointStore(run_dir / "checkpoints").latest() if run_dir.is_dir() else None
+        step = CheckpointStore(RunDir(run_dir).checkpoints).latest() if run_dir.is_dir() else None
         rows.append(TrialRow(t.number, describe(trial_params(t)), state, step if step is not None else t.last_step,
                              t.value, t.user_attrs.get("job_id", jobs[-1]["job_id"] if jobs else "-")))
     return rows

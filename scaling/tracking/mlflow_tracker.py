@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from scaling.core.config import TrackingConfig
+from scaling.core.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
-RUN_ID_FILE = "mlflow_run_id"
 # Fail fast inside one attempt; our buffer does the retrying across steps.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
@@ -30,7 +30,8 @@ def tracking_uri(cfg: TrackingConfig) -> str | None:
 
 
 class Tracker:
-    """Rank 0's view of one MLflow run; a disabled tracker (other ranks) does nothing."""
+    """Rank 0's view of one MLflow run; a disabled tracker (other ranks) does nothing. The run's id is kept in
+    ``run_dir`` (``RunDir.mlflow_run_id``; a sweep's root keeps its parent run's the same way)."""
 
     def __init__(self, cfg: TrackingConfig, run_dir: Path, enabled: bool = True, flush_every_s: float = 5.0):
         self.cfg, self.run_dir, self.enabled = cfg, run_dir, enabled
@@ -53,7 +54,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         self._client = MlflowClient(tracking_uri=tracking_uri(self.cfg))
-        id_file = self.run_dir / RUN_ID_FILE
+        id_file = RunDir(self.run_dir).mlflow_run_id
         if id_file.is_file():
             self.run_id = id_file.read_text().strip()
             run = self._client.get_run(self.run_id)

@@ -22,11 +22,12 @@ def _train(args: argparse.Namespace) -> int:
     result = train(cfg)
     if result.rank:  # rank 0 reports for all
         return 0
+    from scaling.core.run_dir import RunDir
     from scaling.tracking.mlflow_tracker import tracking_uri
 
     uri = tracking_uri(cfg.tracking) or "sqlite:///mlflow.db"
     print(f"run directory:   {result.run_dir}")
-    print(f"reconstructions: {result.run_dir / 'reconstructions'}")
+    print(f"reconstructions: {RunDir(result.run_dir).reconstructions}")
     print(f"MLflow run:      {result.run_id} (experiment {cfg.tracking.experiment!r}, store {uri})")
     print(f"  browse it:     mlflow ui --backend-store-uri {uri}")
     if result.val:

@@ -26,7 +26,7 @@ from scaling.core import events, hooks
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.config import Config
 from scaling.core.config.loader import config_to_dict, flatten
-from scaling.core.run_dir import RESUMABLE_SECTIONS, claim_run_dir
+from scaling.core.run_dir import RESUMABLE_SECTIONS, RunDir, claim_run_dir
 from scaling.core.runtime import Runtime, global_mean, init_runtime, on_main, uses_bf16
 from scaling.core.runtime import autocast as runtime_autocast
 from scaling.core.signals import StopSignals, stop_and_hand_over
@@ -79,6 +79,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
     perceptual = PerceptualLoss(cfg.loss.vgg_weights, cfg.loss.lpips_weights) if cfg.loss.perceptual_weight else None
     semantic = SemanticLoss(cfg.loss) if cfg.loss.semantic_weight else None  # frozen teacher
     run_dir = on_main(rt, lambda: claim_run_dir(cfg))
+    run = RunDir(run_dir)
 
     # ---- precision, determinism
     device = rt.device
@@ -98,13 +99,13 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
             frozen.to(device)  # replicated on every rank; no gradients, no optimiser state
 
     # ---- data: this rank's share of every global batch
-    loader = train_loader(cfg.data, micro, cfg.train.seed, run_dir / "cache")
-    val_x, _ = validation_images(cfg.data, run_dir / "cache")
+    loader = train_loader(cfg.data, micro, cfg.train.seed, run.data_cache)
+    val_x, _ = validation_images(cfg.data, run.data_cache)
 
     # ---- resume (the latest complete checkpoint; DCP reshards it to this world size)
-    store = CheckpointStore(run_dir / "checkpoints", cfg.train.keep_last, cfg.train.milestone_every,
+    store = CheckpointStore(run.checkpoints, cfg.train.keep_last, cfg.train.milestone_every,
                             async_save=cfg.train.async_checkpoint,
-                            on_saved=lambda path: (run_dir / "last_checkpoint").write_text(str(path.resolve())))
+                            on_saved=lambda path: run.last_checkpoint.write_text(str(path.resolve())))
     stateful = t.stateful()
     step, train_state = resume(store, stateful, loader, rt)  # on every rank: it is collective
 
@@ -113,7 +114,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
     run_id = tracker.start(params, run_name=run_dir.name)
     if train_state is not None:
         tracker.restore_pending(train_state["tracker_pending"])
-    tracker.log_artifact(run_dir / "config.toml")
+    tracker.log_artifact(run.config)
     if step == 0:
         tracker.log_metrics(validate(model, val_x, micro, cfg, rt, autocast, run_dir, 0, tracker), step=0)
 
@@ -199,7 +200,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
 
     if rt.is_main:
         events.record(run_dir, "pruned" if pruned else "finished", step=step)
-    tracker.log_artifact(run_dir / "last_checkpoint")
+    tracker.log_artifact(run.last_checkpoint)
     tracker.finish(status="KILLED" if pruned else "FINISHED")
     return TrainResult(run_dir, run_id, step, val_metrics, rt.rank, pruned)
 
@@ -296,8 +297,9 @@ def validate(model: torch.nn.Module, val_x: torch.Tensor, chunk: int, cfg: Confi
     model.train(was_training)
     usage, perplexity = codebook_stats(torch.cat(indices), cfg.quantizer.codebook_size)
     if rt.is_main:
-        grid = save_recon_grid(*first, run_dir / "reconstructions" / f"step-{step:08d}.png")
-        tracker.log_artifact(grid, "reconstructions")
+        run = RunDir(run_dir)
+        grid = save_recon_grid(*first, run.reconstruction(step))
+        tracker.log_artifact(grid, run.reconstructions.name)  # MLflow's artifact folder mirrors the run's
     return {"val/recon_loss": float(torch.cat(mse).mean()), "val/psnr": float(torch.cat(psnrs).mean()),
             "val/codebook_usage": usage, "val/perplexity": perplexity}
 

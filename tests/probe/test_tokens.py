@@ -31,7 +31,7 @@ run, split, out = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 rt = init_runtime("cpu")
 tokenizer, step = trained(run)
 try:
-    cache_tokens(tokenizer, split, out, image_size=32, batch_size=50, part_images=200, rt=rt, source={"step": step})
+    cache_tokens(tokenizer, split, out, images=out.parent / "cache" / out.name, image_size=32, batch_size=50, part_images=200, rt=rt, source={"step": step})
 finally:
     rt.close()
 """
@@ -83,5 +83,5 @@ def test_a_cache_of_another_tokenizer_step_is_refused(tokenizer_run: Path, synth
     assert _cache(tokenizer_run, synth_data / "val", tmp_path / "val").returncode == 0
     tokenizer, step = trained(tokenizer_run)
     with pytest.raises(UserError, match="holds tokens of"):
-        cache_tokens(tokenizer, str(synth_data / "val"), tmp_path / "val", image_size=32, batch_size=50,
-                     part_images=200, rt=init_runtime("cpu"), source={"step": step + 1})
+        cache_tokens(tokenizer, str(synth_data / "val"), tmp_path / "val", images=tmp_path / "cache" / "val",
+                     image_size=32, batch_size=50, part_images=200, rt=init_runtime("cpu"), source={"step": step + 1})
