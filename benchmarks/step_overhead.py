@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script from anywhere
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from scaling.core.config import Config, load_config  # noqa: E402
+from scaling.core.config import Config  # noqa: E402
+from scaling.models.factory import load_config  # noqa: E402
 
 STUDY = REPO / "sweeps" / "tiny.toml"
 TRIAL = {"model.base_channels": 32, "loss.semantic_weight": 0.0}

@@ -234,8 +234,9 @@ def claim_run_dir(cfg: Config) -> Path:
 
 def load_run_config(run_dir: Path, overrides: list[str], may_change: tuple[str, ...]) -> Config:
     """A finished run's saved config with ``--key VALUE`` overrides of keys starting with ``may_change`` only
-    (what evaluation and the probe may set without touching what was trained)."""
-    from scaling.core.config.loader import ConfigError, load_config, merge, parse_overrides
+    (what evaluation and the probe may set without touching what was trained). Keys and types are checked here,
+    values by ``scaling.models.factory.check_config``."""
+    from scaling.core.config.loader import ConfigError, merge, parse_overrides, read_config
 
     saved = RunDir(run_dir).config
     if not saved.is_file():
@@ -244,4 +245,4 @@ def load_run_config(run_dir: Path, overrides: list[str], may_change: tuple[str, 
     for key in flatten(changes):
         if not key.startswith(may_change):
             raise ConfigError(f"{key}: cannot change a trained run here (allowed: {', '.join(may_change)})")
-    return load_config(None, merge(read_toml(saved), changes))
+    return read_config(None, merge(read_toml(saved), changes))

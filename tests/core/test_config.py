@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from scaling.core.config import ConfigError, load_config
+from scaling.core.config import ConfigError
+from scaling.models.factory import load_config
 from scaling.core.config.loader import dump_toml, parse_overrides, read_toml, shipped_configs
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from scaling.core.config import load_config
+from scaling.models.factory import load_config
 from scaling.core.errors import UserError
 from scaling.eval.reconstruction import load_tokenizer, prepare, reconstruct
 from scaling.losses.perceptual import PerceptualLoss

@@ -20,7 +20,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from scaling.cli import main
-from scaling.core.config import load_config
+from scaling.models.factory import load_config
 from scaling.launch.profile import load_profile
 from scaling.launch.status import cancel, status
 from scaling.launch.submit import submit
@@ -333,7 +333,7 @@ def test_run_that_does_not_fit_the_gpus_fails_at_submit(synth_data: Path, tmp_pa
     assert err.startswith("scaling: error: profile gpu_mem_gb: the run needs about") and "fits" in err, err
     assert "\n" not in err and not (tmp_path / "run").exists()
     # With micro-batches the planner's own suggestion fits, the same check passes (then the job would queue).
-    from scaling.core.config import load_config
+    from scaling.models.factory import load_config
     from scaling.launch.profile import load_profile
     from scaling.launch.submit import check_gpu_fit
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling.core.config import ConfigError, LossConfig, load_config
+from scaling.core.config import ConfigError, LossConfig
+from scaling.models.factory import load_config
 from scaling.core.errors import UserError
 from scaling.losses.dino_disc import _cutout, _translate, diff_augment
 from scaling.losses.gan import PatchDiscriminator, build_discriminator, hinge_g_loss

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torchvision.utils import save_image
 
-from scaling.core.config import Config, load_config
+from scaling.core.config import Config
+from scaling.models.factory import load_config
 from scaling.core.errors import UserError
 from scaling.metrics.fid import FIDStats, InceptionFeatures, check_eval, frechet_distance, reference_stats
 from scaling.metrics.pixel import psnr, ssim, to_unit

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from scaling.core.config import load_config
+from scaling.models.factory import load_config
 from scaling.data.loader import to_float, validation_images
 from scaling.core.checkpoint import read_checkpoint
 from tests.helpers import run_cli, tiny_args

@@ -7,7 +7,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from scaling.core.config import ConfigError, QuantizerConfig, load_config
+from scaling.core.config import ConfigError, QuantizerConfig
+from scaling.models.factory import load_config
 from scaling.models.factory import build_tokenizer
 from scaling.models.quantizers import FSQ, LFQ, VectorQuantizer, codebook_stats, entropy_loss, rotate_to
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling.core.config import ConfigError, load_config
+from scaling.core.config import ConfigError
+from scaling.models.factory import load_config
 from scaling.models.factory import build_tokenizer, parameter_counts
 from scaling.models.titok import TITOK_SIZES
 from tests.helpers import history, run_cli, tiny_args

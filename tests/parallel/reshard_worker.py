@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from scaling.core.config import load_config
+from scaling.models.factory import load_config
 from scaling.core.runtime import init_runtime
 from scaling.core.checkpoint import CheckpointStore
 from scaling.train.trainer import build_trainables

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from torchao.float8.float8_linear import Float8Linear
 
-from scaling.core.config import load_config
+from scaling.models.factory import load_config
 from scaling.parallel.parallelize import apply_float8, float8_targets
 from scaling.core.errors import UserError
 from scaling.export.generator import load_generator

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from scaling.core.config import load_config
+from scaling.models.factory import load_config
 from scaling.models.factory import build_tokenizer, parameter_counts
 from scaling.plan.count import plan
 from tests.helpers import run_main

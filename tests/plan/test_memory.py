@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from scaling.core.config import load_config
+from scaling.models.factory import load_config
 from scaling.models.factory import build_tokenizer
 from scaling.plan import memory
 from scaling.plan.count import meta_model

@@ -1,4 +1,4 @@
-from scaling.core.config.loader import ConfigError, load_config, resolve_config_path
+from scaling.core.config.loader import ConfigError, read_config, resolve_config_path
 from scaling.core.config.schema import (
     Config,
     DataConfig,
@@ -13,5 +13,5 @@ from scaling.core.config.schema import (
 
 __all__ = [
     "Config", "ConfigError", "DataConfig", "LossConfig", "ModelConfig", "OptimConfig", "ParallelConfig", "QuantizerConfig",
-    "TrackingConfig", "TrainConfig", "load_config", "resolve_config_path",
+    "TrackingConfig", "TrainConfig", "read_config", "resolve_config_path",
 ]

@@ -99,14 +99,6 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: invalid TOML: {e}") from None
 
 
-def load_config(name_or_path: str | None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
-    """The config for a file (or shipped name) and overrides, with the checks core can make; raises ConfigError.
-    A run's config also needs its model family's checks: ``scaling.models.factory.load_config`` adds them."""
-    cfg = read_config(name_or_path, overrides)
-    raise_problems(cfg.validate())
-    return cfg
-
-
 def read_config(name_or_path: str | None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """The config for a file (or shipped name) and overrides, its keys and types checked but not its values."""
     data = read_toml(resolve_config_path(name_or_path)) if name_or_path else {}
