@@ -3,6 +3,7 @@ stand-ins for pretrained weights, and the Slurm dev cluster. Plain helpers are i
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 from pathlib import Path
@@ -11,6 +12,12 @@ import pytest
 import torch
 
 from tests.helpers import REPO, run_cli, tiny_args, train_tiny
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first: the suite runs on two pytest-xdist workers, and a long test started last would leave one
+    worker idle while it finishes (the order within each tier is kept)."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
@@ -106,8 +113,10 @@ def dev_cluster() -> None:
     start, the tests that need it are skipped with the script's reason."""
     if os.geteuid() != 0:
         pytest.skip("the Slurm dev cluster needs root (apt and daemons)")
-    proc = subprocess.run(["bash", str(REPO / "slurm" / "devcluster.sh"), "up"], capture_output=True, text=True,
-                          timeout=900)
+    with open("/tmp/scaling-devcluster.lock", "w") as lock:  # pytest-xdist workers: one installs, the others wait
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        proc = subprocess.run(["bash", str(REPO / "slurm" / "devcluster.sh"), "up"], capture_output=True, text=True,
+                              timeout=900)
     if proc.returncode != 0:
         pytest.skip(f"Slurm dev cluster could not start: {proc.stderr.strip().splitlines()[-1:]}")
 

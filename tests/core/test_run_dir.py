@@ -88,6 +88,8 @@ def test_readers(tmp_path: Path) -> None:
     assert run.array_pointers() == [run.array_pointer("0000-0001")]
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("tokenizer_run")  # one worker trains it (conftest)
 def test_it_agrees_with_what_the_trainer_writes(tokenizer_run: Path) -> None:
     run = RunDir(tokenizer_run)
     store = CheckpointStore(run.checkpoints)

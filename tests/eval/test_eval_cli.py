@@ -24,6 +24,7 @@ KEYS = ("eval/rfid", "eval/psnr", "eval/ssim", "eval/codebook_usage", "eval/perp
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ema_run")
 def test_eval_logs_to_the_runs_mlflow_run(ema_run: tuple[Path, str], random_inception: Path, tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -52,6 +53,7 @@ def test_eval_logs_to_the_runs_mlflow_run(ema_run: tuple[Path, str], random_ince
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ema_run")
 @pytest.mark.parametrize("ema", [True, False])
 def test_evaluates_the_checkpoints_weights(ema_run: tuple[Path, str], random_inception: Path, ema: bool) -> None:
     run, _ = ema_run
@@ -65,6 +67,7 @@ def test_evaluates_the_checkpoints_weights(ema_run: tuple[Path, str], random_inc
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ema_run")
 def test_bad_input_stops_before_any_work(ema_run: tuple[Path, str], tmp_path: Path) -> None:
     run, _ = ema_run
     missing = tmp_path / "weights-inception-2015-12-05-6726825d.pth"

@@ -14,7 +14,7 @@ from scaling.export.generator import load_generator
 from scaling.models.factory import build_tokenizer
 from tests.helpers import assert_bitwise_equal, final_state, run_cli
 
-pytestmark = pytest.mark.slow  # reads conftest's CLI-trained ema_run
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ema_run")]  # reads conftest's CLI-trained ema_run
 
 
 def test_export_round_trips(ema_run: tuple[Path, str], tmp_path: Path) -> None:

@@ -159,6 +159,7 @@ def reference(profile: str, references: Callable[[str], dict]) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("profile", ["dev"], indirect=True)  # the local executor's USR2 is its time limit's, below
 def test_launched_job_trains_and_records_a_complete_run_through_a_usr2_requeue(
         profile: str, reference: dict, synth_data: Path, tmp_path: Path, mlflow_uri: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -226,6 +227,7 @@ CKPT_EVERY = 10
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("profile", ["local"], indirect=True)  # resuming is the trainer's, whatever the executor
 def test_sigkilled_job_resumes_from_its_last_checkpoint_when_relaunched(profile: str, reference: dict,
                                                                        synth_data: Path, tmp_path: Path,
                                                                        mlflow_uri: str,

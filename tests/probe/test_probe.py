@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from scaling.core import events
 from tests.helpers import literal, run_cli, train_tiny
 
-pytestmark = pytest.mark.slow  # trains tokenizers and probes through the CLI
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tokenizer_run")]  # trains tokenizers and probes (CLI)
 
 PROBE = {"probe.size": "tiny", "probe.steps": 150, "probe.batch_size": 32, "probe.lr": 1e-3, "probe.log_every": 50,
          "probe.ckpt_every": 75, "probe.gfid_samples": 60, "probe.linear_probe_epochs": 30, "eval.num_images": 64}

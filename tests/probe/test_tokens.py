@@ -19,7 +19,7 @@ from scaling.core.checkpoint import CheckpointStore
 from scaling.core.run_dir import load_run_config
 from scaling.data.loader import ImageStream
 
-pytestmark = pytest.mark.slow  # reads the CLI-trained tokenizer_run
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tokenizer_run")]  # reads the CLI-trained tokenizer_run
 
 DRIVER = """
 import sys

@@ -127,6 +127,7 @@ def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("profile", ["local"], indirect=True)  # arrays a dead driver queued: the next test
 def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, synth_data: Path,
                                                                    tmp_path: Path) -> None:
     path = write_sweep(tmp_path, synth_data, GRID, profile, max_concurrent=concurrency(profile))
