@@ -37,21 +37,22 @@ max_concurrent = 2
 probe = true
 
 [overrides]
-"train.steps" = 40
+"optim.warmup_steps" = 5
+"train.steps" = 20
 "model.norm_groups" = 4
-"train.val_every" = 20
-"train.ckpt_every" = 20
+"train.val_every" = 10
+"train.ckpt_every" = 10
 "train.log_every" = 10
 "data.val_samples" = 64
 "eval.fid_features" = "teacher"
 "eval.num_images" = 64
 "eval.stats_cache" = "{tmp / 'fid-cache'}"
 "probe.size" = "tiny"
-"probe.steps" = 40
+"probe.steps" = 20
 "probe.batch_size" = 32
 "probe.lr" = 1e-3
-"probe.log_every" = 20
-"probe.ckpt_every" = 20
+"probe.log_every" = 10
+"probe.ckpt_every" = 10
 "probe.gfid_samples" = 64
 "probe.cfg_scales" = [1.0, 2.0]
 "probe.linear_probe_images" = 300
@@ -98,7 +99,7 @@ def test_study_runs_end_to_end_and_resumes_after_a_kill(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "scaling", "study", str(path), "--poll", "1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     seed = random.randrange(1 << 30)
-    kill_after = random.Random(seed).uniform(2, 90)  # data, teacher or trials: the study takes about 150 s
+    kill_after = random.Random(seed).uniform(2, 60)  # data, teacher or trials: the study takes about 100 s
     t0 = time.monotonic()
     driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(kill_after)
