@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import pickle
 import subprocess
@@ -16,6 +17,23 @@ from scaling.core.run_dir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_VIT = "vit_tiny_patch16_224"  # the random stand-in for pretrained teachers and backbones (conftest.random_vit)
+
+
+def imported_names(path: Path, module: str) -> list[tuple[str, int]]:
+    """(dotted name, line) for every import in ``path`` (the module called ``module``), wherever the statement is:
+    ``import a.b`` gives ``a.b``; ``from a import b`` gives ``a.b`` (a module or a name in ``a``); relative imports
+    are resolved against the module's package. The import-graph tests read packages off these names."""
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+            found += [(f"{base}.{alias.name}", node.lineno) for alias in node.names]
+    return found
 
 
 def tiny_args(data: Path, run_dir: Path, tracking_uri: str, **extra: object) -> list[str]:

@@ -3,11 +3,12 @@ imports included), so the import graph between packages has no cycle and the tre
 
 from __future__ import annotations
 
-import ast
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import imported_names
 
 PACKAGE = Path(__file__).resolve().parents[1] / "scaling"
 
@@ -32,22 +33,8 @@ def package_of(path: Path, root: Path = PACKAGE) -> str:
     return rel.parts[0] if len(rel.parts) > 1 else rel.stem
 
 
-def imported_modules(path: Path, root: Path = PACKAGE) -> list[tuple[str, int]]:
-    """Every ``scaling.*`` module ``path`` imports, wherever the import statement is, with its line."""
-    rel = path.relative_to(root.parent).with_suffix("")
-    here = list(rel.parts[:-1]) if rel.name != "__init__" else list(rel.parts[:-1])
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found += [(alias.name, node.lineno) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: resolved against this module's package
-                base = here[: len(here) - (node.level - 1)]
-                name = ".".join(base + ([node.module] if node.module else []))
-            else:
-                name = node.module or ""
-            found.append((name, node.lineno))
-    return [(name, line) for name, line in found if name == "scaling" or name.startswith("scaling.")]
+def module_name(path: Path, root: Path = PACKAGE) -> str:
+    return ".".join(path.relative_to(root.parent).with_suffix("").parts)
 
 
 def package_imports(root: Path = PACKAGE) -> dict[str, list[tuple[str, str]]]:
@@ -55,10 +42,12 @@ def package_imports(root: Path = PACKAGE) -> dict[str, list[tuple[str, str]]]:
     edges: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for path in sorted(root.rglob("*.py")):
         source = package_of(path, root)
-        for name, line in imported_modules(path, root):
+        for name, line in imported_names(path, module_name(path, root)):
             parts = name.split(".")
-            target = parts[1] if len(parts) > 1 else "scaling"
-            if target not in (source, "scaling"):
+            if parts[0] != "scaling" or len(parts) < 2:
+                continue
+            target = parts[1]
+            if target != source:
                 edges[source].append((target, f"{path.relative_to(root.parent)}:{line}"))
     return edges
 
@@ -99,6 +88,7 @@ def test_the_check_sees_function_level_and_relative_imports(tmp_path: Path) -> N
     (root / "core").mkdir(parents=True)
     src = root / "core" / "runtime.py"
     src.write_text("def f():\n    from scaling.study import run\n\nfrom ..sweep import spec\n")
-    assert {name for name, _ in imported_modules(src, root)} == {"scaling.study", "scaling.sweep"}
+    assert {name for name, _ in imported_names(src, "scaling.core.runtime")} == {"scaling.study.run",
+                                                                                "scaling.sweep.spec"}
     assert sorted(package_imports(root)["core"]) == [("study", "scaling/core/runtime.py:2"),
                                                      ("sweep", "scaling/core/runtime.py:4")]

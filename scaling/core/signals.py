@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Protocol
 
 import torch
 import torch.distributed as dist
@@ -82,7 +82,13 @@ class StopSignals:
         sys.exit(EXIT_PREEMPTED)
 
 
-def stop_and_hand_over(stop: str, signals: StopSignals, run_dir: Path, step: int, tracker: Any,
+class FinishableRun(Protocol):
+    """What a stop needs of a tracker (``tracking.Tracker``): to mark the run."""
+
+    def finish(self, status: str = ...) -> None: ...
+
+
+def stop_and_hand_over(stop: str, signals: StopSignals, run_dir: Path, step: int, tracker: FinishableRun,
                        rt: Runtime) -> None:
     """After the checkpoint of a preemption or cancel: record it, mark the MLflow run, requeue or exit."""
     if rt.is_main:

@@ -4,8 +4,9 @@ imports only parts of lower layers (function-level and relative imports included
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from tests.helpers import imported_names
 
 ROOT = Path(__file__).resolve().parents[2]
 ANALYSIS = ROOT / "scaling" / "analysis"
@@ -32,19 +33,9 @@ def module_name(path: Path) -> str:
 
 
 def imported_parts(path: Path, module: str) -> list[tuple[str, int]]:
-    """(part of scaling.analysis, line) for every import in ``path`` (the module called ``module``),
-    wherever the statement is; ``from scaling.analysis import laws`` counts as importing ``laws``."""
-    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
-    found: list[tuple[str, int]] = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found += [(alias.name, node.lineno) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative: resolved against this module's package
-                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-            found += [(f"{base}.{alias.name}", node.lineno) for alias in node.names]
-    return [(name[len(PREFIX) + 1:].split(".")[0], line) for name, line in found
+    """(part of scaling.analysis, line) for every import in ``path``; ``from scaling.analysis import laws`` counts
+    as importing ``laws``."""
+    return [(name[len(PREFIX) + 1:].split(".")[0], line) for name, line in imported_names(path, module)
             if name.startswith(PREFIX + ".")]
 
 
