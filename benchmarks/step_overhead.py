@@ -130,7 +130,7 @@ def bare_round(cfg: Config, steps: int, warmup: int) -> list[tuple[float, float]
     batch."""
     import train_throughput as tt
 
-    from scaling.train.trainer import generator_losses  # noqa: F401  (the losses make_step uses)
+    from scaling.train.step import generator_losses  # noqa: F401  (the losses make_step uses)
 
     torch.manual_seed(cfg.train.seed)
     args = argparse.Namespace(no_fsdp=True, bf16=False)

@@ -188,7 +188,7 @@ class ProbeDir(JobDir):
 # How a run is spread over ranks may change too (elastic resume): the global batch stays train.batch_size.
 RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.log_every", "data.train", "data.val",
                      "data.num_workers", "data.cache_dir", "tracking.uri", "tracking.parent_run_id", "parallel.micro_batch_size",
-                     "parallel.activation_checkpoint", "parallel.compile", "parallel.float8",
+                     "parallel.activation_checkpoint", "parallel.compile", "parallel.channels_last", "parallel.float8",
                      "parallel.float8_recipe", "parallel.float8_emulate", "parallel.reshard_after_forward",
                      "train.async_checkpoint")
 # Sections that never touch training: evaluation and the probe read a finished run.

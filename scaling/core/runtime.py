@@ -83,6 +83,7 @@ def init_runtime(device: str = "auto") -> Runtime:
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+        torch.backends.cudnn.benchmark = True  # shapes are fixed in training: time cuDNN's algorithms once
     _configure_torchtitan(dev.type)
     owns = not dist.is_initialized()
     if owns:

@@ -64,5 +64,9 @@ class PerceptualLoss(nn.Module):
     def train(self, mode: bool = True) -> PerceptualLoss:
         return super().train(False)  # always frozen, always eval
 
+    def compile_forward(self) -> None:
+        """torch.compile the network (frozen, fixed shapes: one graph per input layout)."""
+        self.lpips.compile(fullgraph=True)
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.lpips(x.float(), y.float()).mean()
+        return self.lpips(x, y).mean()

@@ -25,7 +25,12 @@ class SemanticLoss(nn.Module):
         self.teacher = FrozenTimm(cfg.semantic_teacher, cfg.semantic_teacher_weights, cfg.semantic_teacher_size,
                                   "loss.semantic_teacher_weights")
         self.grid = cfg.semantic_teacher_size // self.teacher.model.patch_embed.patch_size[0]
+        self._features = self.teacher.model.forward_features
         self.eval()
+
+    def compile_forward(self) -> None:
+        """torch.compile the teacher's feature pass (frozen, fixed shapes: one graph)."""
+        self._features = torch.compile(self.teacher.model.forward_features, fullgraph=True)
 
     def train(self, mode: bool = True) -> SemanticLoss:
         return super().train(False)  # nothing here trains
@@ -33,7 +38,7 @@ class SemanticLoss(nn.Module):
     @torch.no_grad()
     def targets(self, x: torch.Tensor) -> torch.Tensor:
         """(B, grid*grid, D) teacher patch features of images in [-1, 1]."""
-        tokens = self.teacher.model.forward_features(self.teacher.prepare(x))
+        tokens = self._features(self.teacher.prepare(x))
         return tokens[:, self.teacher.model.num_prefix_tokens:]
 
     def forward(self, student: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,7 +22,7 @@ def build_optimizer(module: torch.nn.Module, optim: OptimConfig, lr: float, step
     kwargs = {"lr": lr, "betas": tuple(optim.betas), "weight_decay": optim.weight_decay, "eps": 1e-8}
     config = OptimizersContainer.Config(
         param_groups=[ParamGroupConfig(pattern=".*", optimizer_name="AdamW", optimizer_kwargs=kwargs)],
-        implementation="foreach" if device.type == "cuda" else "for-loop")
+        implementation="fused" if device.type == "cuda" else "for-loop")  # one kernel set for all params
     optimizers = OptimizersContainer(config, model_parts=[module])
     return optimizers, LRSchedulersContainer(optimizers, lr_multiplier(optim, steps))
 

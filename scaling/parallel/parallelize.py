@@ -55,6 +55,11 @@ def apply_compile(model: nn.Module) -> None:
         unit.compile(fullgraph=True)
 
 
+def memory_format(cfg: ParallelConfig) -> torch.memory_format:
+    """The layout images and convolution weights take: NHWC with ``parallel.channels_last``."""
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
 def float8_targets(model: nn.Module) -> list[nn.Module]:
     """The Linear layers float8 training converts: those of the units (the Transformer blocks; CNN blocks have
     none) whose two dimensions are multiples of 16 (float8 GEMMs need it). Stems, projections and the
@@ -86,8 +91,10 @@ def apply_float8(model: nn.Module, cfg: ParallelConfig) -> int:
 
 def parallelize_tokenizer(model: nn.Module, cfg: ParallelConfig, mesh: DeviceMesh, *,
                           param_dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Float8, checkpoint, compile and shard ``model`` in place (its parameters become DTensors on ``mesh``,
+    """Channels-last, float8, checkpoint, compile and shard ``model`` in place (its parameters become DTensors on ``mesh``,
     except on a world of one in fp32: see ``needs_fsdp``)."""
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)  # 4D tensors only: the convolution weights
     if cfg.float8:
         apply_float8(model, cfg)
     if cfg.activation_checkpoint != "none":

@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -30,20 +30,16 @@ from scaling.core.run_dir import RESUMABLE_SECTIONS, RunDir, claim_run_dir
 from scaling.core.runtime import Runtime, global_mean, init_runtime, on_main, uses_bf16
 from scaling.core.runtime import autocast as runtime_autocast
 from scaling.core.signals import StopSignals, stop_and_hand_over
-from scaling.core.train_state import ModuleState, resume, save, seed_everything
+from scaling.core.train_state import resume, save, seed_everything
 from scaling.data.loader import augment, endless, sample_seeds, to_float, train_loader, validation_images
-from scaling.losses.gan import PatchDiscriminator, build_discriminator, hinge_d_loss, hinge_g_loss
-from scaling.losses.perceptual import PerceptualLoss
-from scaling.losses.semantic import SemanticLoss
 from scaling.metrics.grids import save_recon_grid
 from scaling.metrics.pixel import psnr
-from scaling.models.factory import build_tokenizer, parameter_counts
+from scaling.models.factory import parameter_counts
 from scaling.models.quantizers import codebook_stats
-from scaling.optim.ema import EMA
-from scaling.optim.optimizer import build_optimizer, clip_grad_norm
 from scaling.parallel.batch import batch_split
-from scaling.parallel.parallelize import parallelize_tokenizer, set_gradient_sync, shard
+from scaling.parallel.parallelize import memory_format
 from scaling.tracking.mlflow_tracker import Tracker
+from scaling.train.step import FrozenLosses, build_trainables, train_step
 from scaling.train.preflight import preflight
 
 
@@ -76,8 +72,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
     # ---- checks that must pass before anything is written or trained
     micro, accum = batch_split(cfg, rt.world_size)
     preflight(cfg)
-    perceptual = PerceptualLoss(cfg.loss.vgg_weights, cfg.loss.lpips_weights) if cfg.loss.perceptual_weight else None
-    semantic = SemanticLoss(cfg.loss) if cfg.loss.semantic_weight else None  # frozen teacher
+    frozen = FrozenLosses.build(cfg)  # LPIPS and the semantic teacher, from their weight files
     run_dir = on_main(rt, lambda: claim_run_dir(cfg))
     run = RunDir(run_dir)
 
@@ -92,11 +87,8 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
 
     # ---- models and optimisers, sharded over the ranks
     t = build_trainables(cfg, rt, bf16)
-    model, disc, opt_g, sched_g, opt_d, sched_d, ema = (t.model, t.disc, t.opt_g, t.sched_g, t.opt_d, t.sched_d,
-                                                        t.ema)
-    for frozen in (perceptual, semantic):
-        if frozen is not None:
-            frozen.to(device)  # replicated on every rank; no gradients, no optimiser state
+    model, disc, sched_g, ema = t.model, t.disc, t.sched_g, t.ema
+    frozen.to(device, cfg.parallel)  # replicated on every rank; no gradients, no optimiser state
 
     # ---- data: this rank's share of every global batch
     loader = train_loader(cfg.data, micro, cfg.train.seed, run.data_cache)
@@ -133,40 +125,8 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
         if delay:
             time.sleep(delay)
         gan_on = disc is not None and step >= cfg.loss.gan_start
-        opt_g.zero_grad(set_to_none=True)
-        reals, fakes, sums = [], [], {}
-        for i in range(accum):
-            images, _, indices = next(batches)
-            hooks.trace_samples(rt.rank, step, indices)
-            x = augment(images, cfg.data, sample_seeds(cfg.train.seed, step, indices)).to(device, non_blocking=True)
-            set_gradient_sync(model, i == accum - 1)  # reduce-scatter once, after the last micro-batch
-            with autocast:
-                temperature = cfg.loss.entropy_temperature if cfg.loss.entropy_weight else None
-                out = model(x, temperature, semantic=True) if semantic is not None else model(x, temperature)
-                recon, q, *student = out  # student: the semantic predictions, when asked for
-                losses = generator_losses(cfg, x, recon, q, perceptual, disc if gan_on else None, semantic, *student)
-            (losses["loss"] / accum).backward()
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v.detach() / accum
-            reals.append(x)
-            fakes.append(recon.detach())
-        if cfg.optim.grad_clip:
-            sums["grad_norm"] = clip_grad_norm(model, cfg.optim.grad_clip)
-        opt_g.step()
-        sched_g.step()
-        if gan_on:
-            opt_d.zero_grad(set_to_none=True)
-            for i, (x, fake) in enumerate(zip(reals, fakes)):
-                set_gradient_sync(disc, i == accum - 1)
-                with autocast:
-                    d_loss = hinge_d_loss(disc(x), disc(fake))
-                (d_loss / accum).backward()
-                sums["disc"] = sums.get("disc", 0.0) + d_loss.detach() / accum
-            opt_d.step()
-        if sched_d is not None:
-            sched_d.step()  # stepped from step 0 so its schedule follows the global step
-        if ema is not None:
-            ema.update(model)
+        xs = micro_batches(batches, cfg, rt, step, accum)
+        sums, q = train_step(cfg, t, frozen, xs, accum, autocast, gan_on)
         step += 1
 
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
@@ -210,69 +170,14 @@ def training_params(cfg: Config) -> dict[str, Any]:
     return {k: v for k, v in flatten(config_to_dict(cfg)).items() if not k.startswith(RESUMABLE_SECTIONS)}
 
 
-@dataclass
-class Trainables:
-    """What a checkpoint holds besides the run's own state: models, optimisers, schedules, EMA."""
-
-    model: torch.nn.Module
-    opt_g: Any
-    sched_g: Any
-    disc: torch.nn.Module | None = None
-    opt_d: Any = None
-    sched_d: Any = None
-    ema: EMA | None = None
-
-    def stateful(self) -> dict[str, Any]:
-        """The checkpoint's entries, every one resharded by DCP on load."""
-        out: dict[str, Any] = {"model": ModuleState(self.model), "opt_g": self.opt_g, "sched_g": self.sched_g}
-        if self.disc is not None:
-            out |= {"disc": ModuleState(self.disc), "opt_d": self.opt_d, "sched_d": self.sched_d}
-        if self.ema is not None:
-            out["ema"] = self.ema
-        return out
-
-
-def build_trainables(cfg: Config, rt: Runtime, bf16: bool) -> Trainables:
-    """The generator built on meta, initialised whole on the device (so its values do not depend on the world
-    size), then checkpointed/compiled/sharded; the discriminator, optimisers, schedules and EMA around it."""
-    with torch.device("meta"):
-        model = build_tokenizer(cfg)
-    model.to_empty(device=rt.device)
-    torch.manual_seed(cfg.train.seed)
-    with torch.no_grad():
-        model.init_weights()
-    parallelize_tokenizer(model, cfg.parallel, rt.mesh, param_dtype=torch.bfloat16 if bf16 else torch.float32)
-    opt_g, sched_g = build_optimizer(model, cfg.optim, cfg.optim.lr, cfg.train.steps, rt.device)
-    t = Trainables(model, opt_g, sched_g, ema=EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None)
-    if cfg.loss.gan_weight:  # small: data-parallel as one FSDP unit
-        t.disc = shard(build_discriminator(cfg.loss).to(rt.device), rt.mesh)
-        t.opt_d, t.sched_d = build_optimizer(t.disc, cfg.optim, cfg.optim.disc_lr, cfg.train.steps, rt.device)
-    return t
-
-
-def generator_losses(cfg: Config, x: torch.Tensor, recon: torch.Tensor, q: Any,
-                     perceptual: PerceptualLoss | None, disc: PatchDiscriminator | None,
-                     semantic: SemanticLoss | None = None, student: torch.Tensor | None = None,
-                     ) -> dict[str, torch.Tensor]:
-    """Weighted generator objective; a zero weight skips its computation entirely."""
-    lc = cfg.loss
-    rec = F.l1_loss(recon.float(), x) if lc.recon == "l1" else F.mse_loss(recon.float(), x)
-    out = {"recon": rec, "codebook": q.codebook_loss, "commit": q.commit_loss}
-    total = lc.recon_weight * rec + lc.codebook_weight * (q.codebook_loss + q.commit_loss)
-    if lc.entropy_weight:
-        out["entropy"] = q.entropy_loss
-        total = total + lc.entropy_weight * q.entropy_loss
-    if perceptual is not None:
-        out["perceptual"] = perceptual(recon, x)
-        total = total + lc.perceptual_weight * out["perceptual"]
-    if disc is not None:
-        out["gan"] = hinge_g_loss(disc(recon))
-        total = total + lc.gan_weight * out["gan"]
-    if semantic is not None:
-        out["semantic"], out["semantic_cos"] = semantic(student, x)
-        total = total + lc.semantic_weight * out["semantic"]
-    out["loss"] = total
-    return out
+def micro_batches(batches: Iterator[Any], cfg: Config, rt: Runtime, step: int, accum: int) -> Iterator[torch.Tensor]:
+    """This rank's ``accum`` micro-batches of ``step``: augmented (seeded per sample, so resume is exact),
+    on the device, in the layout the model computes in."""
+    for _ in range(accum):
+        images, _, indices = next(batches)
+        hooks.trace_samples(rt.rank, step, indices)
+        x = augment(images, cfg.data, sample_seeds(cfg.train.seed, step, indices))
+        yield x.to(rt.device, non_blocking=True, memory_format=memory_format(cfg.parallel))
 
 
 @torch.no_grad()

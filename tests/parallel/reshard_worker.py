@@ -11,7 +11,7 @@ from pathlib import Path
 from scaling.models.factory import load_config
 from scaling.core.runtime import init_runtime
 from scaling.core.checkpoint import CheckpointStore
-from scaling.train.trainer import build_trainables
+from scaling.train.step import build_trainables
 
 
 def main(run_dir: Path, step: int, out: Path) -> None:
