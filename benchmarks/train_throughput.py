@@ -256,13 +256,19 @@ def model_flops(cfg: Config, micro_batch: int) -> dict[str, int]:
     return parts
 
 
-def executed_flops(step: Step, x: torch.Tensor) -> int:
+def executed_flops(step: Step, x: torch.Tensor) -> int | None:
     """FLOPs the real step executes (recomputation included), counted on one step; compiled regions run
-    eagerly for it, since the counter sees only eager ops."""
+    eagerly for it, since the counter sees only eager ops. None when the eager step does not fit in memory
+    (it saves more than the compiled one)."""
     stance = torch.compiler.set_stance("force_eager") if hasattr(torch.compiler, "set_stance") \
         else contextlib.nullcontext()
-    with stance, FlopCounterMode(display=False) as counter:
-        step(x)
+    try:
+        with stance, FlopCounterMode(display=False) as counter:
+            step(x)
+    except torch.OutOfMemoryError:
+        print("executed FLOPs: the eager step runs out of memory at this micro-batch; not counted", file=sys.stderr)
+        torch.cuda.empty_cache()
+        return None
     return counter.get_total_flops()
 
 
@@ -455,9 +461,10 @@ def measure(cfg: Config, args: argparse.Namespace, setup: Setup, off: list[str],
         "losses_off": off, "stand_ins": stand_ins, "steps": args.steps, "warmup": args.warmup,
         "params": sum(p.numel() for p in model.parameters()), "step_s": step_s, "images_per_s_per_device": b / step_s,
         "flops_per_image_model": flops / b, "flops_per_image_by_part": {k: v / b for k, v in parts.items()},
-        "flops_per_image_executed": executed / b,
+        "flops_per_image_executed": executed / b if executed else None,
         "tflops_per_device": achieved, "peak_tflops": peak,
-        "mfu": achieved / peak if peak else None, "hfu": executed / step_s / 1e12 / peak if peak else None,
+        "mfu": achieved / peak if peak else None,
+        "hfu": executed / step_s / 1e12 / peak if peak and executed else None,
         **memory, **planned,
         "measured_over_planned": measured / planned["planned_allocated_bytes"]
         if measured and planned["planned_allocated_bytes"] else None,
@@ -477,8 +484,9 @@ def report(r: dict) -> None:
           f"losses off: {', '.join(r['losses_off']) or 'none'}; random stand-ins: {', '.join(r['stand_ins']) or 'none'}")
     print(f"step       {1000 * r['step_s']:.1f} ms, {r['images_per_s_per_device']:.1f} images/s per device")
     parts = ", ".join(f"{k} {human(v, 'FLOP')}" for k, v in r["flops_per_image_by_part"].items())
+    executed = human(r["flops_per_image_executed"], "FLOP") if r["flops_per_image_executed"] else "n/a"
     print(f"FLOPs      {human(r['flops_per_image_model'], 'FLOP')} per image (model: {parts}), "
-          f"{human(r['flops_per_image_executed'], 'FLOP')} executed (recomputation included)")
+          f"{executed} executed (recomputation included)")
     print(f"achieved   {human(r['tflops_per_device'] * 1e12, 'FLOP/s')} per device; MFU {pct(r['mfu'])}, "
           f"HFU {pct(r['hfu'])} (bf16 dense peak {r['peak_tflops'] or 'n/a'} TFLOP/s)")
     if "peak_allocated_bytes" in r:
