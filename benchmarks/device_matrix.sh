@@ -21,8 +21,8 @@ python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda, 
 
 # name | time limit (s) | arguments
 MATRIX=(
-  "bl|260|gigatok-b-l --bf16 --compile --channels-last --micro-batch 48 --ablate --profile /tmp/prof-bl"
-  "xlxxl|230|gigatok-xl-xxl --bf16 --compile --channels-last --ac full --micro-batch 48"
+  "bl|270|gigatok-b-l --bf16 --compile --channels-last --micro-batch 48 --ablate --profile /tmp/prof-bl"
+  "xlxxl|210|gigatok-xl-xxl --bf16 --compile --channels-last --ac full --micro-batch 48"
   "bl-nchw|200|gigatok-b-l --bf16 --compile --micro-batch 48"
 )
 
