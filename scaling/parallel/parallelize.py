@@ -56,7 +56,9 @@ def apply_compile(model: nn.Module) -> None:
 
 
 def memory_format(cfg: ParallelConfig) -> torch.memory_format:
-    """The layout images and convolution weights take: NHWC with ``parallel.channels_last``."""
+    """The layout of the images a model takes: NHWC with ``parallel.channels_last``. An NHWC input is enough for
+    cuDNN's NHWC kernels (each layer's output keeps the layout); the weights stay contiguous, as FSDP2 shards
+    only contiguous parameters."""
     return torch.channels_last if cfg.channels_last else torch.contiguous_format
 
 
@@ -91,10 +93,8 @@ def apply_float8(model: nn.Module, cfg: ParallelConfig) -> int:
 
 def parallelize_tokenizer(model: nn.Module, cfg: ParallelConfig, mesh: DeviceMesh, *,
                           param_dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Channels-last, float8, checkpoint, compile and shard ``model`` in place (its parameters become DTensors on ``mesh``,
+    """Float8, checkpoint, compile and shard ``model`` in place (its parameters become DTensors on ``mesh``,
     except on a world of one in fp32: see ``needs_fsdp``)."""
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)  # 4D tensors only: the convolution weights
     if cfg.float8:
         apply_float8(model, cfg)
     if cfg.activation_checkpoint != "none":

@@ -122,7 +122,7 @@ def build_trainables(cfg: Config, rt: Runtime, bf16: bool) -> Trainables:
     opt_g, sched_g = build_optimizer(model, cfg.optim, cfg.optim.lr, cfg.train.steps, rt.device)
     t = Trainables(model, opt_g, sched_g, ema=EMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None)
     if cfg.loss.gan_weight:  # small: data-parallel as one FSDP unit
-        t.disc = build_discriminator(cfg.loss).to(rt.device, memory_format=memory_format(cfg.parallel))
+        t.disc = build_discriminator(cfg.loss).to(rt.device)
         if cfg.parallel.compile:
             t.disc.compile(fullgraph=True)  # one graph: it declares no units
         t.disc = shard(t.disc, rt.mesh)

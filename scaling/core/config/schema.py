@@ -278,7 +278,7 @@ class ParallelConfig:
     micro_batch_size: int = 0  # images per rank per forward; 0: train.batch_size / world (no accumulation)
     activation_checkpoint: str = "none"  # none | full (recompute every block) | selective (torchtitan op-level SAC)
     compile: bool = False  # torch.compile per Transformer block and per CNN block, and the loss networks whole
-    channels_last: bool = False  # NHWC images and convolution weights (cuDNN's fast layout on GPUs)
+    channels_last: bool = False  # NHWC images, so convolutions run in cuDNN's fast layout on GPUs
     float8: bool = False  # torchao float8 training of the Transformer blocks' Linear layers (H100/H200)
     float8_recipe: str = "tensorwise"  # tensorwise | rowwise | rowwise_with_gw_hp (torchao's recipes)
     float8_emulate: bool = False  # the float8 casts emulated in high precision: CPU tests, no speed-up
