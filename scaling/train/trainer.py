@@ -1,7 +1,7 @@
 """Tokenizer training: one ``train()`` that reads top to bottom (nanoGPT / lingua style), on one rank or many.
 
 Every run is FSDP2 over a torchtitan mesh, so one code path trains a tiny model on a laptop and a 3B one on a
-cluster (on a world of one in fp32 the model stays plain: FSDP2 would only copy, see ``needs_fsdp``).
+cluster (on a world of one the model stays plain: FSDP2 would only copy, see ``needs_fsdp``).
 ``train.batch_size`` is the global batch: each rank takes its share, in micro-batches with gradient
 accumulation when ``parallel.micro_batch_size`` asks for it.
 

@@ -69,8 +69,8 @@ def test_parallelize_shards_and_trains_every_family(name: str, world_of_one: Run
     torch.manual_seed(0)
     model = build_tokenizer(cfg)
     parallelize_tokenizer(model, ParallelConfig(activation_checkpoint="full"), world_of_one.mesh)
-    # Every unit checkpointed; sharded where FSDP2 has work (a world of one in fp32 stays plain: needs_fsdp).
-    sharded = needs_fsdp(world_of_one.mesh, torch.float32)
+    # Every unit checkpointed; sharded where FSDP2 has work (a world of one stays plain: needs_fsdp).
+    sharded = needs_fsdp(world_of_one.mesh)
     assert units(model) and all(isinstance(u, CheckpointWrapper) for u in units(model))
     assert all(isinstance(u, FSDPModule) == sharded for u in units(model))
     recon, q = model(torch.rand(2, 3, cfg.data.image_size, cfg.data.image_size) * 2 - 1)
