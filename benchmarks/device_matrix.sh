@@ -22,7 +22,7 @@ python3 -c "import torch; print('torch', torch.__version__, torch.version.cuda, 
 # name | time limit (s) | arguments
 MATRIX=(
   "bl|270|gigatok-b-l --bf16 --compile --channels-last --micro-batch 32 --ablate --profile /tmp/prof-bl"
-  "xlxxl|210|gigatok-xl-xxl --bf16 --compile --channels-last --ac full --micro-batch 48"
+  "xlxxl|225|gigatok-xl-xxl --bf16 --compile --channels-last --ac full --micro-batch 64"
   "bl-nchw|200|gigatok-b-l --bf16 --compile --micro-batch 32"
 )
 
