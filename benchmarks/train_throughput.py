@@ -232,28 +232,11 @@ def make_step(cfg: Config, model: torch.nn.Module, nets: dict, bf16: bool, devic
 
 
 def model_flops(cfg: Config, micro_batch: int) -> dict[str, int]:
-    """FLOPs of one step by part, counted by FlopCounterMode on meta-device twins: the generator's forward and
-    backward with its losses (LPIPS and the discriminator's generator loss included), the teacher's forward,
-    the discriminator's own step. The model's FLOPs, without checkpointing's recomputation (the MFU convention)."""
-    from scaling.plan.count import meta_model
-    from scaling.plan.memory import loss_networks, training_loss
+    """FLOPs of one step by part (``scaling.plan.count.step_flops``, counted on meta-device twins: the model's
+    FLOPs, without checkpointing's recomputation, the MFU convention), for ``micro_batch`` images."""
+    from scaling.plan.count import step_flops
 
-    model, extras = meta_model(cfg), loss_networks(cfg)
-    with FlopCounterMode(display=False) as counter:
-        training_loss(cfg, model, extras, micro_batch).backward()
-    parts = {"generator": counter.get_total_flops()}
-    if "teacher" in extras:
-        side = cfg.loss.semantic_teacher_size
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            extras["teacher"].forward_features(torch.empty(micro_batch, 3, side, side, device="meta"))
-        parts["teacher"] = counter.get_total_flops()
-    if "discriminator" in extras:
-        disc, side = extras["discriminator"], cfg.data.image_size
-        x = torch.empty(micro_batch, 3, side, side, device="meta")
-        with FlopCounterMode(display=False) as counter:
-            (disc(x).mean() + disc(x).mean()).backward()  # reals and reconstructions
-        parts["discriminator"] = counter.get_total_flops()
-    return parts
+    return {part: flops * micro_batch for part, flops in step_flops(cfg).items()}
 
 
 def executed_flops(step: Step, x: torch.Tensor) -> int | None:

@@ -38,7 +38,7 @@ def test_benchmark_times_the_trainers_whole_step_on_cpu(tmp_path: Path) -> None:
             assert record[key] > 0, key
     assert record["mfu"] is None  # no bf16 peak for a CPU
     assert record["stand_ins"] == ["vgg16 (LPIPS)"] and record["losses_off"] == []
-    assert set(record["flops_per_image_by_part"]) == {"generator", "discriminator"}
+    assert set(record["flops_per_image_by_part"]) == {"tokenizer", "lpips", "discriminator"}
     assert record["flops_per_image_model"] == sum(record["flops_per_image_by_part"].values())
     assert set(record["step_s_without"]) == {"discriminator", "LPIPS", "all three"}
     assert record["step_s_without"]["all three"] < record["step_s"]

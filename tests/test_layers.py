@@ -17,8 +17,9 @@ LAYERS: list[set[str]] = [
     {"core"},                                           # errors, configs, runtime, run directory, checkpoints
     {"analysis", "tracking", "data", "models", "optim"},  # independent libraries over core
     {"losses", "metrics", "parallel"},                  # built on models (and data)
-    {"train", "export", "plan"},                        # a tokenizer: trained, exported, planned
-    {"eval", "probe"},                                  # what a trained tokenizer is measured by
+    {"export", "plan"},                                 # a tokenizer exported; its size, FLOPs and memory planned
+    {"train", "eval"},                                  # a tokenizer trained (its FLOPs counted as planned), evaluated
+    {"probe"},                                          # the generation probe on a trained tokenizer's tokens
     {"launch"},                                         # jobs: train, eval and probe on an executor
     {"sweep"},                                          # many jobs: grids and searches
     {"study"},                                          # the pipeline: data, teacher, sweep, report

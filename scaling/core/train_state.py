@@ -39,13 +39,13 @@ def resume(store: CheckpointStore, stateful: dict[str, Any], loader: Any, rt: Ru
 
 
 def save(store: CheckpointStore, step: int, stateful: dict[str, Any], loader: Any, tracker: PendingMetrics,
-         rt: Runtime, blocking: bool = True) -> Path:
-    """A collective checkpoint of ``stateful`` plus the run's own state: step, data position, RNG, and the
-    metric points not yet sent (so no point is lost)."""
+         rt: Runtime, blocking: bool = True, extra: dict[str, Any] | None = None) -> Path:
+    """A collective checkpoint of ``stateful`` plus the run's own state: step, data position, RNG, the
+    metric points not yet sent (so no point is lost), and ``extra`` (the caller's own totals)."""
     tracker.flush()
     # Rank 0's view of the run's own state, the same bytes on every rank (DCP keeps one copy).
     train_state = rt.broadcast_object({"step": step, "loader": loader.state_dict(), "rng": get_rng_state(),
-                                       "tracker_pending": tracker.pending()})
+                                       "tracker_pending": tracker.pending(), **(extra or {})})
     return store.save(step, stateful | {"train": pickle.dumps(train_state)}, blocking=blocking)
 
 

@@ -48,6 +48,8 @@ def _plan(args: argparse.Namespace) -> int:
         print(json.dumps({"config": args.config, "family": cfg.model.family, "image_size": cfg.data.image_size,
                           "params_total": params["total"], "params": params,
                           "flops_forward_per_image": result.flops_forward, "flops_per_image": result.flops_per_image,
+                          "flops_per_training_image": result.flops_per_training_image,
+                          "flops_by_part": result.flops_by_part,
                           "memory": memory.to_dict()}))
         return 0
     print(f"config      {args.config}: {FAMILIES[cfg.model.family].describe(cfg)}")
@@ -59,6 +61,10 @@ def _plan(args: argparse.Namespace) -> int:
           "no LPIPS, discriminator or teacher)")
     print(f"  {'forward':<22}{human(result.flops_forward, 'FLOP'):>10}")
     print(f"  {'forward + backward':<22}{human(result.flops_per_image, 'FLOP'):>10}")
+    print("FLOPs per training image, the loss networks included (what a run logs as train/flops)")
+    for part, flops in result.flops_by_part.items():
+        print(f"  {PART_LABELS[part]:<22}{human(flops, 'FLOP'):>10}")
+    print(f"  {'total':<22}{human(result.flops_per_training_image, 'FLOP'):>10}")
     for line in _memory_lines(memory):
         print(line)
     print("model")
@@ -67,6 +73,8 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+PART_LABELS = {"tokenizer": "tokenizer", "lpips": "LPIPS", "teacher": "teacher (forward)",
+               "discriminator": "discriminator"}
 EXTRA_LABELS = {"lpips": "LPIPS VGG16 (frozen)", "teacher": "semantic teacher (frozen)",
                 "discriminator": "discriminator (+grads, AdamW)"}
 

@@ -38,6 +38,7 @@ from scaling.models.factory import parameter_counts
 from scaling.models.quantizers import codebook_stats
 from scaling.parallel.batch import batch_split
 from scaling.parallel.parallelize import memory_format
+from scaling.plan.count import step_flops, step_flops_done
 from scaling.tracking.mlflow_tracker import Tracker
 from scaling.train.step import FrozenLosses, build_trainables, train_step
 from scaling.train.preflight import preflight
@@ -70,6 +71,7 @@ def train(cfg: Config, on_validation: OnValidation | None = None) -> TrainResult
 def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnValidation | None = None
            ) -> TrainResult:
     # ---- checks that must pass before anything is written or trained
+    started = time.perf_counter()  # this segment's wall-clock, start-up included (what the devices are held)
     micro, accum = batch_split(cfg, rt.world_size)
     preflight(cfg)
     frozen = FrozenLosses.build(cfg)  # LPIPS and the semantic teacher, from their weight files
@@ -100,6 +102,13 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
                             on_saved=lambda path: run.last_checkpoint.write_text(str(path.resolve())))
     stateful = t.stateful()
     step, train_state = resume(store, stateful, loader, rt)  # on every rank: it is collective
+    # Compute: FLOPs are a function of the step (as `scaling plan` counts an image); seconds continue from the
+    # checkpoint, so a stretch redone after a preemption counts once.
+    flops_parts = step_flops(cfg)
+    seconds_before = train_state.get("wall_seconds", 0.0) if train_state is not None else 0.0
+
+    def wall_seconds() -> float:
+        return seconds_before + time.perf_counter() - started
 
     tracker = Tracker(cfg.tracking, run_dir, enabled=rt.is_main)
     params = training_params(cfg) | parameter_counts(model) | {"world_size": rt.world_size}
@@ -136,7 +145,9 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
             images_per_s = (step - step_at_t0) * cfg.train.batch_size / max(elapsed, 1e-9)
             scalars |= {"train/codebook_usage": usage, "train/perplexity": perplexity,
                         "train/lr": sched_g.schedulers[0].get_last_lr()[0],
-                        "train/images_seen": step * cfg.train.batch_size, "train/images_per_s": images_per_s}
+                        "train/images_seen": step * cfg.train.batch_size, "train/images_per_s": images_per_s,
+                        "train/flops": step_flops_done(flops_parts, step, cfg.train.batch_size, cfg.loss.gan_start),
+                        "train/wall_seconds": (wall := wall_seconds()), "train/device_seconds": wall * rt.world_size}
             tracker.log_metrics(scalars, step)
             bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", img_s=f"{images_per_s:.0f}")
         if step % cfg.train.val_every == 0 or step == cfg.train.steps:
@@ -151,7 +162,8 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
         stop = signals.agreed()
         if stop or pruned or step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
             # The run's last checkpoint and one it stops on are written in full before anything else happens.
-            save(store, step, stateful, loader, tracker, rt, blocking=bool(stop or pruned) or step == cfg.train.steps)
+            save(store, step, stateful, loader, tracker, rt, blocking=bool(stop or pruned) or step == cfg.train.steps,
+                 extra={"wall_seconds": wall_seconds()})
         bar.update(1)
         if stop:
             bar.close()

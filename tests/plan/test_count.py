@@ -9,7 +9,7 @@ import torch
 
 from scaling.models.factory import load_config
 from scaling.models.factory import build_tokenizer, parameter_counts
-from scaling.plan.count import plan
+from scaling.plan.count import plan, step_flops_done
 from tests.helpers import run_main
 
 # gigatok.md cost anchors: forward + backward per 256x256 image without LPIPS, discriminator and teacher.
@@ -49,3 +49,28 @@ def test_plan_bad_config_is_one_line_error(capsys: pytest.CaptureFixture) -> Non
     proc = run_main(capsys, "plan", "gigatok-s-s", "--model.decoder_size", "XXXL")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("scaling: error: model.decoder_size: unknown size")
+
+
+def test_flops_per_training_image_counts_each_loss_network(capsys: pytest.CaptureFixture) -> None:
+    """GigaTok's recipe has every loss network on; each part is counted, and the total is their sum."""
+    proc = run_main(capsys, "plan", "gigatok-s-s", "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    parts = out["flops_by_part"]
+    assert set(parts) == {"tokenizer", "lpips", "teacher", "discriminator"}
+    assert parts["tokenizer"] == out["flops_per_image"] and out["flops_per_training_image"] == sum(parts.values())
+    # VGG16's 13 convolutions at 256x256: 2 x 15.5 GMAC x (256/224)^2 = 40 GFLOP a forward; LPIPS runs it on
+    # both images and back to the reconstruction's input: about 3 forwards.
+    assert parts["lpips"] == pytest.approx(3 * 40e9, rel=0.1)
+    # DINOv2 ViT-B/14 at 224: 2 x 85.8M weights x 261 tokens, plus 12 layers of attention (2 x 2 x 261^2 x 768).
+    assert parts["teacher"] == pytest.approx(2 * 85.8e6 * 261 + 12 * 4 * 261**2 * 768, rel=0.05)
+    assert 0 < parts["discriminator"] < parts["lpips"]
+    assert "FLOPs per training image" in run_main(capsys, "plan", "gigatok-s-s").stdout
+
+
+def test_flops_done_is_a_function_of_the_step() -> None:
+    parts = {"tokenizer": 100, "lpips": 10, "discriminator": 7}
+    assert step_flops_done(parts, 0, 4, 3) == 0
+    assert step_flops_done(parts, 3, 4, 3) == 4 * 110 * 3  # the discriminator not yet on
+    assert step_flops_done(parts, 5, 4, 3) == 4 * (110 * 5 + 7 * 2)
+    assert step_flops_done({"tokenizer": 100}, 5, 4, 3) == 4 * 100 * 5

@@ -12,7 +12,9 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.helpers import assert_bitwise_equal, final_state, run_cli, tiny_args
+from scaling.models.factory import load_config
+from scaling.plan.count import step_flops
+from tests.helpers import assert_bitwise_equal, final_state, literal, run_cli, tiny_args
 
 pytestmark = pytest.mark.slow  # every test trains through the CLI
 
@@ -51,6 +53,15 @@ def _assert_complete_history(uri: str) -> None:
     expected = {"train/loss": list(range(5, STEPS + 1, 5)), "val/psnr": [0, 10, 20]}
     for key, steps in expected.items():
         assert [s for s, _ in _history(uri, key)] == steps, key  # no step duplicated or missing
+    # Compute: FLOPs as `scaling plan` counts an image, times the images seen, the discriminator's part from
+    # gan_start on; seconds grow across the killed and resumed segments.
+    parts = step_flops(load_config("tiny", [arg for k, v in RESUME_ARGS.items() for arg in (f"--{k}", literal(v))]))
+    assert set(parts) == {"tokenizer", "discriminator"}
+    per_step = {s: 16 * (parts["tokenizer"] * s + parts["discriminator"] * max(0, s - 8)) for s in expected["train/loss"]}
+    assert dict(_history(uri, "train/flops")) == pytest.approx(per_step, rel=1e-6)
+    seconds = [v for _, v in _history(uri, "train/wall_seconds")]
+    assert len(seconds) == len(per_step) and all(a < b for a, b in zip(seconds, seconds[1:])) and seconds[0] > 0
+    assert [v for _, v in _history(uri, "train/device_seconds")] == seconds  # a world of one
 
 
 @pytest.fixture(scope="module")
