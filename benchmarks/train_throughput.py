@@ -38,9 +38,8 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 from scaling.core.config import Config  # noqa: E402
 from scaling.core.errors import UserError  # noqa: E402
 from scaling.models.factory import load_config  # noqa: E402
+from scaling.plan.cost import PEAK_BF16_TFLOPS  # noqa: E402
 
-# bf16 dense peak per device, TFLOP/s (NVIDIA datasheets, SXM parts, no sparsity)
-PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 GIB = 2**30
 
 

@@ -110,3 +110,26 @@ def run_main(capsys: Any, *args: str) -> subprocess.CompletedProcess:
     code = main(list(args))
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(["scaling", *args], code, out, err)
+
+
+def write_sweep(tmp: Path, data: Path, body: str, profile: str = "local", steps: int = 30,
+                max_concurrent: int = 2) -> Path:
+    """A sweep of the tiny config on the test data, its root, study and MLflow store under ``tmp``."""
+    path = tmp / "sweep.toml"
+    path.write_text(f'''base = "tiny"
+root = "{tmp / 'root'}"
+profile = "{REPO / 'slurm' / f'{profile}.toml'}"
+max_concurrent = {max_concurrent}
+
+[overrides]
+"train.steps" = {steps}
+"train.val_every" = 10
+"train.log_every" = 10
+"data.train" = "{data / 'train'}"
+"data.val" = "{data / 'val'}"
+
+[tracking]
+uri = "sqlite:///{tmp / 'mlflow.db'}"
+experiment = "sweeps"
+''' + body)
+    return path

@@ -16,6 +16,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from scaling.core.errors import UserError
+from scaling.sweep.budget import plan_sweep
 from scaling.sweep.driver import CANCEL_ATTR, PARENT_ATTR, log, run_sweep
 from scaling.sweep.prepare import prepare_data, prepare_teacher
 from scaling.sweep.spec import SweepSpec
@@ -23,6 +24,7 @@ from scaling.sweep.spec import SweepSpec
 
 def run_study(spec: SweepSpec, poll_s: float = 2.0) -> Path:
     """Run (or continue) the study; the report's path."""
+    plan_sweep(spec)  # the planned cost; a study over its budget stops here
     prepare_data(spec)
     prepare_teacher(spec)
     study = run_sweep(spec, poll_s=poll_s)

@@ -12,6 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     run = actions.add_parser("run", help="create or continue the study; launch trials until all are told")
     run.add_argument("sweep", help="a sweep TOML file")
     run.add_argument("--poll", type=float, default=5.0, help="seconds between looks at the jobs (default 5)")
+    run.add_argument("--dry-run", action="store_true", help="print the planned cost per trial and in total, queue nothing")
     run.set_defaults(func=_run)
     status = actions.add_parser("status", help="a table of the trials: params, state, step, objective, job")
     status.add_argument("sweep")
@@ -22,11 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from scaling.sweep.budget import plan_sweep
     from scaling.sweep.prepare import prepare_data, prepare_teacher
     from scaling.sweep.driver import run_sweep
     from scaling.sweep.spec import load_sweep
 
     spec = load_sweep(args.sweep)
+    plan_sweep(spec)  # the planned cost; a sweep over its budget stops here
+    if args.dry_run:
+        return 0
     prepare_data(spec)  # a [study] section's data and teacher, which its trials train with; skipped when made
     prepare_teacher(spec)
     run_sweep(spec, poll_s=args.poll)

@@ -31,6 +31,8 @@ from scaling.launch.status import cancel as cancel_run
 from scaling.launch.submit import Prepared, drop_array_pointers, queue, record_job
 from scaling.launch.submit import prepare as prepare_run
 from scaling.launch.status import job_state, read_jobs, scancel, slurm_states, unrecorded_jobs
+from scaling.plan.cost import run_flops
+from scaling.sweep.budget import limit_flops
 from scaling.sweep.spec import SweepSpec, sweep_params
 from scaling.sweep.search import (TrialReporter, describe, distributions, enqueue_points, open_study, to_ask,
                                  trial_params)
@@ -41,6 +43,7 @@ from scaling.core.run_dir import RunDir
 from scaling.tracking.mlflow_tracker import Tracker, tracking_uri
 
 PARENT_ATTR, CANCEL_ATTR = "mlflow_parent_run_id", "cancelled"
+PLANNED_ATTR, BUDGET_ATTR = "planned_flops", "budget_reached"
 
 
 def log(msg: str) -> None:
@@ -83,7 +86,7 @@ def run_sweep(spec: SweepSpec, poll_s: float = 2.0) -> optuna.Study:
             continue
         trials = study.get_trials(deepcopy=False)  # one read of the storage per poll (0.3 s at 100 trials)
         in_flight = sum(supervise(sweep, t, states) for t in trials if t.state == TrialState.RUNNING)
-        left = to_ask(spec, trials)
+        left = 0 if study.user_attrs.get(BUDGET_ATTR) else to_ask(spec, trials)
         asked = []
         for _ in range(min(max(spec.max_concurrent - in_flight, 0), left)):
             if study.user_attrs.get(CANCEL_ATTR):
@@ -127,6 +130,7 @@ def launch(sweep: Sweep, asked: list[optuna.Trial]) -> int:
     for trial in asked:
         trial.set_user_attr("run_dir", str(sweep.spec.run_dir(trial.number)))
     ready = [r for r in (prepare(sweep, sweep.study._storage.get_trial(t._trial_id)) for t in asked) if r]
+    ready = within_budget(sweep, ready)
     if not ready:
         return 0
     folder = sweep.spec.root_dir() / "arrays" / f"trial-{ready[0][0].number:04d}"
@@ -134,6 +138,25 @@ def launch(sweep: Sweep, asked: list[optuna.Trial]) -> int:
     for (t, _), job in zip(ready, jobs):
         launched(sweep, t, job)
     return len(ready)
+
+
+def within_budget(sweep: Sweep, ready: list[tuple[FrozenTrial, Prepared]]) -> list[tuple[FrozenTrial, Prepared]]:
+    """The trials that fit in what is left of the budget, in order; the first that would cross it, and every one
+    after it, fails unqueued and no further trial is asked. Each queued trial records its planned FLOPs."""
+    limit = limit_flops(sweep.spec)
+    planned = sum(t.user_attrs.get(PLANNED_ATTR, 0) for t in sweep.study.get_trials(deepcopy=False))
+    out = []
+    for t, run in ready:
+        flops = run_flops(run.cfg)
+        if limit is not None and (planned + flops > limit or sweep.study.user_attrs.get(BUDGET_ATTR)):
+            sweep.study.set_user_attr(BUDGET_ATTR, True)
+            tell(sweep, t, TrialState.FAIL, run.run_dir,
+                 error=f"budget: {flops:.3g} FLOPs more would cross the budget of {limit:.3g} ({planned:.3g} planned)")
+            continue
+        sweep.study._storage.set_trial_user_attr(t._trial_id, PLANNED_ATTR, flops)
+        planned += flops
+        out.append((t, run))
+    return out
 
 
 def local_share(profile: ClusterProfile, max_concurrent: int) -> ClusterProfile:

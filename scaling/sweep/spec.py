@@ -106,6 +106,16 @@ class Study:
 
 
 @dataclass
+class Budget:
+    """What a sweep may spend (0: no limit), checked before anything is queued and before each trial."""
+
+    flops: float = 0.0  # training FLOPs of all trials together (as runs log train/flops)
+    gpu_hours: float = 0.0  # the same in GPU-hours on ``gpu`` at ``mfu``
+    gpu: str = "H100"  # the GPU GPU-hours are counted on (its bf16 dense peak): H100, H200, A100
+    mfu: float = 0.13  # the share of that peak a step reaches (benchmarks/README.md measures it per preset)
+
+
+@dataclass
 class SweepSpec:
     base: str = ""  # a shipped config name or a config file
     name: str = ""  # the Optuna study name; empty: the sweep file's stem
@@ -123,6 +133,7 @@ class SweepSpec:
     pruner: Pruner = field(default_factory=Pruner)
     tracking: Tracking = field(default_factory=Tracking)
     study: Study = field(default_factory=Study)
+    budget: Budget = field(default_factory=Budget)
 
     @property
     def is_grid(self) -> bool:
@@ -211,6 +222,12 @@ def validate(spec: SweepSpec) -> None:
         raise ConfigError(f"max_concurrent: must be positive, got {spec.max_concurrent}")
     if spec.study.bootstrap < 0:
         raise ConfigError(f"study.bootstrap: must be >= 0, got {spec.study.bootstrap}")
+    for key in ("flops", "gpu_hours"):
+        if getattr(spec.budget, key) < 0:
+            raise ConfigError(f"budget.{key}: must be >= 0, got {getattr(spec.budget, key):g}")
+    if not 0 < spec.budget.mfu <= 1:
+        raise ConfigError(f"budget.mfu: must be in (0, 1], got {spec.budget.mfu:g}")
+    _check_choice("budget.gpu", spec.budget.gpu, ("H100", "H200", "A100"))
     if spec.storage.startswith("journal:") and not spec.storage[len("journal:"):]:
         raise ConfigError("storage: journal:PATH needs a path")
     if spec.is_grid:
@@ -218,7 +235,7 @@ def validate(spec: SweepSpec) -> None:
         points = spec.grid_points()
     else:
         _check_search(spec.search)
-        points = [dict(p) for p in spec.search.enqueue] + _space_corners(spec.search.space)
+        points = [dict(p) for p in spec.search.enqueue] + space_corners(spec.search.space)
     for point in points:  # every trial's config must load: keys, types and values
         spec.trial_config(point, spec.run_dir(0))
 
@@ -276,7 +293,7 @@ def _check_search(search: Search) -> None:
                 raise ConfigError(f"search.enqueue: {key!r} is not in search.space")
 
 
-def _space_corners(space: dict[str, Distribution]) -> list[dict[str, Any]]:
+def space_corners(space: dict[str, Distribution]) -> list[dict[str, Any]]:
     """Every bound and choice of each key (the others at their first value): what trials' configs can hold."""
     def values(d: Distribution) -> list[Any]:
         if d.type == "categorical":

@@ -21,32 +21,9 @@ from scaling.launch.status import read_jobs
 from scaling.sweep.spec import load_sweep
 from scaling.core import events
 from scaling.launch.job import measured
-from tests.helpers import REPO, run_cli
+from tests.helpers import REPO, run_cli, write_sweep
 
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-
-def write_sweep(tmp: Path, data: Path, body: str, profile: str = "local", steps: int = 30,
-                max_concurrent: int = 2) -> Path:
-    """A sweep of the tiny config on the test data, its root, study and MLflow store under ``tmp``."""
-    path = tmp / "sweep.toml"
-    path.write_text(f'''base = "tiny"
-root = "{tmp / 'root'}"
-profile = "{REPO / 'slurm' / f'{profile}.toml'}"
-max_concurrent = {max_concurrent}
-
-[overrides]
-"train.steps" = {steps}
-"train.val_every" = 10
-"train.log_every" = 10
-"data.train" = "{data / 'train'}"
-"data.val" = "{data / 'val'}"
-
-[tracking]
-uri = "sqlite:///{tmp / 'mlflow.db'}"
-experiment = "sweeps"
-''' + body)
-    return path
 
 
 GRID = '''
