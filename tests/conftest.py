@@ -13,6 +13,13 @@ import torch
 
 from tests.helpers import REPO, run_cli, tiny_args, train_tiny
 
+# Under pytest-xdist each worker's tests, and every process they start (trainings, Slurm jobs), use one thread:
+# with OpenMP's default of one per core, two workers' trainings would oversubscribe the two cores, their
+# threads spinning while they wait for each other.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first: the suite runs on two pytest-xdist workers, and a long test started last would leave one
