@@ -142,13 +142,16 @@ def launch(sweep: Sweep, asked: list[optuna.Trial]) -> int:
 
 def within_budget(sweep: Sweep, ready: list[tuple[FrozenTrial, Prepared]]) -> list[tuple[FrozenTrial, Prepared]]:
     """The trials that fit in what is left of the budget, in order; the first that would cross it, and every one
-    after it, fails unqueued and no further trial is asked. Each queued trial records its planned FLOPs."""
+    after it, fails unqueued and no further trial is asked. Each queued trial records its planned FLOPs (with a
+    budget: without one nothing is counted here)."""
     limit = limit_flops(sweep.spec)
+    if limit is None:
+        return ready
     planned = sum(t.user_attrs.get(PLANNED_ATTR, 0) for t in sweep.study.get_trials(deepcopy=False))
     out = []
     for t, run in ready:
         flops = run_flops(run.cfg)
-        if limit is not None and (planned + flops > limit or sweep.study.user_attrs.get(BUDGET_ATTR)):
+        if planned + flops > limit or sweep.study.user_attrs.get(BUDGET_ATTR):
             sweep.study.set_user_attr(BUDGET_ATTR, True)
             tell(sweep, t, TrialState.FAIL, run.run_dir,
                  error=f"budget: {flops:.3g} FLOPs more would cross the budget of {limit:.3g} ({planned:.3g} planned)")

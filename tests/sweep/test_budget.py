@@ -72,7 +72,7 @@ high = 16
 def test_the_driver_queues_no_trial_that_would_cross_the_budget(synth_data: Path, tmp_path: Path) -> None:
     """Run the driver directly (the command line would refuse the sweep outright): the first trial fits, the
     second would cross the budget, so it fails unqueued and the sweep ends."""
-    path = write_sweep(tmp_path, synth_data, GRID, steps=10, max_concurrent=1)
+    path = write_sweep(tmp_path, synth_data, GRID, max_concurrent=1)
     costs = grid_cost(path)
     path.write_text(path.read_text() + f"\n[budget]\nflops = {costs[0] + costs[1] / 2}\n")
     study = run_sweep(load_sweep(path), poll_s=0.5)
