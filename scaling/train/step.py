@@ -56,10 +56,10 @@ def train_step(cfg: Config, t: Trainables, frozen: FrozenLosses, micro_batches: 
     reals, fakes, sums = [], [], {}
     disc = t.disc if gan_on else None
     temperature = cfg.loss.entropy_temperature if cfg.loss.entropy_weight else None
+    semantic = frozen.semantic is not None
     for i, x in enumerate(micro_batches):
         set_gradient_sync(t.model, i == accum - 1)  # reduce-scatter once, after the last micro-batch
         with autocast:
-            semantic = frozen.semantic is not None
             recon, q, *student = t.model(x, temperature, semantic=True) if semantic else t.model(x, temperature)
             losses = generator_losses(cfg, x, recon, q, frozen.perceptual, disc, frozen.semantic, *student)
         (losses["loss"] / accum).backward()
