@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere
 from scaling.core.config import Config  # noqa: E402
 from scaling.core.errors import UserError  # noqa: E402
 from scaling.models.factory import load_config  # noqa: E402
-from scaling.plan.cost import PEAK_BF16_TFLOPS  # noqa: E402
+from scaling.plan import cost  # noqa: E402
 
 GIB = 2**30
 
@@ -405,10 +405,13 @@ def planned_memory(cfg: Config, setup: Setup) -> dict[str, int | None]:
 
 
 def peak_tflops(device: torch.device) -> float | None:
+    """The device's bf16 dense peak (``scaling.plan.cost``'s table); None on a CPU or an unknown GPU."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    try:
+        return cost.peak_tflops(torch.cuda.get_device_name(device))
+    except UserError:
+        return None
 
 
 def measure(cfg: Config, args: argparse.Namespace, setup: Setup, off: list[str], stand_ins: list[str]) -> dict:

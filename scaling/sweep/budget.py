@@ -23,13 +23,14 @@ class TrialPlan:
 def forecast(spec: SweepSpec) -> list[TrialPlan]:
     """A grid: every point's cost. A search: ``n_trials`` trials at the costliest corner of its space (an upper
     bound: Optuna chooses the points as it goes)."""
+    def cost(point: dict) -> TrialPlan:
+        return TrialPlan(describe(point), run_flops(spec.trial_config(point, spec.run_dir(0))))
+
     if spec.is_grid:
-        return [TrialPlan(describe(point), run_flops(spec.trial_config(point, spec.run_dir(0))))
-                for point in spec.grid_points()]
+        return [cost(point) for point in spec.grid_points()]
     corners = [dict(p) for p in spec.search.enqueue] + space_corners(spec.search.space)
-    costly = max(corners, key=lambda point: run_flops(spec.trial_config(point, spec.run_dir(0))))
-    flops = run_flops(spec.trial_config(costly, spec.run_dir(0)))
-    return [TrialPlan(f"each at most (at {describe(costly)})", flops, spec.search.n_trials)]
+    costly = max((cost(point) for point in corners), key=lambda plan: plan.flops)  # each point counted once
+    return [TrialPlan(f"each at most (at {costly.label})", costly.flops, spec.search.n_trials)]
 
 
 def total_flops(plans: list[TrialPlan]) -> int:
