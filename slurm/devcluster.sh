@@ -3,6 +3,7 @@
 #   slurm/devcluster.sh up      install (Debian: slurmctld slurmd munge), configure and start; idempotent
 #   slurm/devcluster.sh down    stop the daemons
 #   slurm/devcluster.sh status  print the node's state
+#   slurm/devcluster.sh idle    cancel every job, return a drained node to service, wait until it is idle
 # No accounting daemon: submitit works without sacct (it warns). Needs root (apt, daemons).
 set -euo pipefail
 
@@ -24,10 +25,12 @@ install_packages() {
 
 write_config() {
   local cpus mem
-  cpus=$(nproc)
+  # nproc honours OMP_NUM_THREADS, which a caller may have set to 1 (the test suite does): the node would get one
+  # CPU and a job of two tasks would pend forever.
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   mem=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) - 1024 ))
   mkdir -p "$STATE"/ctld "$STATE"/d "$CONF_DIR"
-  cat > "$CONF_DIR/slurm.conf" <<EOF
+  cat > "$CONF_DIR/slurm.conf.new" <<EOF
 # Written by scaling's slurm/devcluster.sh: one node, this machine.
 ClusterName=scaling-dev
 SlurmctldHost=$HOST
@@ -52,6 +55,7 @@ MpiDefault=none
 ReturnToService=2
 JobRequeue=1
 KillWait=10
+UnkillableStepTimeout=120
 MinJobAge=600
 InactiveLimit=0
 SlurmctldTimeout=30
@@ -59,6 +63,12 @@ SlurmdTimeout=30
 NodeName=$HOST CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=dev Nodes=$HOST Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:4
 EOF
+  if cmp -s "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"; then
+    rm "$CONF_DIR/slurm.conf.new"
+  else  # daemons running on another configuration would keep it: restart them on this one
+    mv "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"
+    if slurm_running; then log "configuration changed: restarting"; stop_slurm; fi
+  fi
 }
 
 start_munge() {
@@ -88,21 +98,44 @@ up() {
   return 1
 }
 
-down() {
+slurm_running() { pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; }
+
+stop_slurm() {
   scontrol shutdown >/dev/null 2>&1 || true
-  for _ in $(seq 1 20); do
-    pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null || break
-    sleep 0.5
-  done
-  pkill -x slurmd 2>/dev/null || true
-  pkill -x slurmctld 2>/dev/null || true
+  for _ in $(seq 1 60); do slurm_running || return 0; sleep 0.5; done
+  pkill -9 -x slurmd 2>/dev/null || true
+  pkill -9 -x slurmctld 2>/dev/null || true
+  while slurm_running; do sleep 0.2; done
+}
+
+down() {
+  stop_slurm
   pkill -x munged 2>/dev/null || true
   log "down"
+}
+
+# Between tests: a job one test leaves (a killed driver's trial, a requeued job) would hold the node's CPUs into
+# the next, and a job that would not die in time drains the node; either leaves the next test's jobs pending.
+idle() {
+  scancel --partition dev >/dev/null 2>&1 || true
+  for _ in $(seq 1 120); do
+    state=$(sinfo -h -N -o '%T' 2>/dev/null | head -n1 || true)
+    case "$state" in
+      down*|drain*|fail*)
+        log "idle: node $HOST was $state ($(sinfo -h -N -o '%E' | head -n1)); resuming it"
+        scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true ;;
+    esac
+    if [ -z "$(squeue -h -p dev -o '%i')" ] && [ "$state" = idle ]; then return 0; fi
+    sleep 1
+  done
+  log "idle: jobs still queued after 120 s: $(squeue -h -p dev -o '%i %T %r' | tr '\n' ';')"
+  return 1
 }
 
 case "${1:-up}" in
   up) up ;;
   down) down ;;
   status) sinfo -N -l ;;
-  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+  idle) idle ;;
+  *) echo "usage: $0 up|down|status|idle" >&2; exit 2 ;;
 esac

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     torch.set_num_threads(1)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which turns the group marks into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first: the suite runs on two pytest-xdist workers, and a long test started last would leave one
     worker idle while it finishes (the order within each tier is kept). Every test that uses the dev Slurm
@@ -121,7 +123,7 @@ def random_vgg(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def dev_cluster() -> None:
+def dev_cluster_up() -> None:
     """The single-node Slurm dev cluster (``slurm/devcluster.sh up``), started once per session; where it cannot
     start, the tests that need it are skipped with the script's reason."""
     if os.geteuid() != 0:
@@ -132,6 +134,22 @@ def dev_cluster() -> None:
                               timeout=900)
     if proc.returncode != 0:
         pytest.skip(f"Slurm dev cluster could not start: {proc.stderr.strip().splitlines()[-1:]}")
+
+
+@pytest.fixture
+def dev_cluster(dev_cluster_up: None) -> Iterator[None]:
+    """The dev cluster, idle when the test starts and left idle (``slurm/devcluster.sh idle``): jobs one test
+    leaves behind, or a node a stuck job drained, would keep the next test's jobs pending past its deadline."""
+    _idle_dev_cluster()
+    yield
+    _idle_dev_cluster()
+
+
+def _idle_dev_cluster() -> None:
+    proc = subprocess.run(["bash", str(REPO / "slurm" / "devcluster.sh"), "idle"], capture_output=True, text=True,
+                          timeout=300)
+    print(proc.stderr, end="")  # a node it had to resume, shown with the test's output
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.fixture(params=["local", "dev"])

@@ -8,11 +8,13 @@ ranks there are, and a resumed run draws exactly the crops an uninterrupted one 
 
 from __future__ import annotations
 
-import random
-import time
+import fcntl
+import os
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -22,6 +24,9 @@ from streaming import StreamingDataLoader, StreamingDataset
 
 from scaling.core.config import DataConfig
 from scaling.data.mds import verify_split
+
+
+S = TypeVar("S", bound=StreamingDataset)
 
 
 class ImageStream(StreamingDataset):
@@ -70,18 +75,32 @@ def validation_stream(cfg: DataConfig, cache_root: Path) -> ImageStream:
     return open_stream(**stream_kwargs(cfg.val, Path(cfg.cache_dir or cache_root) / "val"), shuffle=False)
 
 
-def open_stream(attempts: int = 10, **kwargs: Any) -> ImageStream:
-    """An ImageStream. Streaming finds a free shared-memory prefix, then creates it: two jobs starting at the same
-    instant on one machine (a sweep's trials) can race for the same one. A single-rank loser retries and gets
-    the next; with several ranks a retry would unbalance streaming's barriers, so they do not retry."""
-    for attempt in range(attempts):
-        try:
-            return ImageStream(**kwargs)
-        except FileExistsError:
-            if attempt == attempts - 1 or (dist.is_initialized() and dist.get_world_size() > 1):
-                raise
-            time.sleep(random.uniform(0.05, 0.5))
-    raise AssertionError("unreachable")
+def open_stream(cls: type[S] = ImageStream, **kwargs: Any) -> S:
+    """A streaming dataset of ``cls``. Streaming registers each dataset under a shared-memory prefix by looking for a
+    free one, then creating it: two processes on one machine opening datasets at the same instant (a sweep's
+    trials, one trial's probe beside another's training) could pick the same one, and the later failed with
+    FileExistsError. Looking and creating happen under one machine-wide lock, taken by each process that is its
+    node's leader (a single rank, or local rank 0); the ranks of one job construct between barriers while it is
+    held, so none of them looks while another job is creating."""
+    several = dist.is_initialized() and dist.get_world_size() > 1
+    leader = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    with _prefix_lock() if leader else nullcontext():
+        if several:
+            dist.barrier()
+        dataset = cls(**kwargs)
+        if several:
+            dist.barrier()
+    return dataset
+
+
+PREFIX_LOCK = Path(tempfile.gettempdir()) / "scaling-streaming-prefix.lock"
+
+
+@contextmanager
+def _prefix_lock() -> Iterator[None]:
+    with open(PREFIX_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield  # closing the file releases it
 
 
 def validation_batches(dataset: ImageStream, n: int, batch_size: int, image_size: int

@@ -106,7 +106,7 @@ class TokenStream(StreamingDataset):
 
 def token_loader(split: Path, batch_size: int, seed: int) -> StreamingDataLoader:
     """A shuffled, resumable loader over a cached split (``state_dict`` holds the position), per rank."""
-    dataset = TokenStream(local=str(split), shuffle=True, shuffle_seed=seed, batch_size=batch_size,
+    dataset = open_stream(TokenStream, local=str(split), shuffle=True, shuffle_seed=seed, batch_size=batch_size,
                           num_canonical_nodes=1)
     return StreamingDataLoader(dataset, batch_size=batch_size, num_workers=0, drop_last=True,
                                generator=torch.Generator().manual_seed(seed))
@@ -114,7 +114,7 @@ def token_loader(split: Path, batch_size: int, seed: int) -> StreamingDataLoader
 
 def read_tokens(split: Path, limit: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``limit`` (0: all) cached samples in stored order, as (tokens (N, L), labels (N,))."""
-    dataset = TokenStream(local=str(split), shuffle=False)
+    dataset = open_stream(TokenStream, local=str(split), shuffle=False)
     n = min(limit, len(dataset)) if limit else len(dataset)
     tokens, labels, _ = zip(*(dataset[i] for i in range(n)))
     return torch.stack(tokens), torch.tensor(labels)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +17,10 @@ from PIL import Image
 from scaling.core.config import DataConfig
 from scaling.data import synth
 from scaling.data.build import build_synthetic, convert_image_folder
-from scaling.data.loader import augment, check_splits, sample_seeds, train_loader, validation_images
+from scaling.data.loader import (PREFIX_LOCK, augment, check_splits, sample_seeds, train_loader,
+                                 validation_images)
 from scaling.core.errors import UserError
+from tests.helpers import REPO
 
 
 def test_synthetic_samples_are_deterministic_and_class_dependent() -> None:
@@ -141,3 +147,19 @@ def test_augment_is_a_pure_function_of_each_samples_seed() -> None:
     order = torch.tensor([4, 0, 5])
     assert torch.equal(augment(images[order], cfg, [seeds[i] for i in order]), a[order])
     assert not torch.equal(augment(images, cfg, sample_seeds(9, step=4, indices=torch.arange(6))), a)
+
+
+def test_streams_open_one_at_a_time_on_a_machine(synth_data: Path) -> None:
+    """Streaming picks a free shared-memory prefix, then creates it; two processes doing so at once took the same
+    one and the later failed (a study's trial died in its probe with FileExistsError). While another process holds
+    the machine's prefix lock, opening a stream waits; once it is released, the stream opens."""
+    code = ("from scaling.data.loader import open_stream\n"
+            f"print('ready', flush=True)\nprint(len(open_stream(local={str(synth_data / 'val')!r})), flush=True)")
+    with open(PREFIX_LOCK, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(2)
+        assert proc.poll() is None, "the stream opened while another process held the lock"
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and int(out) == 128

@@ -78,18 +78,21 @@ def _preempt(job, profile: str) -> None:
 
 
 def _result(job, profile: str, timeout: float = 600) -> dict:
-    """The job's result after any requeues. Slurm holds a requeued job (BeginTime) for ~100 s; a dev cluster
-    has no reason to wait, so each hold is released."""
+    """The job's result after any requeues (each task's for a job of several). Slurm holds a requeued job
+    (BeginTime) for ~100 s; a dev cluster has no reason to wait, so each hold is released. A job not done in
+    ``timeout`` fails the test with its scheduler state and the end of its tasks' logs."""
     deadline = time.monotonic() + timeout
     while not job.done():
-        assert time.monotonic() < deadline, "job did not finish"
+        out = ""
         if profile == "dev":
             out = subprocess.run(["squeue", "-h", "-j", str(job.job_id), "-o", "%T %r"], capture_output=True,
                                  text=True).stdout.strip()
             if out.startswith("PENDING") and "BeginTime" in out:
                 subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True)
+        assert time.monotonic() < deadline, f"job {job.job_id} not done in {timeout:.0f} s: {out or job.state}\n" + \
+            "\n".join(f"task {i}: {(job.task(i).stderr() or '')[-1500:]}" for i in range(job.num_tasks))
         time.sleep(0.5)
-    return job.result()
+    return job.results() if job.num_tasks > 1 else job.result()
 
 
 def _wait_for_state(run_dir: Path, state: str, timeout: float = 120) -> None:
@@ -306,6 +309,13 @@ def test_scontrol_requeue_resumes_and_ends_bitwise(dev_cluster: None, references
     assert redone == 0
 
 
+def test_dev_cluster_node_has_every_core(dev_cluster: None) -> None:
+    """Under the suite OMP_NUM_THREADS is 1, which ``nproc`` honours: a node configured from it had one CPU, and
+    a job of two tasks pended until the test timed out."""
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], capture_output=True, text=True, check=True).stdout
+    assert int(out.split()[0]) == len(os.sched_getaffinity(0))
+
+
 def test_bad_profile_fails_at_submit_and_queues_nothing(synth_data: Path, tmp_path: Path, mlflow_uri: str,
                                                         capsys: pytest.CaptureFixture) -> None:
     bad = tmp_path / "bad.toml"
@@ -356,7 +366,7 @@ def test_two_task_job_trains_as_two_ranks(profile: str, synth_data: Path, tmp_pa
     run_dir = tmp_path / "run"
     cfg = load_config("tiny", tiny_args(synth_data, run_dir, mlflow_uri, **(ARGS | {"train.steps": 10})))
     job = submit(cfg, load_profile(two), profile)
-    results = job.results()
+    results = _result(job, profile)
     assert len(results) == 2 and results[0]["step"] == 10 and results[0]["run_id"] and results[1]["run_id"] is None
     starts = [e for e in events.read(run_dir) if e["event"] == "start"]
     assert [e["world_size"] for e in starts] == [2]  # one run of two ranks, recorded once (by rank 0)

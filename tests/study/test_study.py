@@ -94,6 +94,12 @@ def study_trials(tmp: Path) -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name="study", storage=storage).trials
 
 
+def history(run_dir: Path, seed: int) -> str:
+    """What a trial's jobs did, for a failure's message: its events and the end of each job's log."""
+    logs = "\n".join(f"{log.name}: {log.read_text()[-2000:]}" for log in sorted((run_dir / "submitit").glob("*.err")))
+    return f"seed {seed}, {run_dir}: events {events.read(run_dir)}\n{logs}"
+
+
 def test_study_runs_end_to_end_and_resumes_after_a_kill(tmp_path: Path) -> None:
     path = write_study(tmp_path)
     cmd = [sys.executable, "-m", "scaling", "study", str(path), "--poll", "1"]
@@ -121,8 +127,8 @@ def test_study_runs_end_to_end_and_resumes_after_a_kill(tmp_path: Path) -> None:
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     for t in done:
         run_dir = Path(t.user_attrs["run_dir"])
-        assert [j["job_id"] for j in read_jobs(run_dir)] == [t.user_attrs["job_id"]]
-        assert [e["step"] for e in events.read(run_dir) if e["event"] == "start"] == [0]
+        assert [j["job_id"] for j in read_jobs(run_dir)] == [t.user_attrs["job_id"]], history(run_dir, seed)
+        assert [e["step"] for e in events.read(run_dir) if e["event"] == "start"] == [0], history(run_dir, seed)
         run = client.get_run(t.user_attrs["mlflow_run_id"])
         assert {"probe/ar_val_loss", "probe/gfid", "probe/linear_acc", "eval/rfid", "eval/psnr"} <= \
             set(run.data.metrics), run_dir
