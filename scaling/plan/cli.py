@@ -34,6 +34,7 @@ def _plan(args: argparse.Namespace) -> int:
     from scaling.models.factory import FAMILIES, load_config
 
     cfg = load_config(args.config, args.overrides)
+    from scaling.plan.cost import planned_run
     from scaling.plan.count import plan
     from scaling.plan.tree import human, module_tree
 
@@ -44,12 +45,13 @@ def _plan(args: argparse.Namespace) -> int:
     micro_batch = args.micro_batch or cfg.parallel.micro_batch_size or max(1, cfg.train.batch_size // args.gpus)
     memory = plan_memory(cfg, result.model, args.gpus, args.gpu_mem, micro_batch)
     check_fits(memory)
+    run_steps, run_total = planned_run(cfg)
     if args.json:
         print(json.dumps({"config": args.config, "family": cfg.model.family, "image_size": cfg.data.image_size,
                           "params_total": params["total"], "params": params,
                           "flops_forward_per_image": result.flops_forward, "flops_per_image": result.flops_per_image,
                           "flops_per_training_image": result.flops_per_training_image,
-                          "flops_by_part": result.flops_by_part,
+                          "flops_by_part": result.flops_by_part, "run_steps": run_steps, "run_flops": run_total,
                           "memory": memory.to_dict()}))
         return 0
     print(f"config      {args.config}: {FAMILIES[cfg.model.family].describe(cfg)}")
@@ -65,6 +67,8 @@ def _plan(args: argparse.Namespace) -> int:
     for part, flops in result.flops_by_part.items():
         print(f"  {PART_LABELS[part]:<22}{human(flops, 'FLOP'):>10}")
     print(f"  {'total':<22}{human(result.flops_per_training_image, 'FLOP'):>10}")
+    source = f"bought by train.flops_budget {cfg.train.flops_budget:.3g}" if cfg.train.flops_budget else "train.steps"
+    print(f"training run: {run_steps} steps ({source}) of {cfg.train.batch_size} images, {human(run_total, 'FLOP')}")
     for line in _memory_lines(memory):
         print(line)
     print("model")

@@ -3,7 +3,9 @@ and the GPU-hours those take at a given MFU of a GPU's bf16 peak."""
 
 from __future__ import annotations
 
-from scaling.core.config import Config
+from dataclasses import replace
+
+from scaling.core.config import Config, ConfigError
 from scaling.core.errors import UserError
 from scaling.plan.count import step_flops, step_flops_done
 
@@ -14,9 +16,49 @@ PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 DEFAULT_MFU = 0.13
 
 
+def planned_run(cfg: Config) -> tuple[int, int]:
+    """A whole training run's steps and FLOPs, as it will log them: ``train.steps`` steps of ``train.batch_size``
+    images, or with ``train.flops_budget`` the step count whose FLOPs come nearest the budget (within half a
+    step). A budget that buys no more steps than the warm-up is refused."""
+    parts = step_flops(cfg)
+    steps = cfg.train.steps
+    if cfg.train.flops_budget > 0:
+        steps = _budget_steps(parts, cfg)
+        if steps <= cfg.optim.warmup_steps:
+            raise ConfigError(f"train.flops_budget: {cfg.train.flops_budget:.3g} FLOPs buy {steps} steps of "
+                              f"{cfg.train.batch_size} images, not more than optim.warmup_steps "
+                              f"({cfg.optim.warmup_steps})")
+    return steps, step_flops_done(parts, steps, cfg.train.batch_size, cfg.loss.gan_start)
+
+
 def run_flops(cfg: Config) -> int:
-    """FLOPs of a whole training run: ``train.steps`` steps of ``train.batch_size`` images, as it logs them."""
-    return step_flops_done(step_flops(cfg), cfg.train.steps, cfg.train.batch_size, cfg.loss.gan_start)
+    """FLOPs of a whole training run (``planned_run``)."""
+    return planned_run(cfg)[1]
+
+
+def with_budget_steps(cfg: Config) -> Config:
+    """``cfg`` with ``train.steps`` those its ``train.flops_budget`` buys (``planned_run``); unchanged without a
+    budget."""
+    if cfg.train.flops_budget <= 0:
+        return cfg
+    return replace(cfg, train=replace(cfg.train, steps=planned_run(cfg)[0]))
+
+
+def _budget_steps(parts: dict[str, int], cfg: Config) -> int:
+    """The step count whose FLOPs are nearest the budget: they grow with every step (the discriminator's joining
+    at ``loss.gan_start`` only steepens them), so the first count at or past it, or the one before."""
+    def spent(steps: int) -> int:
+        return step_flops_done(parts, steps, cfg.train.batch_size, cfg.loss.gan_start)
+
+    budget = cfg.train.flops_budget
+    hi = 1
+    while spent(hi) < budget:
+        hi *= 2
+    lo = hi // 2  # spent(lo) < budget <= spent(hi), or hi == 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if spent(mid) < budget else (lo, mid)
+    return hi if hi == 1 or spent(hi) - budget <= budget - spent(lo) else lo
 
 
 def peak_tflops(gpu: str) -> float:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scaling.core.errors import UserError
-from scaling.plan.cost import gpu_hours, peak_tflops, run_flops
+from scaling.plan.cost import gpu_hours, peak_tflops, planned_run
 from scaling.sweep.search import describe
 from scaling.sweep.spec import SweepSpec, space_corners
 
@@ -17,6 +17,7 @@ from scaling.sweep.spec import SweepSpec, space_corners
 class TrialPlan:
     label: str  # the trial's values
     flops: int
+    steps: int
     count: int = 1  # trials of this cost (a search: n_trials, each at most this)
 
 
@@ -24,13 +25,14 @@ def forecast(spec: SweepSpec) -> list[TrialPlan]:
     """A grid: every point's cost. A search: ``n_trials`` trials at the costliest corner of its space (an upper
     bound: Optuna chooses the points as it goes)."""
     def cost(point: dict) -> TrialPlan:
-        return TrialPlan(describe(point), run_flops(spec.trial_config(point, spec.run_dir(0))))
+        steps, flops = planned_run(spec.trial_config(point, spec.run_dir(0)))
+        return TrialPlan(describe(point), flops, steps)
 
     if spec.is_grid:
         return [cost(point) for point in spec.grid_points()]
     corners = [dict(p) for p in spec.search.enqueue] + space_corners(spec.search.space)
     costly = max((cost(point) for point in corners), key=lambda plan: plan.flops)  # each point counted once
-    return [TrialPlan(f"each at most (at {costly.label})", costly.flops, spec.search.n_trials)]
+    return [TrialPlan(f"each at most (at {costly.label})", costly.flops, costly.steps, spec.search.n_trials)]
 
 
 def total_flops(plans: list[TrialPlan]) -> int:
@@ -54,7 +56,7 @@ def plan_lines(spec: SweepSpec, plans: list[TrialPlan]) -> list[str]:
              f"{100 * b.mfu:g}% MFU; the probe not counted)"]
     for p in plans:
         times = f"{p.count} x " if p.count > 1 else ""
-        lines.append(f"  {times}{p.label}: {p.flops:.3g} FLOPs, {hours(p.flops):.3g} GPU-hours")
+        lines.append(f"  {times}{p.label}: {p.steps} steps, {p.flops:.3g} FLOPs, {hours(p.flops):.3g} GPU-hours")
     total = total_flops(plans)
     lines.append(f"  total: {total:.3g} FLOPs, {hours(total):.3g} GPU-hours")
     limit = limit_flops(spec)

@@ -38,6 +38,7 @@ from scaling.models.factory import parameter_counts
 from scaling.models.quantizers import codebook_stats
 from scaling.parallel.batch import batch_split
 from scaling.parallel.parallelize import memory_format
+from scaling.plan.cost import with_budget_steps
 from scaling.plan.count import step_flops, step_flops_done
 from scaling.tracking.mlflow_tracker import Tracker
 from scaling.train.step import FrozenLosses, build_trainables, train_step
@@ -59,6 +60,7 @@ OnValidation = Callable[[int, dict[str, float]], bool]
 
 
 def train(cfg: Config, on_validation: OnValidation | None = None) -> TrainResult:
+    cfg = with_budget_steps(cfg)  # an isoFLOP trial's steps, from its budget; the config saved says them
     # From here on USR2/TERM wait for a step boundary, where a checkpoint is safe.
     with StopSignals() as signals:
         rt = init_runtime(cfg.train.device)

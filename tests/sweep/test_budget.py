@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from scaling.plan.cost import gpu_hours, run_flops
+from scaling.plan.count import step_flops, step_flops_done
 from scaling.sweep.budget import forecast, total_flops
 from scaling.sweep.driver import run_sweep
 from scaling.sweep.spec import load_sweep
@@ -34,7 +35,8 @@ def test_dry_run_prints_the_plan_and_queues_nothing(tmp_path: Path, capsys: pyte
     costs = grid_cost(path)
     assert costs[1] > costs[0] > 0  # a wider CNN costs more
     lines = proc.stdout.splitlines()
-    assert f"base_channels=8: {costs[0]:.3g} FLOPs" in lines[1] and f"base_channels=16: {costs[1]:.3g} FLOPs" in lines[2]
+    assert lines[1].strip().startswith(f"base_channels=8: 30 steps, {costs[0]:.3g} FLOPs")
+    assert lines[2].strip().startswith(f"base_channels=16: 30 steps, {costs[1]:.3g} FLOPs")
     total = sum(costs)
     assert lines[3].strip() == f"total: {total:.3g} FLOPs, {gpu_hours(total, 'H200', 0.5):.3g} GPU-hours"
     assert lines[4].strip().endswith("within budget")
@@ -66,6 +68,31 @@ high = 16
     (plan,) = forecast(spec)
     assert plan.count == 3 and "base_channels=16" in plan.label
     assert total_flops([plan]) == 3 * run_flops(spec.trial_config({"model.base_channels": 16}, spec.run_dir(0)))
+
+
+def test_an_isoflop_grid_sizes_each_trial_to_spend_its_budget(tmp_path: Path) -> None:
+    """Budgets and sizes instead of step counts: each trial's steps are those whose FLOPs come nearest its budget
+    (within half a step), so a larger tokenizer takes fewer steps; the dry run prints them."""
+    budgets = [4e11, 1.2e12]
+    path = write_sweep(tmp_path, tmp_path / "data", f'''
+[grid]
+mode = "product"
+[grid.axes]
+"train.flops_budget" = {budgets}
+"model.base_channels" = [8, 16]
+''')
+    spec = load_sweep(path)
+    plans = forecast(spec)
+    steps = {}
+    for point, plan in zip(spec.grid_points(), plans):
+        cfg = spec.trial_config(point, spec.run_dir(0))
+        per_step = step_flops_done(step_flops(cfg), 1, cfg.train.batch_size, cfg.loss.gan_start)  # no GAN: constant
+        assert abs(plan.flops - point["train.flops_budget"]) <= per_step / 2, (point, plan)
+        assert plan.flops == per_step * plan.steps
+        steps[point["train.flops_budget"], point["model.base_channels"]] = plan.steps
+    for budget in budgets:
+        assert steps[budget, 16] < steps[budget, 8]
+    assert steps[1.2e12, 8] > steps[4e11, 8]
 
 
 @pytest.mark.slow  # trains one tiny trial

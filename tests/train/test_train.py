@@ -13,7 +13,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from scaling.models.factory import load_config
-from scaling.plan.count import step_flops
+from scaling.core.config import read_config
+from scaling.plan.count import step_flops, step_flops_done
 from tests.helpers import assert_bitwise_equal, final_state, literal, run_cli, tiny_args
 
 pytestmark = pytest.mark.slow  # every test trains through the CLI
@@ -40,6 +41,22 @@ def test_tiny_training_gains_6db_psnr_on_held_out_images(synth_data: Path, tmp_p
     assert run.data.params["optim.lr"] == "0.001" and int(run.data.params["params_total"]) > 0
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.toml", "last_checkpoint", "reconstructions"} <= artifacts
+
+
+def test_a_flops_budget_sets_the_steps_and_the_run_spends_it(synth_data: Path, tmp_path: Path,
+                                                            mlflow_uri: str) -> None:
+    """An isoFLOP trial: given a budget instead of a step count, the run trains the steps whose FLOPs come nearest
+    it, says so in its saved config, and logs what it spent."""
+    extra = {"train.batch_size": 16, "train.log_every": 3, "train.val_every": 1000, "optim.warmup_steps": 2}
+    per_step = step_flops_done(step_flops(load_config("tiny", [a for k, v in extra.items() for a in (f"--{k}", literal(v))])),
+                               1, 16, 0)
+    budget = 6.4 * per_step
+    run_dir = tmp_path / "run"
+    proc = run_cli("train", "tiny", *tiny_args(synth_data, run_dir, mlflow_uri, **extra, **{"train.flops_budget": budget}))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_config(str(run_dir / "config.toml")).train.steps == 6
+    assert dict(_history(mlflow_uri, "train/flops")) == pytest.approx({3: 3 * per_step, 6: 6 * per_step}, rel=1e-9)
+    assert abs(6 * per_step - budget) <= per_step / 2
 
 
 # A short run with every stateful part switched on: EMA, discriminator (from step 10), warm-up + cosine.

@@ -248,6 +248,9 @@ class TrainConfig:
     milestone_every: int = 0  # 0: no milestones
     async_checkpoint: bool = False  # periodic checkpoints written in the background (DCP async_save) while training
     progress: bool = True
+    # > 0: ``steps`` is derived so that the run spends this many training FLOPs (as it logs train/flops), within
+    # half a step; the axis of an isoFLOP grid (``plan.cost.with_budget_steps``)
+    flops_budget: float = 0.0
 
     def validate(self) -> list[str]:
         errs = []
@@ -258,6 +261,8 @@ class TrainConfig:
                 errs.append(f"train.{key}: must be positive, got {getattr(self, key)}")
         if self.milestone_every < 0:
             errs.append(f"train.milestone_every: must be >= 0, got {self.milestone_every}")
+        if self.flops_budget < 0:
+            errs.append(f"train.flops_budget: must be >= 0, got {self.flops_budget:g}")
         if self.device not in ("auto", "cpu", "cuda"):
             errs.append(f"train.device: must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "fp32", "bf16"):
