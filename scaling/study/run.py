@@ -56,10 +56,14 @@ def write_report(spec: SweepSpec, parent_run_id: str) -> Path:
 
 
 def headline(fits_json: Path) -> list[str]:
-    """One line per fitted power law y = E + A N^-alpha: metric, group, alpha with its 95% interval."""
+    """One line per fitted power law y = E + A N^-alpha: metric, group, alpha with its 95% interval; or why the
+    data support no law."""
     lines = []
     for fit in json.loads(fits_json.read_text()):
         if fit.get("form") != "power" or "alpha" not in fit.get("params", {}):
+            continue
+        if fit.get("no_law"):
+            lines.append(f"fit: {fit['y']} ({fit['semantic_group']} semantic reg.): {fit['no_law']}")
             continue
         alpha = fit["params"]["alpha"]
         lo, hi = fit["ci"].get("alpha") or (None, None)

@@ -32,6 +32,7 @@ class FitOutcome:
     sensitivity: list[dict[str, object]] | None = None
     warnings: list[str] = field(default_factory=list)
     law: str = ""
+    no_law: str | None = None  # why the fit is no finding (``quality.no_law``); None: it may be stated
 
     def ci(self, key: str) -> tuple[float, float]:
         """95% interval of a parameter or derived quantity (NaNs without a bootstrap)."""
@@ -69,6 +70,7 @@ class FitOutcome:
             "bootstrap": self.boot.summary() if self.boot else None,
             "convergence": self.diagnostics,
             "law": self.law,
+            "no_law": self.no_law,
             "warnings": self.warnings,
         }
         if isinstance(self.result, IsoflopResult):

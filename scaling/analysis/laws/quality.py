@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from scaling.analysis.laws.forms import COEF_NAMES
+from scaling.analysis.laws.forms import COEF_NAMES, EXPONENT_NAMES
 from scaling.analysis.laws.isoflop import IsoflopResult
 from scaling.analysis.laws.optimize import NEAR_BEST_RTOL, FitResult
 from scaling.analysis.laws.outcome import FitOutcome
@@ -20,6 +20,51 @@ FEW_SCALES = 5
 SPREAD_TOLERANCE = 0.05
 # Predictions further than this factor beyond the largest sampled scale are flagged.
 FAR_EXTRAPOLATION = 10.0
+# An exponent beyond this is no scaling law: its term vanishes past the smallest scale (the exponents of vision
+# and language scaling studies lie below 2).
+MAX_EXPONENT = 5.0
+# Bootstrap replicates with fewer distinct answers than this share of those used have collapsed onto a few fits:
+# their spread is not the parameter's uncertainty.
+COLLAPSED_SHARE = 0.1
+
+
+def no_law(out: FitOutcome) -> str | None:
+    """Why a fitted power law is no finding, in words ("the data cannot ..."); None when it may be stated. An
+    exponent past ``MAX_EXPONENT`` makes a step, not a law; a fit flat over all but the smallest scale (it moves
+    there less than the points scatter about it) says the metric does not follow one."""
+    res = out.result
+    if not isinstance(res, FitResult):
+        return None
+    for key in EXPONENT_NAMES:
+        if key in out.params and abs(out.params[key]) > MAX_EXPONENT:
+            return (f"no power law: the exponent {key} ran to {num(out.params[key])}, so the fitted curve is flat past "
+                    "the smallest size; the metric does not follow a power law over these sizes")
+    xs = np.atleast_2d(out.xs)
+    if xs.shape[0] != 1 or np.unique(xs[0]).size < 3:
+        return None
+    fitted = res.form.predict(out.params, xs)
+    rest = xs[0] > xs[0].min()
+    scatter = float(np.std(out.y - fitted))
+    if np.ptp(fitted[rest]) < scatter:
+        return ("no power law: past the smallest size the fitted curve moves less than the points scatter about it; "
+                "the metric is flat over these sizes")
+    return None
+
+
+def _collapsed(out: FitOutcome) -> list[str]:
+    """Replicates that refit to a few identical answers: an interval read off them is not an uncertainty."""
+    if out.boot is None:
+        return []
+    notes = []
+    for key in ("alpha", "beta", "a"):
+        v = out.boot.samples.get(key)
+        if v is None or v.size < 10:
+            continue
+        distinct = np.unique(np.round(v[np.isfinite(v)], 6)).size
+        if distinct < COLLAPSED_SHARE * v.size:
+            notes.append(f"the bootstrap replicates of {key} collapse onto {distinct} answer(s) of {v.size}: its "
+                         "interval is not an uncertainty")
+    return notes
 
 
 def _convergence(out: FitOutcome) -> list[str]:
@@ -120,5 +165,5 @@ def _budgets(out: FitOutcome) -> list[str]:
 def warnings_for(out: FitOutcome) -> list[str]:
     """Every warning that applies to ``out``, most serious first."""
     if isinstance(out.result, IsoflopResult):
-        return _bootstrap(out) + _budgets(out)
-    return _convergence(out) + _bootstrap(out) + _sampling(out) + _extrapolation(out)
+        return _collapsed(out) + _bootstrap(out) + _budgets(out)
+    return _convergence(out) + _collapsed(out) + _bootstrap(out) + _sampling(out) + _extrapolation(out)

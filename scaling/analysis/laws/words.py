@@ -62,6 +62,8 @@ def describe(out: FitOutcome, names: dict[str, str] | None = None) -> str:
     names = names or {}
     s = out.request
     x, y, x2 = (names.get(c, c) if c else c for c in (s.x, s.y, s.x2))
+    if out.no_law:
+        return f"{y}: {out.no_law}."
     if s.form == "isoflop":
         a = _exponent_plain(out, "a")
         return f"The loss-optimal {x} grows as C^{a}." + _prediction(out, f"optimal {x}", names)

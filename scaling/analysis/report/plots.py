@@ -110,7 +110,11 @@ def _band(out: FitOutcome, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray] | 
 
 
 def _draw_fit(ax: plt.Axes, out: FitOutcome, color: str, target: float | None) -> np.ndarray:
-    """Draw the law, its band and its prediction; return the central values (for axis limits)."""
+    """Draw the law, its band and its prediction; return the central values (for axis limits). A fit that is no
+    law (``FitOutcome.no_law``) is not drawn: the legend says so."""
+    if out.no_law:
+        ax.plot([], [], color=color, lw=2, ls=":", label="no power law")
+        return np.asarray(out.y, dtype=float)
     x = out.xs[0]
     hi = max(x.max(), target or 0)
     grid = np.geomspace(x.min(), hi, GRID_POINTS)

@@ -12,7 +12,7 @@ from scaling.analysis.laws.forms import form_for
 from scaling.analysis.laws.isoflop import bootstrap_isoflop, fit_isoflop
 from scaling.analysis.laws.optimize import fit
 from scaling.analysis.laws.outcome import FitOutcome
-from scaling.analysis.laws.quality import warnings_for
+from scaling.analysis.laws.quality import no_law, warnings_for
 from scaling.analysis.laws.request import FitRequest, check_request
 from scaling.analysis.laws.sensitivity import grid_refit, sensitivity as sensitivity_rows
 from scaling.analysis.laws.words import describe
@@ -129,6 +129,7 @@ def fit_table(
         out = _fit_isoflop(df, request, bootstrap, seed, dropna)
     else:
         out = _fit_law(df, request, bootstrap, seed, sensitivity, dropna)
+    out.no_law = no_law(out)
     out.warnings = warnings_for(out)
     out.law = describe(out)
     return out

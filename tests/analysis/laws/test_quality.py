@@ -1,0 +1,50 @@
+"""Conclusions only where the data support them: a fit that is no power law says so instead of an exponent."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scaling.analysis.laws.quality import warnings_for
+from scaling.analysis.laws.request import FitRequest
+from scaling.analysis.tables.fit import fit_table
+
+SIZES = np.array([1e6, 2e6, 4e6, 8e6, 16e6])
+
+
+def _fit(y: list[float]):
+    return fit_table(pd.DataFrame({"N": SIZES, "y": y}), FitRequest(form="power", x="N", y="y"), bootstrap=50, seed=0)
+
+
+@pytest.mark.parametrize("y,reason", [
+    ([10.0, 5.01, 5.0, 5.02, 4.99], "the exponent alpha ran to"),  # a step at the smallest size
+    ([5.0, 5.03, 4.98, 5.01, 5.0], "moves less than the points scatter"),  # flat
+], ids=["step", "flat"])
+def test_no_power_law_is_said_in_words_not_printed_as_an_exponent(y: list[float], reason: str) -> None:
+    """The tiny study printed "AR val loss rises as N^52.12 +- 0.28" and "alpha = 124.71 [124.50, 124.90]" from
+    fits like these."""
+    out = _fit(y)
+    assert out.no_law is not None and reason in out.no_law
+    assert out.law.startswith("y: no power law:") and "N^" not in out.law
+    assert out.to_dict()["no_law"] == out.no_law
+
+
+def test_a_power_law_is_stated() -> None:
+    noise = 1 + 0.01 * np.array([1, -1, 0.5, -0.5, 0])
+    out = _fit(list(1 + 50 * SIZES ** -0.3 * noise))
+    assert out.no_law is None and out.to_dict()["no_law"] is None
+    assert out.law.startswith("y falls as N^-0.3")
+
+
+def test_bootstrap_replicates_that_collapse_are_no_interval() -> None:
+    """Replicates that refit to a handful of identical answers give a tight interval that is no uncertainty."""
+    noise = 1 + 0.01 * np.array([1, -1, 0.5, -0.5, 0])
+    out = _fit(list(1 + 50 * SIZES ** -0.3 * noise))
+    assert not any("collapse" in w for w in warnings_for(out))
+    alpha = np.where(np.arange(50) % 2, 124.71, 124.5)  # two answers in 50 replicates
+    out.boot = replace(out.boot, samples={**out.boot.samples, "alpha": alpha})
+    assert "the bootstrap replicates of alpha collapse onto 2 answer(s) of 50: its interval is not an uncertainty" \
+        in warnings_for(out)
