@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from scaling.cli import main
@@ -31,6 +30,11 @@ from tests.helpers import REPO, assert_bitwise_equal, final_state, run_cli, tiny
 STEPS = 60
 ARGS = {"train.steps": STEPS, "train.ckpt_every": 1000, "train.log_every": 5, "train.val_every": 1000,
         "optim.warmup_steps": 5}
+
+
+def profile_file(profile: str) -> Path:
+    """The dev cluster's shipped profile; the local executor's at one CPU a job (``profiles/local.toml``)."""
+    return Path(__file__).parent / "profiles" / "local.toml" if profile == "local" else REPO / "slurm" / f"{profile}.toml"
 
 
 def _config(data: Path, run_dir: Path, uri: str):
@@ -144,7 +148,7 @@ def references(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Ca
     cache: dict[int, dict] = {}
 
     def get(profile: str) -> dict:
-        cpus = load_profile(REPO / "slurm" / f"{profile}.toml").cpus_per_task
+        cpus = load_profile(profile_file(profile)).cpus_per_task
         if cpus not in cache:
             tmp = tmp_path_factory.mktemp(f"ref-{cpus}cpu")
             proc = run_cli("train", "tiny", *tiny_args(synth_data, tmp / "run", f"sqlite:///{tmp / 'm.db'}", **ARGS),
@@ -170,7 +174,7 @@ def test_launched_job_trains_and_records_a_complete_run_through_a_usr2_requeue(
     job in jobs.jsonl) even when USR2 preempts it: it saves, requeues and resumes bitwise where it stopped."""
     trace = _trace_and_slow_steps(monkeypatch, tmp_path)
     run_dir = tmp_path / "run"
-    job = submit(_config(synth_data, run_dir, mlflow_uri), load_profile(REPO / "slurm" / f"{profile}.toml"), profile)
+    job = submit(_config(synth_data, run_dir, mlflow_uri), load_profile(profile_file(profile)), profile)
     _wait_for_training(run_dir, job)
     _preempt(job, profile)
     result = _result(job, profile)
@@ -203,7 +207,7 @@ def test_time_limit_checkpoints_requeues_and_finishes_bitwise(profile: str, refe
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     limit = TIME_LIMIT[profile]
     trace = _trace_and_slow_steps(monkeypatch, tmp_path, limit["step_delay_s"])
-    cluster = replace(load_profile(REPO / "slurm" / f"{profile}.toml"), time_min=1,
+    cluster = replace(load_profile(profile_file(profile)), time_min=1,
                       signal_delay_s=limit["signal_delay_s"], max_requeues=10)  # how many depends on load
     assert not cluster.validate()
     run_dir = tmp_path / "run"
@@ -238,7 +242,7 @@ def test_sigkilled_job_resumes_from_its_last_checkpoint_when_relaunched(profile:
     trace = _trace_and_slow_steps(monkeypatch, tmp_path, 0.2)
     run_dir = tmp_path / "run"
     args = tiny_args(synth_data, run_dir, mlflow_uri, **(ARGS | {"train.ckpt_every": CKPT_EVERY}))
-    path = REPO / "slurm" / f"{profile}.toml"
+    path = profile_file(profile)
     job = submit(load_config("tiny", args), load_profile(path), profile)
     deadline = time.monotonic() + 300
     while not (trace.is_file() and trace.read_text().count("\n") > 2.5 * CKPT_EVERY):  # between checkpoints
@@ -266,7 +270,7 @@ def test_sigkilled_job_resumes_from_its_last_checkpoint_when_relaunched(profile:
 def test_cancel_checkpoints_and_stops_without_requeue(profile: str, synth_data: Path, tmp_path: Path,
                                                       mlflow_uri: str) -> None:
     run_dir = tmp_path / "run"
-    job = submit(_config(synth_data, run_dir, mlflow_uri), load_profile(REPO / "slurm" / f"{profile}.toml"), profile)
+    job = submit(_config(synth_data, run_dir, mlflow_uri), load_profile(profile_file(profile)), profile)
     _wait_for_training(run_dir, job)
     assert status(run_dir).state == "RUNNING"
     assert cancel(run_dir).startswith("sent TERM")
@@ -362,7 +366,7 @@ def _largest_divisor(n: int, at_most: int) -> int:
 def test_two_task_job_trains_as_two_ranks(profile: str, synth_data: Path, tmp_path: Path, mlflow_uri: str) -> None:
     """One task per GPU on a cluster; here two CPU tasks of one job form a gloo world of two."""
     two = tmp_path / "two-tasks.toml"
-    two.write_text((REPO / "slurm" / f"{profile}.toml").read_text() + "\ntasks_per_node = 2\n")
+    two.write_text(profile_file(profile).read_text() + "\ntasks_per_node = 2\n")
     run_dir = tmp_path / "run"
     cfg = load_config("tiny", tiny_args(synth_data, run_dir, mlflow_uri, **(ARGS | {"train.steps": 10})))
     job = submit(cfg, load_profile(two), profile)
@@ -382,7 +386,7 @@ def test_with_probe_follows_training_with_the_ar_probe(profile: str, synth_data:
              "probe.linear_probe_epochs": 2, "eval.num_images": 32, "eval.inception_weights": str(random_inception),
              "eval.stats_cache": str(tmp_path / "fid")}
     cfg = load_config("tiny", tiny_args(synth_data, run_dir, mlflow_uri, **ARGS, **probe))
-    job = submit(cfg, load_profile(REPO / "slurm" / f"{profile}.toml"), profile, with_probe=True)
+    job = submit(cfg, load_profile(profile_file(profile)), profile, with_probe=True)
     result = _result(job, profile)
     assert {"probe/ar_val_loss", "probe/gfid", "probe/linear_acc"} <= set(result["probe"])
     jobs = [json.loads(line) for line in (run_dir / "jobs.jsonl").read_text().splitlines()]

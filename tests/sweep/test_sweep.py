@@ -84,7 +84,19 @@ def assert_one_array(path: Path) -> None:
         assert not list(log.parent.glob("array-*.json"))  # the pointers are spent once the jobs are recorded
 
 
+def assert_finished_sweep(path: Path) -> None:
+    """Every trial COMPLETE at its last step in ``sweep status``; re-running the finished sweep does no work."""
+    status = run_cli("sweep", "status", str(path), env=ENV)
+    lines = status.stdout.strip().splitlines()
+    assert lines[0].split() == ["TRIAL", "PARAMS", "STATE", "STEP", "VAL/PSNR", "JOB"]
+    assert len(lines) == 5 and all(" COMPLETE " in line and " 30 " in line for line in lines[1:])
+    again = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV)
+    assert again.returncode == 0 and "launched" not in again.stdout
+    assert_ran_once_each(path, 4)
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("profile", ["dev"], indirect=True)  # local: the killed-driver test's grid, below
 def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_path: Path) -> None:
     path = write_sweep(tmp_path, synth_data, GRID, profile, max_concurrent=concurrency(profile))
     t0 = time.monotonic()
@@ -92,21 +104,16 @@ def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     print(f"4-trial grid ({profile}): {time.monotonic() - t0:.1f} s")
     assert_ran_once_each(path, 4)
-    if profile == "dev":
-        assert_one_array(path)
-    status = run_cli("sweep", "status", str(path), env=ENV)
-    lines = status.stdout.strip().splitlines()
-    assert lines[0].split() == ["TRIAL", "PARAMS", "STATE", "STEP", "VAL/PSNR", "JOB"]
-    assert len(lines) == 5 and all(" COMPLETE " in line and " 30 " in line for line in lines[1:])
-    again = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV)  # a finished sweep: no work
-    assert again.returncode == 0 and "launched" not in again.stdout
-    assert_ran_once_each(path, 4)
+    assert_one_array(path)
+    assert_finished_sweep(path)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", ["local"], indirect=True)  # arrays a dead driver queued: the next test
 def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, synth_data: Path,
                                                                    tmp_path: Path) -> None:
+    """The local executor's grid, its driver killed twice at random moments: the third runs every point once.
+    (A grid whose driver is never killed is the dev cluster's test above: the same end state is asserted.)"""
     path = write_sweep(tmp_path, synth_data, GRID, profile, max_concurrent=concurrency(profile))
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -121,6 +128,7 @@ def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, 
     assert proc.returncode == 0, f"seed {seed}: {proc.stderr[-3000:]}"
     print(f"killed at random moments (seed {seed}); the last driver:\n{proc.stdout}")
     assert_ran_once_each(path, 4)
+    assert_finished_sweep(path)
 
 
 @pytest.mark.slow
