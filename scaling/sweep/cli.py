@@ -43,12 +43,15 @@ def _status(args: argparse.Namespace) -> int:
     from scaling.sweep.spec import load_sweep
 
     spec = load_sweep(args.sweep)
-    header = ("TRIAL", "PARAMS", "STATE", "STEP", spec.objective.metric.upper(), "JOB")
+    rows = trial_rows(spec)
+    header = ("TRIAL", "PARAMS", "STATE", "STEP", spec.objective.metric.upper(), "FLOPS", "JOB")
     table = [header] + [(str(r.number), r.params, r.state, "-" if r.step is None else str(r.step),
-                         "-" if r.value is None else f"{r.value:.4g}", r.job_id) for r in trial_rows(spec)]
+                         "-" if r.value is None else f"{r.value:.4g}", "-" if r.flops is None else f"{r.flops:.3g}",
+                         r.job_id) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    print(f"training FLOPs, all trials: {sum(r.flops for r in rows if r.flops is not None):.3g}")
     return 0
 
 

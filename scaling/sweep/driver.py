@@ -44,6 +44,7 @@ from scaling.tracking.mlflow_tracker import Tracker, tracking_uri
 
 PARENT_ATTR, CANCEL_ATTR = "mlflow_parent_run_id", "cancelled"
 PLANNED_ATTR, BUDGET_ATTR = "planned_flops", "budget_reached"
+FLOPS_METRIC = "train/flops"  # what a training run logs of its compute (``scaling.plan.count.step_flops_done``)
 
 
 def log(msg: str) -> None:
@@ -299,11 +300,13 @@ def parent_run(spec: SweepSpec, study: optuna.Study) -> Tracker:
 
 
 def finish_parent(sweep: Sweep) -> None:
-    """Trial counts and the best value on the parent run (at step = trials told so far); FINISHED when the
-    sweep is done, KILLED when cancelled."""
+    """Trial counts, the training FLOPs all trials' runs logged and the best value on the parent run (at step =
+    trials told so far); FINISHED when the sweep is done, KILLED when cancelled."""
     trials = sweep.study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     metrics = {f"sweep/{key}": n for key, n in counts.items()}
+    spent = [run_metric(sweep.spec, sweep.spec.run_dir(t.number), FLOPS_METRIC) for t in trials]
+    metrics["sweep/train_flops"] = sum(f for f in spent if f is not None)  # what every trial's run logged
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if done:
         best = sweep.study.best_trial
@@ -323,6 +326,7 @@ class TrialRow:
     step: int | None
     value: float | None
     job_id: str
+    flops: float | None  # training FLOPs so far: the last train/flops its run logged
 
 
 def trial_rows(spec: SweepSpec) -> list[TrialRow]:
@@ -337,8 +341,9 @@ def trial_rows(spec: SweepSpec) -> list[TrialRow]:
         if t.state == TrialState.RUNNING:
             state = job_state(jobs[-1], states) if jobs else "LAUNCHING"
         step = CheckpointStore(RunDir(run_dir).checkpoints).latest() if run_dir.is_dir() else None
+        flops = run_metric(spec, run_dir, FLOPS_METRIC) if run_dir.is_dir() else None
         rows.append(TrialRow(t.number, describe(trial_params(t)), state, step if step is not None else t.last_step,
-                             t.value, t.user_attrs.get("job_id", jobs[-1]["job_id"] if jobs else "-")))
+                             t.value, t.user_attrs.get("job_id", jobs[-1]["job_id"] if jobs else "-"), flops))
     return rows
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,29 @@ _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_T
 def tracking_uri(cfg: TrackingConfig) -> str | None:
     """Config wins, then MLFLOW_TRACKING_URI, then MLflow's own default (a local sqlite file)."""
     return cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def create_sqlite_store(uri: str) -> None:
+    """A sqlite store that does not exist yet is created whole or not at all. MLflow builds its tables by a chain of
+    migrations, and a process killed in the middle (a sweep driver SIGKILLed two seconds in) left a database that
+    every later process failed on ("table _alembic_tmp_latest_metrics already exists"). So it is built under a
+    temporary name and hard-linked into place, which fails harmlessly where another process got there first."""
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri[len("sqlite:///"):])
+    if path.exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # new each time: MLflow caches a store per URI
+    try:
+        MlflowClient(f"sqlite:///{tmp.resolve()}").search_experiments()  # runs every migration
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class Tracker:
@@ -53,6 +77,7 @@ class Tracker:
         import mlflow
         from mlflow.tracking import MlflowClient
 
+        create_sqlite_store(tracking_uri(self.cfg) or mlflow.get_tracking_uri())
         self._client = MlflowClient(tracking_uri=tracking_uri(self.cfg))
         id_file = RunDir(self.run_dir).mlflow_run_id
         if id_file.is_file():

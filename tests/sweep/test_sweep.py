@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 
 from scaling.cli import main
 from scaling.launch.status import read_jobs
+from scaling.plan.cost import run_flops
 from scaling.sweep.spec import load_sweep
 from scaling.core import events
 from scaling.launch.job import measured
@@ -85,11 +86,20 @@ def assert_one_array(path: Path) -> None:
 
 
 def assert_finished_sweep(path: Path) -> None:
-    """Every trial COMPLETE at its last step in ``sweep status``; re-running the finished sweep does no work."""
+    """Every trial COMPLETE at its last step in ``sweep status``, with the FLOPs its run logged (the planner's
+    whole-run count) and their total, which the MLflow parent holds too; re-running the finished sweep does no
+    work."""
     status = run_cli("sweep", "status", str(path), env=ENV)
     lines = status.stdout.strip().splitlines()
-    assert lines[0].split() == ["TRIAL", "PARAMS", "STATE", "STEP", "VAL/PSNR", "JOB"]
-    assert len(lines) == 5 and all(" COMPLETE " in line and " 30 " in line for line in lines[1:])
+    assert lines[0].split() == ["TRIAL", "PARAMS", "STATE", "STEP", "VAL/PSNR", "FLOPS", "JOB"]
+    assert len(lines) == 6 and all(" COMPLETE " in line and " 30 " in line for line in lines[1:5])
+    spec = load_sweep(path)
+    planned = [run_flops(spec.trial_config(t.params, spec.run_dir(t.number))) for t in trials(path)]
+    for line, flops in zip(lines[1:5], planned):
+        assert f" {flops:.3g} " in line, (line, flops)
+    assert lines[5] == f"training FLOPs, all trials: {sum(planned):.3g}"
+    (parent,), _ = child_runs(path.parent)
+    assert parent.data.metrics["sweep/train_flops"] == pytest.approx(sum(planned), rel=1e-9)
     again = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV)
     assert again.returncode == 0 and "launched" not in again.stdout
     assert_ran_once_each(path, 4)

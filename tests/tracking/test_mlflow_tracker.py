@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from scaling.core.config import TrackingConfig
-from scaling.tracking.mlflow_tracker import Tracker
+from scaling.tracking.mlflow_tracker import Tracker, create_sqlite_store
 
 
 def _free_port() -> int:
@@ -90,3 +90,30 @@ def test_resumed_tracker_skips_steps_already_logged(tmp_path: Path) -> None:
     second.finish()
     history = MlflowClient(uri).get_metric_history(run_id, "m")
     assert [m.step for m in history] == list(range(1, 9))
+
+
+def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep driver SIGKILLed while MLflow migrated its new sqlite store left one that every later driver failed
+    on ("table _alembic_tmp_latest_metrics already exists"). A store whose creation dies leaves no database; one that
+    completes is usable, and an existing one is not touched."""
+    import mlflow.tracking
+
+    db = tmp_path / "sub" / "mlflow.db"
+    uri = f"sqlite:///{db}"
+
+    class Killed(Exception):
+        pass
+
+    def dies_midway(self: object) -> None:
+        raise Killed
+    with monkeypatch.context() as m:
+        m.setattr(mlflow.tracking.MlflowClient, "search_experiments", dies_midway)
+        with pytest.raises(Killed):
+            create_sqlite_store(uri)
+    assert not db.exists() and not list(db.parent.iterdir())
+    create_sqlite_store(uri)
+    assert [e.name for e in MlflowClient(uri).search_experiments()] == ["Default"]
+    assert [p.name for p in db.parent.iterdir()] == ["mlflow.db"]
+    MlflowClient(uri).create_experiment("kept")
+    create_sqlite_store(uri)  # exists: untouched
+    assert {e.name for e in MlflowClient(uri).search_experiments()} == {"Default", "kept"}
