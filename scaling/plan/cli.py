@@ -45,7 +45,7 @@ def _plan(args: argparse.Namespace) -> int:
     micro_batch = args.micro_batch or cfg.parallel.micro_batch_size or max(1, cfg.train.batch_size // args.gpus)
     memory = plan_memory(cfg, result.model, args.gpus, args.gpu_mem, micro_batch)
     check_fits(memory)
-    run_steps, run_total = planned_run(cfg)
+    run_steps, run_total = planned_run(cfg, result.flops_by_part)
     if args.json:
         print(json.dumps({"config": args.config, "family": cfg.model.family, "image_size": cfg.data.image_size,
                           "params_total": params["total"], "params": params,

@@ -16,11 +16,12 @@ PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}
 DEFAULT_MFU = 0.13
 
 
-def planned_run(cfg: Config) -> tuple[int, int]:
+def planned_run(cfg: Config, parts: dict[str, int] | None = None) -> tuple[int, int]:
     """A whole training run's steps and FLOPs, as it will log them: ``train.steps`` steps of ``train.batch_size``
     images, or with ``train.flops_budget`` the step count whose FLOPs come nearest the budget (within half a
-    step). A budget that buys no more steps than the warm-up is refused."""
-    parts = step_flops(cfg)
+    step). A budget that buys no more steps than the warm-up is refused. ``parts``: ``step_flops(cfg)`` where the
+    caller has it already (counting it builds the model on the meta device)."""
+    parts = parts if parts is not None else step_flops(cfg)
     steps = cfg.train.steps
     if cfg.train.flops_budget > 0:
         steps = _budget_steps(parts, cfg)

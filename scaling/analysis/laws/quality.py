@@ -20,6 +20,8 @@ FEW_SCALES = 5
 SPREAD_TOLERANCE = 0.05
 # Predictions further than this factor beyond the largest sampled scale are flagged.
 FAR_EXTRAPOLATION = 10.0
+# The exponents a fit may have (power and Chinchilla forms; isoFLOP's N_opt ~ C^a).
+EXPONENTS = ("alpha", "beta", "a")
 # An exponent beyond this is no scaling law: its term vanishes past the smallest scale (the exponents of vision
 # and language scaling studies lie below 2).
 MAX_EXPONENT = 5.0
@@ -56,7 +58,7 @@ def _collapsed(out: FitOutcome) -> list[str]:
     if out.boot is None:
         return []
     notes = []
-    for key in ("alpha", "beta", "a"):
+    for key in EXPONENTS:
         v = out.boot.samples.get(key)
         if v is None or v.size < 10:
             continue
@@ -120,7 +122,7 @@ def _bootstrap(out: FitOutcome) -> list[str]:
             f"{b.n_degenerate} of {b.n_replicates} bootstrap resamples had too few distinct scales "
             "to fit and are left out"
         )
-    for key in ("alpha", "beta", "a"):
+    for key in EXPONENTS:
         lo, hi = out.ci(key)
         if key not in out.params or not math.isfinite(lo):
             continue
