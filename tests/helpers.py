@@ -114,7 +114,8 @@ def run_main(capsys: Any, *args: str) -> subprocess.CompletedProcess:
 
 def write_sweep(tmp: Path, data: Path, body: str, profile: str = "local", steps: int = 30,
                 max_concurrent: int = 2) -> Path:
-    """A sweep of the tiny config on the test data, its root, study and MLflow store under ``tmp``."""
+    """A sweep of the tiny config on the test data (at half its batch: the sweep tests check orchestration, not
+    learning), its root, study and MLflow store under ``tmp``."""
     path = tmp / "sweep.toml"
     path.write_text(f'''base = "tiny"
 root = "{tmp / 'root'}"
@@ -123,6 +124,7 @@ max_concurrent = {max_concurrent}
 
 [overrides]
 "train.steps" = {steps}
+"train.batch_size" = 16
 "train.val_every" = 10
 "train.log_every" = 10
 "data.train" = "{data / 'train'}"
@@ -133,3 +135,35 @@ uri = "sqlite:///{tmp / 'mlflow.db'}"
 experiment = "sweeps"
 ''' + body)
     return path
+
+
+# A synthetic isoFLOP grid from Hoffmann et al.'s fitted law: under C = 6 N D its loss-optimal N grows as
+# C^(beta / (alpha + beta)).
+CHINCHILLA_LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+ISOFLOP_EXPONENT = CHINCHILLA_LAW["beta"] / (CHINCHILLA_LAW["alpha"] + CHINCHILLA_LAW["beta"])
+ISOFLOP_BUDGETS = [1e18, 1e19, 1e20, 1e21]
+
+
+def isoflop_n_opt(c: float) -> float:
+    law = CHINCHILLA_LAW
+    g = (law["alpha"] * law["A"] / (law["beta"] * law["B"])) ** (1 / (law["alpha"] + law["beta"]))
+    return g * (c / 6) ** ISOFLOP_EXPONENT
+
+
+def isoflop_runs(one_sided: float | None = None) -> Any:
+    """A runs table of ``ISOFLOP_BUDGETS`` x six sizes around each budget's optimum (``one_sided``: that budget
+    only below it), 0.3% noise, with the columns a sweep's runs have."""
+    import numpy as np
+    import pandas as pd
+
+    from scaling.analysis.laws.forms import CHINCHILLA
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in ISOFLOP_BUDGETS:
+        span = (1 / 64, 1 / 2) if c == one_sided else (1 / 8, 8)
+        for n in isoflop_n_opt(c) * np.geomspace(*span, 6):
+            loss = CHINCHILLA.predict(CHINCHILLA_LAW, np.array([[n], [c / (6 * n)]]))[0] * np.exp(rng.normal(0, 0.003))
+            rows.append({"run_name": f"C{c:.0e}-N{n:.3g}", "params_total": n, "train.flops_budget": c,
+                         "train/flops": c, "val/recon_loss": loss, "loss.semantic_weight": 0.0})
+    return pd.DataFrame(rows)

@@ -37,6 +37,9 @@ def _add_fit_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--y", required=True, help="the metric (loss, rFID, ...)")
     p.add_argument("--x2", help="chinchilla: the data column D (then --x is N)")
     p.add_argument("--group", help="isoflop: the compute-budget column C")
+    p.add_argument("--strict-budgets", action="store_true",
+                   help="isoflop: refuse a budget whose loss minimum lies outside its sizes (default: leave it "
+                   "out with a warning)")
     p.add_argument("--no-offset", action="store_true", help="power: fit y = A x^-alpha (E = 0)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="replicates (0: none)")
     p.add_argument("--seed", type=int, default=0)
@@ -64,6 +67,12 @@ def _add_analyze_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's own default)")
     p.add_argument("--target-scale", type=float, help="tokenizer size N to extrapolate to")
     p.add_argument("--size", default="params_total", help="size column (default params_total)")
+    p.add_argument("--target-compute", type=float,
+                   help="isoFLOP grid: budget (FLOPs) to extrapolate the compute-optimal size to (default: 10x the "
+                   "largest)")
+    p.add_argument("--strict-budgets", action="store_true",
+                   help="isoFLOP grid: refuse a budget whose loss minimum lies at an edge of its sizes (default: "
+                   "leave it out with a warning)")
     p.add_argument("--bootstrap", type=int, default=400, metavar="N", help="replicates per fit")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-sensitivity", action="store_true", help="skip the sensitivity refits (faster)")
@@ -90,6 +99,7 @@ def run_fit(args: argparse.Namespace) -> int:
     request = FitRequest(
         form=args.form, x=args.x, y=args.y, x2=args.x2, group=args.group,
         offset=not args.no_offset, loss=args.loss, grid=args.grid, target=_targets(args.target),
+        strict=args.strict_budgets,
     )
     check_request(request)
     df = read.read_csv(args.csv)
@@ -110,7 +120,7 @@ def run_analyze(args: argparse.Namespace) -> int:
 
     options = AnalyzeOptions(
         size=args.size, target_scale=args.target_scale, bootstrap=args.bootstrap, seed=args.seed,
-        sensitivity=not args.no_sensitivity,
+        sensitivity=not args.no_sensitivity, target_compute=args.target_compute, strict_budgets=args.strict_budgets,
         metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else None,
     )
     report = analyze(args.source, args.out, tracking_uri=args.tracking_uri, options=options)

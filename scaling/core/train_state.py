@@ -30,8 +30,19 @@ def resume(store: CheckpointStore, stateful: dict[str, Any], loader: Any, rt: Ru
     latest = rt.broadcast_object(store.latest())
     if latest is None:
         return 0, None
+    return _load(store, latest, stateful, loader)
+
+
+def branch(trunk: CheckpointStore, step: int, stateful: dict[str, Any], loader: Any) -> tuple[int, dict[str, Any]]:
+    """Load the trunk's checkpoint at ``step`` in place, as ``resume`` would; the metric points the trunk had not
+    sent yet are its own, not the branch's."""
+    step, train_state = _load(trunk, step, stateful, loader)
+    return step, train_state | {"tracker_pending": []}
+
+
+def _load(store: CheckpointStore, step: int, stateful: dict[str, Any], loader: Any) -> tuple[int, dict[str, Any]]:
     loaded = stateful | {"train": b""}  # one pickled value: DCP would flatten a dict, dropping empty parts
-    store.load(latest, loaded)  # in place; plain values are replaced in ``loaded``
+    store.load(step, loaded)  # in place; plain values are replaced in ``loaded``
     train_state = pickle.loads(loaded["train"])
     loader.load_state_dict(train_state["loader"])
     set_rng_state(train_state["rng"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from scaling.core.config import Config
 from scaling.data.loader import to_float, validation_batches
@@ -35,7 +37,7 @@ from scaling.export.generator import load_trained
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.models.factory import check_config
 from scaling.models.quantizers import codebook_stats
-from scaling.tracking.mlflow_tracker import tracking_uri
+from scaling.tracking.mlflow_tracker import PROVENANCE, tracking_uri
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.run_dir import EvalDir, RunDir, load_run_config
 
@@ -83,12 +85,13 @@ def evaluate(run_dir: Path, overrides: list[str] | None = None, step: int | None
     perceptual = PerceptualLoss(cfg.loss.vgg_weights, cfg.loss.lpips_weights).to(device) if cfg.loss.vgg_weights \
         else None
     model = load_tokenizer(target, device)
-    reference = reference_stats(cfg, extractor)
+    reference, how = reference_stats(cfg, extractor)
     metrics, extras = reconstruct(model, cfg, extractor, perceptual, device)
     metrics = {"rfid": frechet_distance(FIDStats.from_features(extras.pop("features")), reference)} | metrics
     metrics = {f"{target.prefix}/{k}": v for k, v in metrics.items()}
-    files = save_outputs(target, metrics, extras)
-    log_to_mlflow(target, metrics, files)
+    how |= {"step": str(target.step), "ema": str(target.ema).lower()}
+    files = save_outputs(target, metrics, extras, how)
+    log_to_mlflow(target, metrics, files, how)
     return metrics
 
 
@@ -125,38 +128,48 @@ def load_tokenizer(target: Target, device: torch.device) -> nn.Module:
 def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures | TeacherFeatures,
                 perceptual: PerceptualLoss | None, device: torch.device) -> tuple[dict[str, float], dict[str, Any]]:
     """One pass over the first ``eval.num_images`` validation images (centred, no augmentation): the per-image
-    metrics' means, codebook statistics, and (as extras) the reconstructions' FID features, the per-token
-    distances to the assigned codes and the first batch for the grid."""
+    metrics' means, codebook statistics, the FLOPs spent (the first batch counted, per image, times the images),
+    and (as extras) the reconstructions' FID features, the per-token distances to the assigned codes and the
+    first batch for the grid."""
     autocast = runtime_autocast(cfg.train.precision, device)  # the precision the run trained and validated in
     dataset, n = eval_split(cfg)
     sums = {"psnr": 0.0, "ssim": 0.0} | ({"lpips": 0.0} if perceptual is not None else {})
-    features, indices, distances, first = [], [], [], None
+    features, indices, distances, first, per_image = [], [], [], None, 0.0
     for images, _ in validation_batches(dataset, n, cfg.eval.batch_size, cfg.data.image_size):
         x = to_float(images).to(device)
-        with autocast:
-            recon, q = model(x)
-        recon = recon.float()
-        for keep in prefix_lengths(model):  # nested dropout: what the first ``keep`` tokens alone reconstruct
-            with autocast:
-                partial = model.decode(q.z_q, keep=keep).float()
-            sums[f"psnr_keep{keep}"] = sums.get(f"psnr_keep{keep}", 0.0) + float(psnr(partial, x).sum())
-        sums["psnr"] += float(psnr(recon, x).sum())
-        sums["ssim"] += float(ssim(recon, x).sum())
-        if perceptual is not None:
-            sums["lpips"] += float(perceptual(recon, x)) * len(x)
-        features.append(extractor(recon))
+        with FlopCounterMode(display=False) if first is None else nullcontext() as counter:
+            recon, q = _measure_batch(model, x, extractor, perceptual, autocast, sums, features)
         indices.append(q.indices.flatten().cpu())
         distances.append(q.distance.flatten().float().cpu())
         if first is None:
-            first = (x.cpu(), recon.cpu())
+            first, per_image = (x.cpu(), recon.cpu()), counter.get_total_flops() / len(x)
     usage, perplexity = codebook_stats(torch.cat(indices), cfg.quantizer.codebook_size)
     dist = torch.cat(distances).numpy()
     p50, p95 = np.percentile(dist, [50, 95])
     metrics = {k: v / n for k, v in sums.items()} | {
         "codebook_usage": usage, "perplexity": perplexity, "code_distance_mean": float(dist.mean()),
         "code_distance_p50": float(p50), "code_distance_p95": float(p95), "code_distance_max": float(dist.max()),
-        "num_images": float(n)}
+        "num_images": float(n), "flops": per_image * n}
     return metrics, {"features": np.concatenate(features), "distances": dist, "first": first}
+
+
+def _measure_batch(model: nn.Module, x: torch.Tensor, extractor: InceptionFeatures | TeacherFeatures,
+                   perceptual: PerceptualLoss | None, autocast: Any, sums: dict[str, float],
+                   features: list[np.ndarray]) -> tuple[torch.Tensor, Any]:
+    """Reconstruct a batch, add its per-image metrics to ``sums`` and its FID features to ``features``."""
+    with autocast:
+        recon, q = model(x)
+    recon = recon.float()
+    for keep in prefix_lengths(model):  # nested dropout: what the first ``keep`` tokens alone reconstruct
+        with autocast:
+            partial = model.decode(q.z_q, keep=keep).float()
+        sums[f"psnr_keep{keep}"] = sums.get(f"psnr_keep{keep}", 0.0) + float(psnr(partial, x).sum())
+    sums["psnr"] += float(psnr(recon, x).sum())
+    sums["ssim"] += float(ssim(recon, x).sum())
+    if perceptual is not None:
+        sums["lpips"] += float(perceptual(recon, x)) * len(x)
+    features.append(extractor(recon))
+    return recon, q
 
 
 def prefix_lengths(model: nn.Module) -> list[int]:
@@ -167,15 +180,18 @@ def prefix_lengths(model: nn.Module) -> list[int]:
     return [2**i for i in range(model.num_tokens.bit_length()) if 2**i < model.num_tokens]
 
 
-def save_outputs(target: Target, metrics: dict[str, float], extras: dict[str, Any]) -> list[Path]:
-    """The metrics (written last), the reconstructions grid and the distance histogram, in ``target.outputs``."""
+def save_outputs(target: Target, metrics: dict[str, float], extras: dict[str, Any], how: dict[str, str]
+                 ) -> list[Path]:
+    """The metrics with how they were measured (written last), the reconstructions grid and the distance
+    histogram, in ``target.outputs``."""
     out = target.outputs
     out.root.mkdir(parents=True, exist_ok=True)
     grid = save_recon_grid(*extras["first"], out.reconstructions)
     hist = save_histogram(extras["distances"], out.code_distances,
                           xlabel="l2 distance, encoder output to its code",
                           title=f"{target.run_dir.name} step {target.step}{' (EMA)' if target.ema else ''}")
-    record = {"run_dir": str(target.run_dir), "step": target.step, "ema": target.ema, "metrics": metrics}
+    record = {"run_dir": str(target.run_dir), "step": target.step, "ema": target.ema, "metrics": metrics,
+              "provenance": how}
     if f"{target.prefix}/lpips" not in metrics:
         record["lpips"] = LPIPS_SKIPPED
     tmp = out.metrics.with_name(out.metrics.name + ".tmp")
@@ -184,18 +200,21 @@ def save_outputs(target: Target, metrics: dict[str, float], extras: dict[str, An
     return [out.metrics, grid, hist]
 
 
-def log_to_mlflow(target: Target, metrics: dict[str, float], files: list[Path]) -> None:
-    """Metrics at the checkpoint's step and the files as artifacts, in the run's own MLflow run; its status is
+def log_to_mlflow(target: Target, metrics: dict[str, float], files: list[Path], how: dict[str, str]) -> None:
+    """Metrics at the checkpoint's step, how they were measured as ``provenance/PREFIX/...`` tags (a later
+    evaluation replaces them with its own) and the files as artifacts, in the run's own MLflow run; its status is
     left as training left it."""
     import time
 
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri(target.cfg.tracking))
     now = int(time.time() * 1000)
+    tags = [RunTag(f"{PROVENANCE}/{target.prefix}/{k}", v) for k, v in how.items()]
     try:
-        client.log_batch(target.run_id, metrics=[Metric(k, v, now, target.step) for k, v in metrics.items()])
+        client.log_batch(target.run_id, metrics=[Metric(k, v, now, target.step) for k, v in metrics.items()],
+                         tags=tags)
         for path in files:
             client.log_artifact(target.run_id, str(path), target.out_dir.relative_to(target.run_dir).as_posix())
     except Exception as e:  # the results are on disk; a tracking server that is down must not lose them

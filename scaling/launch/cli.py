@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "needs eval.inception_weights, or the teacher's with eval.fid_features = teacher)")
     p.set_defaults(func=_launch, accepts_overrides=True)
 
-    p = sub.add_parser("status", help="job state, step, last loss and restarts of runs")
+    p = sub.add_parser("status", help="job state, step, last loss, training FLOPs and restarts of runs")
     p.add_argument("paths", nargs="*", type=Path, default=[Path("runs")], help="run directories or roots")
     p.set_defaults(func=_status)
 
@@ -55,9 +55,10 @@ def _status(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no runs under {', '.join(map(str, args.paths))}")
         return 0
-    header = ("RUN", "JOB", "EXECUTOR", "STATE", "STEP", "LOSS", "RESTARTS", "MLFLOW RUN")
+    header = ("RUN", "JOB", "EXECUTOR", "STATE", "STEP", "LOSS", "FLOPS", "RESTARTS", "MLFLOW RUN")
     table = [header] + [(str(r.run_dir), r.job_id, r.executor, r.state, "-" if r.step is None else str(r.step),
-                         "-" if r.last_loss is None else f"{r.last_loss:.4f}", str(r.restarts), r.mlflow_run)
+                         "-" if r.last_loss is None else f"{r.last_loss:.4f}",
+                         "-" if r.flops is None else f"{r.flops:.3g}", str(r.restarts), r.mlflow_run)
                         for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:

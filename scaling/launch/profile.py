@@ -20,7 +20,7 @@ class ClusterProfile:
     gpu_mem_gb: float = 0  # memory per GPU: launch checks with the memory planner that the run fits (0: no check)
     cpus_per_task: int = 2
     mem_gb: int = 0  # 0: the cluster's default
-    time_min: int = 60
+    time_min: float = 60  # the time limit in minutes: whole ones on Slurm (its unit), any on the local executor
     constraint: str = ""
     exclusive: bool = False
     signal_delay_s: int = 90  # USR2 this long before the time limit
@@ -40,6 +40,8 @@ class ClusterProfile:
         for key in ("gpus_per_node", "mem_gb", "gpu_mem_gb", "signal_delay_s", "max_requeues", "array_max"):
             if getattr(self, key) < 0:
                 errs.append(f"{key}: must be >= 0, got {getattr(self, key)}")
+        if self.executor == "slurm" and self.time_min != int(self.time_min):
+            errs.append(f"time_min: Slurm counts whole minutes, got {self.time_min}")
         if self.signal_delay_s >= self.time_min * 60:
             errs.append(f"signal_delay_s: {self.signal_delay_s} s leaves no time within time_min {self.time_min}")
         return errs

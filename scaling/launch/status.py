@@ -1,4 +1,4 @@
-"""What the platform's runs are doing: job state, step, last loss, restarts; and cancelling them."""
+"""What the platform's runs are doing: job state, step, last loss, training FLOPs, restarts; and cancelling them."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class RunStatus:
     last_loss: float | None
     restarts: int
     mlflow_run: str
+    flops: float | None = None  # training FLOPs spent so far (the run's last train/flops)
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -120,30 +121,32 @@ def run_state(run_dir: Path, job: dict) -> str:
     return "FAILED" if state == "ENDED" else state  # "-": trained without a launcher, it may still be running
 
 
-def last_loss(run_dir: Path) -> float | None:
-    """The newest train/loss from the run's MLflow run, if the store answers."""
+def last_metrics(run_dir: Path) -> dict[str, float]:
+    """The newest value of every metric of the run's MLflow run; empty if it has none yet or the store does not
+    answer."""
     run = RunDir(run_dir)
     run_id = run.run_id()
     if run_id is None:
-        return None
+        return {}
     from scaling.core.config.loader import read_toml
 
     uri = read_toml(run.config).get("tracking", {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI")
     try:
         from mlflow.tracking import MlflowClient
 
-        return MlflowClient(uri or None).get_run(run_id).data.metrics.get("train/loss")
+        return dict(MlflowClient(uri or None).get_run(run_id).data.metrics)
     except Exception:  # status must work while the tracking server is away
-        return None
+        return {}
 
 
 def status(run_dir: Path) -> RunStatus:
     job = last_job(run_dir)
     starts = sum(1 for e in events.read(run_dir) if e["event"] == "start")
     run = RunDir(run_dir)
+    metrics = last_metrics(run_dir)
     return RunStatus(run_dir, job.get("job_id", "-"), job.get("executor", "-"), run_state(run_dir, job),
-                     CheckpointStore(run.checkpoints).latest(), last_loss(run_dir), max(starts - 1, 0),
-                     run.run_id() or "-")
+                     CheckpointStore(run.checkpoints).latest(), metrics.get("train/loss"), max(starts - 1, 0),
+                     run.run_id() or "-", metrics.get("train/flops"))
 
 
 def scancel(job_id: str, *flags: str) -> None:

@@ -23,7 +23,8 @@ from scaling.core.run_dir import RunDir, claim_run_dir
 def make_executor(profile: ClusterProfile, folder: Path) -> submitit.Executor:
     if profile.executor == "slurm" and not _has_slurm():
         raise UserError("profile executor = 'slurm', but no Slurm here (sbatch not found); use slurm/local.toml")
-    params = dict(timeout_min=profile.time_min, nodes=profile.nodes, tasks_per_node=profile.tasks_per_node,
+    minutes = profile.time_min if profile.executor == "local" else int(profile.time_min)
+    params = dict(timeout_min=minutes, nodes=profile.nodes, tasks_per_node=profile.tasks_per_node,
                   cpus_per_task=profile.cpus_per_task, name="scaling")
     if profile.gpus_per_node:
         params["gpus_per_node"] = profile.gpus_per_node

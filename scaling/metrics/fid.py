@@ -162,18 +162,22 @@ def eval_split(cfg: Config) -> tuple[ImageStream, int]:
     return dataset, min(cfg.eval.num_images or len(dataset), len(dataset))
 
 
-def reference_stats(cfg: Config, extractor: InceptionFeatures | TeacherFeatures) -> FIDStats:
-    """Statistics of the first ``eval.num_images`` validation images at ``data.image_size``, from the cache in
-    ``eval.stats_cache`` when they were computed before."""
+def reference_stats(cfg: Config, extractor: InceptionFeatures | TeacherFeatures) -> tuple[FIDStats, dict[str, str]]:
+    """Statistics of the first ``eval.num_images`` validation images at ``data.image_size`` (from the cache in
+    ``eval.stats_cache`` when they were computed before), and how every FID against them is measured, for its run's
+    record: the feature network, its weight file's hash, the statistics' identity (a digest of network, weights,
+    image size, number of images and the data's shard index) and size, and the image size."""
     dataset, n = eval_split(cfg)
     index = Path(dataset.streams[0].local) / "index.json"  # names every shard with its hash: the data itself
     key = {"extractor": extractor.name, "weights": extractor.digest, "image_size": cfg.data.image_size,
            "num_images": n, "index": hashlib.sha256(index.read_bytes()).hexdigest()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    provenance = {"fid_features": extractor.name, "fid_weights_sha256": extractor.digest, "fid_reference": digest,
+                  "fid_reference_images": str(n), "image_size": str(cfg.data.image_size)}
     path = Path(cfg.eval.stats_cache or DEFAULT_STATS_CACHE).expanduser() / f"val-{digest}.npz"
     if path.is_file():
-        return FIDStats.load(path)
+        return FIDStats.load(path), provenance
     batches = validation_batches(dataset, n, cfg.eval.batch_size, cfg.data.image_size)
     stats = FIDStats.from_features(np.concatenate([extractor(to_float(images)) for images, _ in batches]))
     stats.save(path)
-    return stats
+    return stats, provenance

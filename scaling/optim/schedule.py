@@ -21,7 +21,7 @@ def lr_multiplier(cfg: OptimConfig, total_steps: int) -> Callable[[int], float]:
         if cfg.schedule == "cosine":
             progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
             return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-        decay_start = total_steps - int(cfg.decay_fraction * total_steps)
+        decay_start = total_steps - (cfg.decay_steps or int(cfg.decay_fraction * total_steps))
         if step < decay_start:
             return 1.0
         progress = min(1.0, (step - decay_start) / max(1, total_steps - decay_start))

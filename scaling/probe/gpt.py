@@ -13,6 +13,7 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
 
 from scaling.core.config.schema import PROBE_SIZES
 from scaling.models.transformer import Transformer, TransformerBlock, init_linear
@@ -89,3 +90,15 @@ def _sample(logits: torch.Tensor, top_k: int, generator: torch.Generator | None)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def sequence_flops(size: str, vocab: int, num_classes: int, seq_len: int) -> int:
+    """Forward + backward FLOPs of one training sequence through the probe (its loss included), counted on the
+    meta device as ``scaling plan`` counts a tokenizer's."""
+    with torch.device("meta"):
+        model = ClassConditionalGPT(size, vocab, num_classes, seq_len)
+        tokens, labels = torch.zeros(1, seq_len, dtype=torch.long), torch.zeros(1, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        logits = model(tokens, labels)
+        F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten()).backward()
+    return counter.get_total_flops()

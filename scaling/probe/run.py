@@ -28,7 +28,7 @@ from scaling.models.factory import check_config
 from scaling.probe import metrics
 from scaling.probe.tokens import cache_tokens, read_tokens
 from scaling.probe.trainer import train_ar
-from scaling.tracking.mlflow_tracker import Tracker
+from scaling.tracking.mlflow_tracker import PROVENANCE, Tracker
 from scaling.core import events
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.signals import StopSignals
@@ -123,7 +123,11 @@ def measure(cfg: Config, model: torch.nn.Module, tokenizer: torch.nn.Module, met
     out["probe/linear_chance"] = 1.0 / num_classes
 
     extractor = feature_extractor(cfg, rt.device)
-    ref = reference_stats(cfg, extractor)
+    ref, how = reference_stats(cfg, extractor)
+    how |= {"gfid_samples": str(p.gfid_samples), "cfg_scales": ",".join(f"{s:g}" for s in p.cfg_scales),
+            "sampling_seed": str(cfg.train.seed), "temperature": f"{p.temperature:g}", "top_k": str(p.top_k),
+            "linear_probe_images": str(len(train_labels))}
+    tracker.set_tags({f"{PROVENANCE}/probe/{k}": v for k, v in how.items()})
     labels = torch.arange(p.gfid_samples) % num_classes
     grid = tuple(meta["train"]["grid"])
     fids = {}

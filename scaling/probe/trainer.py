@@ -27,7 +27,7 @@ from scaling.core.train_state import ModuleState, resume, save, seed_everything
 from scaling.data.loader import endless
 from scaling.optim.optimizer import build_optimizer, clip_grad_norm
 from scaling.parallel.parallelize import parallelize_tokenizer
-from scaling.probe.gpt import ClassConditionalGPT
+from scaling.probe.gpt import ClassConditionalGPT, sequence_flops
 from scaling.probe.tokens import token_loader
 from scaling.tracking.mlflow_tracker import Tracker
 
@@ -69,6 +69,7 @@ def train_ar(cfg: Config, probe_dir: Path, meta: dict[str, Any], rt: Runtime, si
     if rt.is_main:
         events.record(probe_dir, "start", step=step, world_size=rt.world_size)
 
+    per_sequence = sequence_flops(p.size, cfg.quantizer.codebook_size, meta["num_classes"], meta["seq_len"])
     batches, t0, step_at_t0 = endless(loader), time.perf_counter(), step
     while step < p.steps:
         tokens, labels, _ = next(batches)
@@ -87,8 +88,10 @@ def train_ar(cfg: Config, probe_dir: Path, meta: dict[str, Any], rt: Runtime, si
         if step % p.log_every == 0 or step == p.steps:
             scalars = global_mean({"loss": loss.detach(), "grad_norm": grad_norm}, rt)
             rate = (step - step_at_t0) * p.batch_size / max(time.perf_counter() - t0, 1e-9)
-            tracker.log_metrics({f"probe/train_{k}": v for k, v in scalars.items()} | {"probe/images_per_s": rate},
-                                step)
+            # Its compute, apart from the tokenizer's train/flops: a function of the step, so a resume continues it.
+            spent = {"probe/images_per_s": rate, "probe/sequences_seen": step * p.batch_size,
+                     "probe/flops": per_sequence * p.batch_size * step}
+            tracker.log_metrics({f"probe/train_{k}": v for k, v in scalars.items()} | spent, step)
         stop = signals.agreed()
         if stop or step % p.ckpt_every == 0 or step == p.steps:
             save(store, step, stateful, loader, tracker, rt)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
+from scaling.analysis.tables.compute import FLOPS
 from scaling.core.errors import UserError
 from scaling.sweep.budget import plan_sweep
 from scaling.sweep.driver import CANCEL_ATTR, PARENT_ATTR, log, run_sweep
@@ -44,7 +45,9 @@ def write_report(spec: SweepSpec, parent_run_id: str) -> Path:
     uri = tracking_uri(TrackingConfig(uri=spec.tracking.uri))
     options = AnalyzeOptions(bootstrap=spec.study.bootstrap, seed=spec.seed, sensitivity=spec.study.sensitivity)
     report = analyze(parent_run_id, spec.report_dir(), tracking_uri=uri, options=options)
-    for line in headline(spec.report_dir() / "fits.json") + semantic_effect(spec, spec.report_dir() / "runs.csv"):
+    fits = spec.report_dir() / "fits.json"
+    lines = mixed_lines(fits) + headline(fits) + compute_optimal_lines(spec.report_dir() / "compute.json")
+    for line in lines + semantic_effect(spec, spec.report_dir() / "runs.csv"):
         log(line)
     import mlflow
 
@@ -56,20 +59,47 @@ def write_report(spec: SweepSpec, parent_run_id: str) -> Path:
 
 
 def headline(fits_json: Path) -> list[str]:
-    """One line per fitted power law y = E + A N^-alpha: metric, group, alpha with its 95% interval; or why the
-    data support no law."""
+    """One line per fitted power law y = E + A N^-alpha (or A C^-alpha against training FLOPs): metric, group,
+    alpha with its 95% interval; or why the data support no law."""
     lines = []
     for fit in json.loads(fits_json.read_text()):
         if fit.get("form") != "power" or "alpha" not in fit.get("params", {}):
             continue
+        against = " against compute" if fit.get("x") == FLOPS else ""
         if fit.get("no_law"):
-            lines.append(f"fit: {fit['y']} ({fit['semantic_group']} semantic reg.): {fit['no_law']}")
+            lines.append(f"fit: {fit['y']}{against} ({fit['semantic_group']} semantic reg.): {fit['no_law']}")
             continue
         alpha = fit["params"]["alpha"]
         lo, hi = fit["ci"].get("alpha") or (None, None)
         ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
         trend = "" if alpha > 0 else " (grows with size)"
-        lines.append(f"fit: {fit['y']} ({fit['semantic_group']} semantic reg.): alpha = {alpha:.2f}{ci}{trend}")
+        lines.append(f"fit: {fit['y']}{against} ({fit['semantic_group']} semantic reg.): alpha = {alpha:.2f}{ci}"
+                     f"{trend}")
+    return lines
+
+
+def mixed_lines(fits_json: Path) -> list[str]:
+    """Each warning that a fitted metric was measured differently across its runs, once."""
+    found = [w for fit in json.loads(fits_json.read_text()) for w in fit.get("warnings", [])
+             if " was measured differently: " in w]
+    return [f"warning: {w}" for w in dict.fromkeys(found)]
+
+
+def compute_optimal_lines(compute_json: Path) -> list[str]:
+    """An isoFLOP grid's findings: per group, the loss-optimal size of each budget with its interval, and the law
+    through them (or why there is none)."""
+    lines = []
+    for co in json.loads(compute_json.read_text()) if compute_json.is_file() else []:
+        where = f"compute-optimal size by {co['metric']} ({co['semantic_group']} semantic reg.)"
+        for b in co["budgets"]:
+            if b["n_opt"] is None:
+                lines.append(f"{where}: {b['left_out']}")
+            else:
+                lo, hi = b["ci"]
+                span = f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else ""
+                lines.append(f"{where}: budget {b['budget']:.3g}: N_opt = {b['n_opt']:.3g}{span}")
+        law = co["law"]
+        lines.append(f"{where}: {law['law']}" if law else f"{where}: no law over budgets: {co['why_no_law']}")
     return lines
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import sqlite3
+import tempfile
 import time
 import uuid
 import warnings
@@ -21,6 +24,8 @@ from scaling.core.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
+# How a run's evaluation and probe metrics were measured: MLflow tags PROVENANCE/eval/KEY, PROVENANCE/probe/KEY.
+PROVENANCE = "provenance"
 # Fail fast inside one attempt; our buffer does the retrying across steps.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
@@ -33,24 +38,44 @@ def tracking_uri(cfg: TrackingConfig) -> str | None:
 def create_sqlite_store(uri: str) -> None:
     """A sqlite store that does not exist yet is created whole or not at all. MLflow builds its tables by a chain of
     migrations, and a process killed in the middle (a sweep driver SIGKILLed two seconds in) left a database that
-    every later process failed on ("table _alembic_tmp_latest_metrics already exists"). So it is built under a
-    temporary name and hard-linked into place, which fails harmlessly where another process got there first."""
+    every later process failed on ("table _alembic_tmp_latest_metrics already exists"). So it is copied, under a
+    temporary name, from an empty store migrated once per MLflow version (the migrations took 1.3 of every new
+    run's first seconds), and hard-linked into place, which fails harmlessly where another process got there first."""
     if not uri.startswith("sqlite:///"):
         return
     path = Path(uri[len("sqlite:///"):])
     if path.exists():
         return
-    from mlflow.tracking import MlflowClient
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")  # new each time: MLflow caches a store per URI
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        MlflowClient(f"sqlite:///{tmp.resolve()}").search_experiments()  # runs every migration
+        shutil.copyfile(_empty_store(), tmp)
+        with sqlite3.connect(tmp) as db:  # where MLflow itself puts the Default experiment: under this directory
+            db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                       (str(Path.cwd() / "mlruns" / "0"),))
+        db.close()
         os.link(tmp, path)
     except FileExistsError:
         pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _empty_store() -> Path:
+    """A migrated, empty MLflow sqlite store in the temp directory, built once per MLflow version (atomically:
+    two processes that build it at once each rename a whole one into place)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    template = Path(tempfile.gettempdir()) / f"scaling-mlflow-{mlflow.__version__}-empty.db"
+    if not template.is_file():
+        tmp = template.with_name(f".{template.name}.{uuid.uuid4().hex}.tmp")  # new each time: MLflow caches stores
+        try:
+            MlflowClient(f"sqlite:///{tmp}").search_experiments()  # runs every migration
+            os.replace(tmp, template)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return template
 
 
 class Tracker:
@@ -108,6 +133,13 @@ class Tracker:
         items = [mlflow.entities.Param(k, _param_str(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
             self._client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Tags of the run (unlike params, a later value replaces an earlier one)."""
+        if self.enabled:
+            import mlflow
+
+            self._client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if not self.enabled:

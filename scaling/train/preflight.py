@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from scaling.core.checkpoint import CheckpointStore
 from scaling.core.config import Config
 from scaling.data.loader import check_splits
 from scaling.core.errors import require_file
-from scaling.core.run_dir import check_run_dir
+from scaling.core.run_dir import RunDir, check_run_dir
+from scaling.train.branch import check_branch
 
 
 def weight_files(cfg: Config) -> list[tuple[str, str]]:
@@ -24,8 +28,12 @@ def weight_files(cfg: Config) -> list[tuple[str, str]]:
 
 
 def preflight(cfg: Config) -> bool:
-    """Data shards, weight files, run directory; True when the run directory holds this run (resume)."""
+    """Data shards, weight files, run directory, and a branch's trunk until the branch has a checkpoint of its
+    own; True when the run directory holds this run (resume)."""
     check_splits(cfg.data)
     for key, path in weight_files(cfg):
         require_file(path, key)
-    return check_run_dir(cfg)
+    resuming = check_run_dir(cfg)
+    if cfg.train.branch_from and not CheckpointStore(RunDir(Path(cfg.train.run_dir)).checkpoints).steps():
+        check_branch(cfg)
+    return resuming

@@ -30,7 +30,7 @@ from scaling.core.run_dir import RESUMABLE_SECTIONS, RunDir, claim_run_dir
 from scaling.core.runtime import Runtime, global_mean, init_runtime, on_main, uses_bf16
 from scaling.core.runtime import autocast as runtime_autocast
 from scaling.core.signals import StopSignals, stop_and_hand_over
-from scaling.core.train_state import resume, save, seed_everything
+from scaling.core.train_state import branch, resume, save, seed_everything
 from scaling.data.loader import augment, endless, sample_seeds, to_float, train_loader, validation_images
 from scaling.metrics.grids import save_recon_grid
 from scaling.metrics.pixel import psnr
@@ -41,6 +41,7 @@ from scaling.parallel.parallelize import memory_format
 from scaling.plan.cost import with_budget_steps
 from scaling.plan.count import step_flops, step_flops_done
 from scaling.tracking.mlflow_tracker import Tracker
+from scaling.train.branch import trunk_checkpoints, with_trunk_parent
 from scaling.train.step import FrozenLosses, build_trainables, train_step
 from scaling.train.preflight import preflight
 
@@ -61,6 +62,7 @@ OnValidation = Callable[[int, dict[str, float]], bool]
 
 def train(cfg: Config, on_validation: OnValidation | None = None) -> TrainResult:
     cfg = with_budget_steps(cfg)  # an isoFLOP trial's steps, from its budget; the config saved says them
+    cfg = with_trunk_parent(cfg)  # a cooldown branch's MLflow run is a child of its trunk's
     # From here on USR2/TERM wait for a step boundary, where a checkpoint is safe.
     with StopSignals() as signals:
         rt = init_runtime(cfg.train.device)
@@ -104,6 +106,9 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
                             on_saved=lambda path: run.last_checkpoint.write_text(str(path.resolve())))
     stateful = t.stateful()
     step, train_state = resume(store, stateful, loader, rt)  # on every rank: it is collective
+    branched = train_state is None and bool(cfg.train.branch_from)
+    if branched:  # a branch's first start: from its trunk's checkpoint
+        step, train_state = branch(trunk_checkpoints(cfg), cfg.train.branch_step, stateful, loader)
     # Compute: FLOPs are a function of the step (as `scaling plan` counts an image); seconds continue from the
     # checkpoint, so a stretch redone after a preemption counts once.
     flops_parts = step_flops(cfg)
@@ -123,7 +128,8 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
 
     # ---- train
     if rt.is_main:
-        events.record(run_dir, "start", step=step, world_size=rt.world_size)
+        trunk = {"branch_from": cfg.train.branch_from} if branched else {}
+        events.record(run_dir, "start", step=step, world_size=rt.world_size, **trunk)
     first_step_recorded = False
     batches = endless(loader)
     bar = tqdm(total=cfg.train.steps, initial=step, disable=not (cfg.train.progress and rt.is_main), unit="step",
@@ -161,7 +167,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
         if not first_step_recorded and rt.is_main:
             events.record(run_dir, "first_step", step=step)
             first_step_recorded = True
-        stop = signals.agreed()
+        stop = signals.agreed() if step < cfg.train.steps else None  # a stop after the last step: the run is done
         if stop or pruned or step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
             # The run's last checkpoint and one it stops on are written in full before anything else happens.
             save(store, step, stateful, loader, tracker, rt, blocking=bool(stop or pruned) or step == cfg.train.steps,

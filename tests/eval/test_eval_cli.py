@@ -40,6 +40,13 @@ def test_eval_logs_to_the_runs_mlflow_run(ema_run: tuple[Path, str], random_ince
     metrics = record["metrics"]
     assert metrics["eval/num_images"] == 10 and 0 < metrics["eval/codebook_usage"] <= 1
     assert metrics["eval/rfid"] > 0 and metrics["eval/perplexity"] >= 1
+    # Its compute: per image the tokenizer's forward (as `scaling plan` counts it) and Inception-v3's (11.4 GFLOPs
+    # at 299x299), times the images
+    from scaling.core.config import read_config
+    from scaling.plan.count import plan
+
+    forward = plan(read_config(str(run / "config.toml"))).flops_forward
+    assert 10 * (forward + 1.1e10) < metrics["eval/flops"] < 10 * (forward + 1.2e10)
     assert (out / "reconstructions.png").stat().st_size and (out / "code_distances.png").stat().st_size
 
     client = MlflowClient(uri)
@@ -50,6 +57,13 @@ def test_eval_logs_to_the_runs_mlflow_run(ema_run: tuple[Path, str], random_ince
     logged = {Path(a.path).name for a in client.list_artifacts(run_id, "eval/step-00000020")}
     assert logged == {"metrics.json", "reconstructions.png", "code_distances.png"}
     assert client.get_run(run_id).info.status == "FINISHED"  # left as training left it
+    # How it was measured, in the record and as the run's tags (what the analysis compares across runs)
+    how = record["provenance"]
+    assert (how["fid_features"], how["fid_reference_images"], how["image_size"], how["step"], how["ema"]) == \
+        ("inception-v3-compat/2048", "10", "32", "20", "true")
+    assert (tmp_path / "fid" / f"val-{how['fid_reference']}.npz").is_file()
+    tags = client.get_run(run_id).data.tags
+    assert {k.removeprefix("provenance/eval/"): v for k, v in tags.items() if k.startswith("provenance/eval/")} == how
 
 
 @pytest.mark.slow

@@ -194,11 +194,13 @@ def test_launched_job_trains_and_records_a_complete_run_through_a_usr2_requeue(
     assert status(run_dir).restarts == 1
 
 
-# A one-minute limit, Slurm's least. slurmctld checks time limits every 30 s (PERIODIC_TIMEOUT) and sends the
+# On Slurm a one-minute limit, its least. slurmctld checks time limits every 30 s (PERIODIC_TIMEOUT) and sends the
 # --signal up to one check early, so with signal_delay_s = 1 the USR2 comes 29-59 s into a job, before the
-# check (60-90 s in) that would kill it; the local executor signals on time, 50 s in. Slowed steps make the
-# tiny run outlast its first job even on an idle machine; on a loaded one a requeued job may time out again.
-TIME_LIMIT = {"local": {"signal_delay_s": 10, "step_delay_s": 0.8}, "dev": {"signal_delay_s": 1, "step_delay_s": 1.0}}
+# check (60-90 s in) that would kill it. The local executor takes fractions of a minute and signals on time: 30 s
+# in, leaving 15 s to checkpoint and exit. Slowed steps make the tiny run outlast its first job even on an idle
+# machine; on a loaded one a requeued job may time out again.
+TIME_LIMIT = {"local": {"time_min": 0.75, "signal_delay_s": 15, "step_delay_s": 0.5},
+              "dev": {"time_min": 1, "signal_delay_s": 1, "step_delay_s": 1.0}}
 
 
 @pytest.mark.slow
@@ -207,7 +209,7 @@ def test_time_limit_checkpoints_requeues_and_finishes_bitwise(profile: str, refe
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     limit = TIME_LIMIT[profile]
     trace = _trace_and_slow_steps(monkeypatch, tmp_path, limit["step_delay_s"])
-    cluster = replace(load_profile(profile_file(profile)), time_min=1,
+    cluster = replace(load_profile(profile_file(profile)), time_min=limit["time_min"],
                       signal_delay_s=limit["signal_delay_s"], max_requeues=10)  # how many depends on load
     assert not cluster.validate()
     run_dir = tmp_path / "run"
@@ -382,10 +384,11 @@ def test_with_probe_follows_training_with_the_ar_probe(profile: str, synth_data:
                                                        mlflow_uri: str, random_inception: Path) -> None:
     run_dir = tmp_path / "run"
     probe = {"probe.size": "tiny", "probe.steps": 20, "probe.batch_size": 16, "probe.log_every": 10,
-             "probe.ckpt_every": 20, "probe.gfid_samples": 20, "probe.cfg_scales": [1.0],
-             "probe.linear_probe_epochs": 2, "eval.num_images": 32, "eval.inception_weights": str(random_inception),
+             "probe.ckpt_every": 20, "probe.gfid_samples": 10, "probe.cfg_scales": [1.0],
+             "probe.linear_probe_epochs": 1, "eval.num_images": 16, "eval.inception_weights": str(random_inception),
              "eval.stats_cache": str(tmp_path / "fid")}
-    cfg = load_config("tiny", tiny_args(synth_data, run_dir, mlflow_uri, **ARGS, **probe))
+    quick = ARGS | {"train.batch_size": 8}  # what is trained does not matter here, only that the probe follows it
+    cfg = load_config("tiny", tiny_args(synth_data, run_dir, mlflow_uri, **quick, **probe))
     job = submit(cfg, load_profile(profile_file(profile)), profile, with_probe=True)
     result = _result(job, profile)
     assert {"probe/ar_val_loss", "probe/gfid", "probe/linear_acc"} <= set(result["probe"])
@@ -399,3 +402,31 @@ def test_with_probe_follows_training_with_the_ar_probe(profile: str, synth_data:
     run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
     assert {"val/psnr", "probe/ar_val_loss", "probe/gfid"} <= set(run.data.metrics)
     assert status(run_dir).state == "FINISHED" and status(run_dir).step == STEPS
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("tokenizer_run")  # reads conftest's CLI-trained tokenizer
+def test_status_shows_a_runs_step_loss_and_training_flops(tokenizer_run: Path, capsys: pytest.CaptureFixture) -> None:
+    """A run trained without a launcher: no job, its last step, loss and the FLOPs it logged, which are what
+    ``scaling plan`` counts for the whole run."""
+    from scaling.core.config import read_config
+    from scaling.plan.cost import run_flops
+
+    planned = run_flops(read_config(str(tokenizer_run / "config.toml")))
+    row = status(tokenizer_run)
+    assert (row.job_id, row.step, row.restarts) == ("-", 150, 0) and row.last_loss > 0
+    assert row.flops == pytest.approx(planned, rel=1e-9)
+    assert main(["status", str(tokenizer_run)]) == 0
+    header, line = capsys.readouterr().out.strip().splitlines()
+    assert header.split()[5:7] == ["LOSS", "FLOPS"] and line.split()[6] == f"{planned:.3g}"
+
+
+def test_a_slurm_profile_takes_whole_minutes(tmp_path: Path) -> None:
+    from scaling.core.config import ConfigError
+
+    path = tmp_path / "half.toml"
+    path.write_text('executor = "slurm"\ntime_min = 0.5\nsignal_delay_s = 10\n')
+    with pytest.raises(ConfigError, match=r"time_min: Slurm counts whole minutes, got 0\.5$"):
+        load_profile(path)
+    path.write_text('executor = "local"\ntime_min = 0.5\nsignal_delay_s = 10\n')
+    assert load_profile(path).time_min == 0.5  # the local executor signals at any second

@@ -3,6 +3,8 @@ folders, PSNR and SSIM against scikit-image; the reference statistics' cache."""
 
 from __future__ import annotations
 
+import hashlib
+
 from pathlib import Path
 
 import numpy as np
@@ -86,15 +88,21 @@ def test_reference_stats_cached(random_inception: Path, synth_data: Path, tmp_pa
     monkeypatch.setattr(extractor, "model", lambda u8: seen.append(len(u8)) or inner(u8))
 
     cfg = eval_config(synth_data, tmp_path, random_inception, num_images=6)
-    first = reference_stats(cfg, extractor)
+    first, how = reference_stats(cfg, extractor)
     assert seen == [4, 2] and first.n == 6
-    again = reference_stats(cfg, extractor)
+    again, how_again = reference_stats(cfg, extractor)
     assert seen == [4, 2], "cached statistics were recomputed"
     assert np.array_equal(again.mu, first.mu) and np.array_equal(again.sigma, first.sigma)
     assert len(list((tmp_path / "fid").iterdir())) == 1  # one .npz, no temporary file left
+    # How an FID against them is measured: the network, its weights' hash, these statistics (their cache file)
+    assert how == how_again and how["fid_features"] == InceptionFeatures.name
+    assert how["fid_weights_sha256"] == hashlib.sha256(random_inception.read_bytes()).hexdigest()
+    assert (tmp_path / "fid" / f"val-{how['fid_reference']}.npz").is_file()
+    assert (how["fid_reference_images"], how["image_size"]) == ("6", "32")
 
     cfg.eval.num_images = 4  # other images: another key
-    assert reference_stats(cfg, extractor).n == 4 and seen == [4, 2, 4]
+    fewer, how_fewer = reference_stats(cfg, extractor)
+    assert fewer.n == 4 and seen == [4, 2, 4] and how_fewer["fid_reference"] != how["fid_reference"]
     assert len(list((tmp_path / "fid").glob("val-*.npz"))) == 2
 
 

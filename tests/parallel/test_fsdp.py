@@ -20,7 +20,8 @@ from mlflow.tracking import MlflowClient
 from scaling.core.checkpoint import read_checkpoint
 from tests.helpers import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
 
-pytestmark = pytest.mark.slow  # torchrun, several ranks
+# torchrun, several ranks; on one pytest-xdist worker, so that the module's shared runs train once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fsdp")]
 
 STEPS, HALF = 16, 8
 ARGS = {"train.steps": STEPS, "train.batch_size": 12, "train.ckpt_every": HALF, "train.log_every": 2,

@@ -11,6 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from scaling.core import events
+from scaling.core.config import read_config
+from scaling.probe.gpt import sequence_flops
 from tests.helpers import literal, run_cli, train_tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tokenizer_run")]  # trains tokenizers and probes (CLI)
@@ -24,6 +26,12 @@ def _probe(run: Path, inception: Path, cache: Path, fault: str = "", **extra: ob
     args = PROBE | {"eval.inception_weights": str(inception), "eval.stats_cache": str(cache)} | extra
     flat = [x for k, v in args.items() for x in (f"--{k}", literal(v))]
     return run_cli("probe", str(run), *flat, env={"SCALING_FAULT": fault} if fault else None)
+
+
+def _history(run: Path, key: str) -> dict[int, float]:
+    """Metric ``key`` by step in the run's MLflow run."""
+    client = MlflowClient(read_config(str(run / "config.toml")).tracking.uri)
+    return {m.step: m.value for m in client.get_metric_history((run / "mlflow_run_id").read_text().strip(), key)}
 
 
 def _results(run: Path) -> dict[str, float]:
@@ -45,10 +53,12 @@ def test_probe_separates_a_trained_tokenizer_from_an_untrained_one(tokenizer_run
     proc = _probe(tokenizer_run, random_inception, tmp_path / "fid", **{"probe.cfg_scales": [1.0, 2.0]})
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # Killed right after its step-75 checkpoint, the untrained probe resumes from it when re-run.
-    killed = _probe(untrained, random_inception, tmp_path / "fid", fault="checkpoint-saved:75")
+    # Killed right after its step-75 checkpoint, the untrained probe resumes from it when re-run. Only its AR loss is
+    # compared: its gFID is measured at one CFG scale on fewer samples (Inception is most of a probe's time on CPU).
+    cheap = {"probe.cfg_scales": [1.0], "probe.gfid_samples": 20}
+    killed = _probe(untrained, random_inception, tmp_path / "fid", fault="checkpoint-saved:75", **cheap)
     assert killed.returncode == -9
-    assert _probe(untrained, random_inception, tmp_path / "fid").returncode == 0
+    assert _probe(untrained, random_inception, tmp_path / "fid", **cheap).returncode == 0
     starts = [e["step"] for e in events.read(untrained / "probe") if e["event"] == "start"]
     assert starts == [0, 75]
 
@@ -64,7 +74,15 @@ def test_probe_separates_a_trained_tokenizer_from_an_untrained_one(tokenizer_run
     assert {"val/psnr", "probe/ar_val_loss", "probe/linear_acc", "probe/gfid", "probe/gfid_cfg2",
             "probe/train_loss"} <= set(run.data.metrics)
     assert run.data.params["probe.size"] == "tiny" and run.info.status == "FINISHED"
+    how = {k.removeprefix("provenance/probe/"): v for k, v in run.data.tags.items() if k.startswith("provenance/probe/")}
+    assert (how["fid_features"], how["gfid_samples"], how["cfg_scales"], how["fid_reference_images"]) == \
+        ("inception-v3-compat/2048", "60", "1,2", "64")
     assert [m.step for m in client.get_metric_history(run.info.run_id, "probe/train_loss")] == [50, 100, 150]
+    # The probe's compute, its own: the tiny config's 8x8 codes from a 512-entry codebook, 10 classes; the killed and
+    # resumed probe logs the same totals.
+    per_step = sequence_flops("tiny", 512, 10, 64) * PROBE["probe.batch_size"]
+    for probed in (tokenizer_run, untrained):
+        assert _history(probed, "probe/flops") == {s: s * per_step for s in (50, 100, 150)}, probed
 
     # Done once: a re-run returns the results without touching the checkpoints.
     ckpt = next((tokenizer_run / "probe" / "checkpoints").iterdir()).stat().st_mtime_ns

@@ -39,24 +39,25 @@ probe = true
 [overrides]
 "optim.warmup_steps" = 5
 "train.steps" = 20
+"train.batch_size" = 16
 "model.norm_groups" = 4
-"train.val_every" = 10
-"train.ckpt_every" = 10
+"train.val_every" = 20
+"train.ckpt_every" = 20
 "train.log_every" = 10
-"data.val_samples" = 64
+"data.val_samples" = 32
 "eval.fid_features" = "teacher"
-"eval.num_images" = 64
+"eval.num_images" = 32
 "eval.stats_cache" = "{tmp / 'fid-cache'}"
 "probe.size" = "tiny"
 "probe.steps" = 20
-"probe.batch_size" = 32
+"probe.batch_size" = 16
 "probe.lr" = 1e-3
 "probe.log_every" = 10
 "probe.ckpt_every" = 10
-"probe.gfid_samples" = 64
+"probe.gfid_samples" = 32
 "probe.cfg_scales" = [1.0, 2.0]
 "probe.linear_probe_images" = 300
-"probe.linear_probe_epochs" = 20
+"probe.linear_probe_epochs" = 10
 
 [grid]
 mode = "product"

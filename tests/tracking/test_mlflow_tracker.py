@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -94,10 +96,13 @@ def test_resumed_tracker_skips_steps_already_logged(tmp_path: Path) -> None:
 
 def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A sweep driver SIGKILLed while MLflow migrated its new sqlite store left one that every later driver failed
-    on ("table _alembic_tmp_latest_metrics already exists"). A store whose creation dies leaves no database; one that
-    completes is usable, and an existing one is not touched."""
+    on ("table _alembic_tmp_latest_metrics already exists"). A store whose creation dies, in building the migrated
+    empty store it is copied from or in copying it, leaves no database; one that completes is usable, with MLflow's
+    own Default experiment, and an existing one is not touched."""
     import mlflow.tracking
 
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # where the empty store is built: none yet
+    (tmp_path / "tmp").mkdir()
     db = tmp_path / "sub" / "mlflow.db"
     uri = f"sqlite:///{db}"
 
@@ -106,13 +111,21 @@ def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path: Path, monkeypa
 
     def dies_midway(self: object) -> None:
         raise Killed
-    with monkeypatch.context() as m:
-        m.setattr(mlflow.tracking.MlflowClient, "search_experiments", dies_midway)
-        with pytest.raises(Killed):
-            create_sqlite_store(uri)
-    assert not db.exists() and not list(db.parent.iterdir())
+
+    def torn_copy(src: Path, dst: Path) -> None:
+        Path(dst).write_bytes(Path(src).read_bytes()[:4096])
+        raise Killed
+    for target, name, death in ((mlflow.tracking.MlflowClient, "search_experiments", dies_midway),
+                                (shutil, "copyfile", torn_copy)):
+        with monkeypatch.context() as m:
+            m.setattr(target, name, death)
+            with pytest.raises(Killed):
+                create_sqlite_store(uri)
+        assert not db.exists() and not list(db.parent.iterdir())
+    assert [p.name for p in (tmp_path / "tmp").iterdir()] == [f"scaling-mlflow-{mlflow.__version__}-empty.db"]
     create_sqlite_store(uri)
-    assert [e.name for e in MlflowClient(uri).search_experiments()] == ["Default"]
+    (default,) = MlflowClient(uri).search_experiments()
+    assert default.name == "Default" and default.artifact_location == str(Path.cwd() / "mlruns" / "0")
     assert [p.name for p in db.parent.iterdir()] == ["mlflow.db"]
     MlflowClient(uri).create_experiment("kept")
     create_sqlite_store(uri)  # exists: untouched

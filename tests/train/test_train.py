@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from scaling.models.factory import load_config
@@ -81,6 +80,11 @@ def _assert_complete_history(uri: str) -> None:
     assert [v for _, v in _history(uri, "train/device_seconds")] == seconds  # a world of one
 
 
+# The tests that compare against the reference run one worker's share, so that it trains once (pytest-xdist gives
+# every worker its own module-scoped fixtures).
+SHARES_REFERENCE = pytest.mark.xdist_group("train_reference")
+
+
 @pytest.fixture(scope="module")
 def reference_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("reference")
@@ -98,6 +102,7 @@ def reference_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return final_state(tmp / "run", STEPS)
 
 
+@SHARES_REFERENCE
 @pytest.mark.parametrize("fault,background", [("checkpoint-mid-write:15", False), ("checkpoint-before-rename:10", False),
                                               ("checkpoint-mid-write:15", True)],
                          ids=["mid-write", "before-rename", "mid-write-async"])
@@ -119,6 +124,7 @@ def test_killed_during_checkpoint_write_resumes_bitwise(fault: str, background: 
     _assert_complete_history(mlflow_uri)
 
 
+@SHARES_REFERENCE
 def test_sigkill_mid_training_resumes_bitwise(reference_run: dict, synth_data: Path, tmp_path: Path,
                                               mlflow_uri: str) -> None:
     run_dir = tmp_path / "run"

@@ -2,8 +2,10 @@
 
 For each compute budget, a parabola of loss against log N locates the loss-minimising size N_opt;
 the minimum must lie inside the sampled sizes, since a vertex outside them is an extrapolation of a
-parabola, not a measured optimum. Then log N_opt = log k + a log C is fitted by least squares over
-budgets, giving N_opt = k C^a. The bootstrap resamples runs within each budget.
+parabola, not a measured optimum. A budget without one is left out with a warning that names it (or,
+``strict``, refused), so that one badly sampled budget does not sink the others. Then
+log N_opt = log k + a log C is fitted by least squares over the budgets kept, giving N_opt = k C^a. The
+bootstrap resamples runs within each budget kept; each budget's N_opt gets its own interval the same way.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class IsoflopResult:
     k: float
     objective: float
     profiles: list[Profile]
+    skipped: tuple[str, ...] = ()  # why each budget left out has no usable profile
 
     @property
     def params(self) -> dict[str, float]:
@@ -90,15 +93,59 @@ def _budgets(budget: np.ndarray) -> np.ndarray:
     return values
 
 
-def fit_isoflop(n: np.ndarray, loss: np.ndarray, budget: np.ndarray) -> IsoflopResult:
-    """Profiles for every budget, then the power law through their minima."""
+def profiles(
+    n: np.ndarray, loss: np.ndarray, budget: np.ndarray, *, strict: bool = False
+) -> tuple[list[Profile], list[str]]:
+    """Every budget's profile, and why each budget without one was left out (``strict``: a UserError)."""
+    kept, skipped = [], []
+    for c in np.unique(budget):
+        try:
+            kept.append(profile(c, n[budget == c], loss[budget == c]))
+        except UserError as e:
+            if strict:
+                raise
+            skipped.append(f"{e}; left out of the fit")
+    return kept, skipped
+
+
+def fit_isoflop(n: np.ndarray, loss: np.ndarray, budget: np.ndarray, *, strict: bool = False) -> IsoflopResult:
+    """Profiles for every budget, then the power law through their minima (budgets without one left out)."""
     n, loss, budget = (np.asarray(v, dtype=float) for v in (n, loss, budget))
-    profiles = [profile(c, n[budget == c], loss[budget == c]) for c in _budgets(budget)]
-    logc = np.log([p.budget for p in profiles])
-    logn = np.log([p.n_opt for p in profiles])
+    _budgets(budget)
+    kept, skipped = profiles(n, loss, budget, strict=strict)
+    if len(kept) < MIN_BUDGETS:
+        raise UserError(
+            f"{len(kept)} compute budget(s) with a loss minimum inside their sizes; an isoFLOP fit needs at "
+            f"least {MIN_BUDGETS} ({'; '.join(skipped)})"
+        )
+    logc = np.log([p.budget for p in kept])
+    logn = np.log([p.n_opt for p in kept])
     a, logk = np.polyfit(logc, logn, 1)
     resid = logn - (a * logc + logk)
-    return IsoflopResult(float(a), float(np.exp(logk)), float((resid**2).sum()), profiles)
+    return IsoflopResult(float(a), float(np.exp(logk)), float((resid**2).sum()), kept, tuple(skipped))
+
+
+def optimum_intervals(
+    n: np.ndarray, loss: np.ndarray, budget: np.ndarray, reps: int, *, seed: int | None = None,
+    level: float = 0.95,
+) -> dict[float, tuple[float, float, float]]:
+    """Per budget, the ``level`` percentile interval of its N_opt over ``reps`` resamples of its runs, and the
+    share of resamples whose profile lost its minimum (they are left out of the interval)."""
+    n, loss, budget = (np.asarray(v, dtype=float) for v in (n, loss, budget))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for c in np.unique(budget):
+        idx = np.flatnonzero(budget == c)
+        optima = []
+        for _ in range(reps):
+            pick = rng.choice(idx, size=idx.size, replace=True)
+            try:
+                optima.append(profile(c, n[pick], loss[pick]).n_opt)
+            except UserError:
+                continue
+        lo, hi = (np.percentile(optima, [50 * (1 - level), 50 * (1 + level)]) if optima else (np.nan, np.nan))
+        out[float(c)] = (float(lo), float(hi), 1 - len(optima) / reps if reps else 0.0)
+    return out
 
 
 def bootstrap_isoflop(
@@ -110,16 +157,18 @@ def bootstrap_isoflop(
     seed: int | None = None,
     target: float | None = None,
 ) -> BootstrapResult:
-    """Resample runs within each budget; a replicate whose profile loses its minimum fails."""
+    """Resample runs within each budget the full-data fit kept; a replicate in which one of them loses its
+    minimum fails."""
     n, loss, budget = (np.asarray(v, dtype=float) for v in (n, loss, budget))
     rng = np.random.default_rng(seed)
-    groups = [np.flatnonzero(budget == c) for c in _budgets(budget)]
+    kept = [p.budget for p in fit_isoflop(n, loss, budget).profiles]
+    groups = [np.flatnonzero(budget == c) for c in kept]
     rows: list[dict[str, float]] = []
     failures: list[str] = []
     for _ in range(reps):
         idx = np.concatenate([rng.choice(g, size=g.size, replace=True) for g in groups])
         try:
-            res = fit_isoflop(n[idx], loss[idx], budget[idx])
+            res = fit_isoflop(n[idx], loss[idx], budget[idx], strict=True)
         except UserError as e:
             failures.append(str(e))
             continue

@@ -159,9 +159,11 @@ def _extrapolation(out: FitOutcome) -> list[str]:
 
 def _budgets(out: FitOutcome) -> list[str]:
     res = out.result
-    if not isinstance(res, IsoflopResult) or len(res.profiles) >= FEW_SCALES:
+    if not isinstance(res, IsoflopResult):
         return []
-    return [f"only {len(res.profiles)} compute budgets: the exponent rests on few points"]
+    few = [f"only {len(res.profiles)} compute budgets: the exponent rests on few points"] \
+        if len(res.profiles) < FEW_SCALES else []
+    return list(res.skipped) + few
 
 
 def warnings_for(out: FitOutcome) -> list[str]:

@@ -26,6 +26,7 @@ class FitRequest:
     loss: Loss = "huber"
     grid: Grid = "auto"
     target: tuple[float, ...] | None = None
+    strict: bool = False  # isoflop: refuse a budget whose minimum is not inside its sizes, instead of leaving it out
 
     @property
     def inputs(self) -> list[str]:

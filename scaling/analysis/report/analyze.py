@@ -3,7 +3,10 @@
 Per metric and per semantic-regularisation group, the metric is fitted as y = E + A N^-alpha against
 tokenizer size N (counted parameters); linear-probe accuracy is fitted as its error, 1 - accuracy, so
 that every fitted metric falls with scale. When images seen vary across runs too, the reconstruction
-loss also gets the two-variable Chinchilla fit in (N, images seen).
+loss also gets the two-variable Chinchilla fit in (N, images seen). Where runs logged their training FLOPs,
+each metric is also fitted against compute over its compute-efficient runs; where the runs form an isoFLOP
+grid (``train.flops_budget``), each budget's loss-optimal size is located with its interval and the law
+N_opt = k C^a is fitted through the optima (``tables.compute``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,9 @@ from scaling.analysis.laws.words import describe
 from scaling.analysis.report import plots
 from scaling.analysis.report.html import Analysis, FitEntry, write_report
 from scaling.analysis.tables import tradeoff
+from scaling.analysis.tables.compute import BUDGET, FLOPS, OPTIMAL_METRICS, compute_optimal, frontier
 from scaling.analysis.tables.fit import fit_table
+from scaling.analysis.tables.provenance import mixed_measurements
 from scaling.analysis.tables.runs import load_runs
 from scaling.core.errors import UserError
 
@@ -55,6 +60,8 @@ class AnalyzeOptions:
     semantic: str = tradeoff.SEMANTIC_WEIGHT
     encoder: str = "params_encoder"
     decoder: str = "params_decoder"
+    target_compute: float | None = None  # budget to extrapolate the compute-optimal size to (default: 10x the largest)
+    strict_budgets: bool = False  # refuse an isoFLOP budget whose minimum lies at an edge of its sizes
 
 
 @dataclass
@@ -66,6 +73,7 @@ class _State:
     opts: AnalyzeOptions
     plot_dir: Path
     entries: list[FitEntry] = field(default_factory=list)
+    compute_entries: list[FitEntry] = field(default_factory=list)
 
 
 def with_linear_error(df: pd.DataFrame) -> pd.DataFrame:
@@ -91,7 +99,8 @@ def _entry(state: _State, request: FitRequest, group: str, rows: pd.DataFrame, s
                         dropna=True)
     except UserError as e:
         return FitEntry(request.y, label, group, None, str(e))
-    out.law = describe(out, {o.size: "N", DATA_AXIS: "D", request.y: label})
+    out.law = describe(out, {o.size: "N", DATA_AXIS: "D", FLOPS: "C", request.y: label})
+    out.warnings = mixed_measurements(state.runs.loc[rows.index], request.y) + out.warnings
     return FitEntry(request.y, label, group, out, None)
 
 
@@ -128,6 +137,48 @@ def _two_variable(state: _State) -> None:
     request = FitRequest(form="chinchilla", x=size, x2=DATA_AXIS, y=metric)
     for group, rows in runs.assign(**{tradeoff.GROUP: state.groups.to_numpy()}).groupby(tradeoff.GROUP):
         state.entries.append(_entry(state, request, str(group), rows, sensitivity=False))
+
+
+def _against_compute(state: _State) -> list[plots.Figure]:
+    """Each metric against training FLOPs, its law fitted over the compute-efficient runs of each group."""
+    if state.runs[FLOPS].notna().sum() == 0:
+        return []
+    figures = []
+    for metric in state.opts.metrics or FITTED:
+        data = state.runs[[FLOPS, metric]].assign(**{tradeoff.GROUP: state.groups.to_numpy()}).dropna()
+        if data.empty:
+            continue
+        fits: dict[str, FitOutcome] = {}
+        for group, rows in data.groupby(tradeoff.GROUP):
+            entry = _entry(state, FitRequest(form="power", x=FLOPS, y=metric), str(group), frontier(rows, metric),
+                           sensitivity=False)
+            state.compute_entries.append(entry)
+            if entry.outcome is not None:
+                fits[str(group)] = entry.outcome
+        stem = state.plot_dir / f"compute_{metric.replace('/', '_')}"
+        figures.append(plots.scaling_plot(data, metric, LABELS.get(metric, metric), FLOPS, fits, None, stem,
+                                          compute=True))
+    return figures
+
+
+def _compute_optimal(state: _State, analysis: Analysis) -> list[plots.Figure]:
+    """For an isoFLOP grid: per group, each budget's loss-optimal size and the law through them."""
+    runs, o = state.runs, state.opts
+    if BUDGET not in runs.columns or pd.to_numeric(runs[BUDGET], errors="coerce").gt(0).sum() == 0:
+        return []
+    metric = next((m for m in OPTIMAL_METRICS if runs[m].notna().any()), None)
+    if metric is None:
+        return []
+    figures = []
+    grouped = runs.assign(**{tradeoff.GROUP: state.groups.to_numpy()})
+    for group, rows in grouped.groupby(tradeoff.GROUP):
+        co = compute_optimal(rows, metric, o.size, str(group), bootstrap=o.bootstrap, seed=o.seed,
+                             target=o.target_compute, strict=o.strict_budgets)
+        analysis.compute_optimal.append(co)
+        points = rows.assign(**{BUDGET: pd.to_numeric(rows[BUDGET], errors="coerce")})
+        stem = f"isoflop_{metric.replace('/', '_')}_{str(group).replace(' ', '_')}"
+        figures.append(plots.isoflop_plot(co, LABELS.get(metric, metric), o.size, points, state.plot_dir / stem))
+    return figures
 
 
 def _tradeoffs(state: _State, analysis: Analysis) -> list[plots.Figure]:
@@ -183,8 +234,9 @@ def analyze(
     source: str, out_dir: str | Path, *, tracking_uri: str | None = None,
     options: AnalyzeOptions = AnalyzeOptions(),
 ) -> Path:
-    """Write ``report.html``, ``plots/``, ``fits.csv``, ``fits.json`` and ``runs.csv`` under
-    ``out_dir``; return the report's path."""
+    """Write ``report.html``, ``plots/``, ``fits.csv``, ``fits.json`` (every law: against size, (N, D) and
+    compute), ``compute.json`` (compute-optimal sizes of an isoFLOP grid) and ``runs.csv`` under ``out_dir``;
+    return the report's path."""
     runs = with_linear_error(load_runs(source, tracking_uri))
     if options.size not in runs.columns or runs[options.size].notna().sum() == 0:
         raise UserError(f"no values in size column {options.size!r} (choose one with --size)")
@@ -200,10 +252,15 @@ def analyze(
                         bootstrap=options.bootstrap)
     analysis.figures["scaling"] = _scaling(state)
     _two_variable(state)
+    analysis.figures["compute"] = _against_compute(state) + _compute_optimal(state, analysis)
     analysis.figures["tradeoff"] = _tradeoffs(state, analysis)
-    analysis.fits = state.entries
+    analysis.measurement_warnings = [w for m in LABELS for w in mixed_measurements(runs, m)]
+    analysis.fits, analysis.compute_fits = state.entries, state.compute_entries
     runs.to_csv(out / "runs.csv", index=False)
-    write_fits_csv(state.entries, out / "fits.csv")
-    payload = [e.outcome.to_dict() | {"semantic_group": e.group} for e in state.entries if e.outcome]
+    entries = state.entries + state.compute_entries
+    write_fits_csv(entries, out / "fits.csv")
+    payload = [e.outcome.to_dict() | {"semantic_group": e.group} for e in entries if e.outcome]
     (out / "fits.json").write_text(json.dumps(payload, indent=1, allow_nan=False))
+    (out / "compute.json").write_text(json.dumps([co.to_dict() for co in analysis.compute_optimal], indent=1,
+                                                 allow_nan=False))
     return write_report(analysis, out / "report.html", LABELS)

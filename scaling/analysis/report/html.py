@@ -14,6 +14,7 @@ from scaling.analysis.laws.forms import COEF_NAMES
 from scaling.analysis.laws.outcome import FitOutcome
 from scaling.analysis.laws.words import interval, num
 from scaling.analysis.report.plots import Figure, size_label
+from scaling.analysis.tables.compute import ComputeOptimal
 from scaling.analysis.tables.runs import SIZE_PARAMS
 from scaling.analysis.tables.tradeoff import (
     GENERATION, GROUP, TREND_RHO, DilemmaFlag, EncoderDecoder, Trend,
@@ -21,7 +22,7 @@ from scaling.analysis.tables.tradeoff import (
 
 # Columns of the runs table shown in the report (when present), in this order.
 RUN_COLUMNS = ("run_name", "sweep", "params_total", "params_encoder", "params_decoder",
-               "loss.semantic_weight", "train/images_seen", "train/flops", "val/recon_loss",
+               "loss.semantic_weight", "train.flops_budget", "train/images_seen", "train/flops", "val/recon_loss",
                "eval/rfid", "eval/lpips", "eval/psnr", "probe/gfid", "probe/ar_val_loss",
                "probe/linear_acc")
 STYLE = """
@@ -75,6 +76,9 @@ class Analysis:
     flags: list[DilemmaFlag] = field(default_factory=list)
     trends: list[Trend] = field(default_factory=list)
     encoder_decoder: list[EncoderDecoder] = field(default_factory=list)
+    compute_fits: list[FitEntry] = field(default_factory=list)  # each metric against training FLOPs
+    compute_optimal: list[ComputeOptimal] = field(default_factory=list)  # an isoFLOP grid's optimal sizes
+    measurement_warnings: list[str] = field(default_factory=list)  # metrics measured differently across runs
 
 
 def esc(text: object) -> str:
@@ -113,9 +117,9 @@ def _figures(figs: list[Figure], base: Path, wide: bool = False) -> str:
     return f'<div class="figs{" wide" if wide else ""}">{"".join(parts)}</div>'
 
 
-def _laws(a: Analysis) -> str:
+def _laws(entries: list[FitEntry]) -> str:
     items = []
-    for e in a.fits:
+    for e in entries:
         title = f"<b>{esc(e.label)}</b>, {esc(_group_name(e.group))}"
         if e.outcome is None:
             items.append(f'<li>{title}: <span class="skip">not fitted: {esc(e.skipped)}</span></li>')
@@ -129,9 +133,9 @@ def _laws(a: Analysis) -> str:
     return f'<ul class="laws">{"".join(items)}</ul>' if items else "<p>No metric could be fitted.</p>"
 
 
-def _fit_table(a: Analysis) -> str:
+def _fit_table(entries: list[FitEntry]) -> str:
     rows = []
-    for e in a.fits:
+    for e in entries:
         if e.outcome is None:
             continue
         o = e.outcome
@@ -245,6 +249,37 @@ def _readable(df: pd.DataFrame, size: str, labels: dict[str, str]) -> pd.DataFra
     return out.rename(columns={size: "N", GROUP: "group"} | labels)
 
 
+def _compute_optimal(co: ComputeOptimal, labels: dict[str, str]) -> str:
+    """One group's compute-optimal sizes: a row per budget, then the law through them (or why there is none)."""
+    label = labels.get(co.metric, co.metric)
+    rows = []
+    for b in co.budgets:
+        rows.append({"budget C (FLOPs)": f"{b.budget:.3g}", "runs": b.runs, "sizes": b.sizes,
+                     "optimal N (95% interval)": f"{size_label(b.n_opt)} [{size_label(b.ci[0])}, "
+                     f"{size_label(b.ci[1])}]" if b.n_opt is not None else "",
+                     f"{label} at optimum": num(b.loss_at_opt) if b.loss_at_opt is not None else "",
+                     "resamples without a minimum": f"{b.failed_share:.0%}",
+                     "note": b.left_out or ""})
+    head = f"<h3>Compute-optimal size by {esc(label)}, {esc(_group_name(co.group))}</h3>"
+    if co.law is None:
+        law = f'<div class="warn">No law over budgets: {esc(co.why_no_law)}.</div>'
+    else:
+        warns = "".join(f'<div class="warn">{esc(w)}.</div>' for w in co.law.warnings)
+        law = f'<div class="ok">{esc(co.law.law)}</div>{warns}'
+    return head + _table(pd.DataFrame(rows), left=("note",)) + law
+
+
+def _compute(a: Analysis, labels: dict[str, str], base: Path) -> str:
+    if not a.compute_fits and not a.compute_optimal:
+        return "<p>No run logged its training FLOPs (<code>train/flops</code>).</p>"
+    intro = ("<p>C is what a run spent training: FLOPs per image as <code>scaling plan</code> counts them "
+             "(tokenizer, and LPIPS, discriminator and teacher where on) times images seen. Each metric's law "
+             "against C is fitted over its compute-efficient runs, those better than every cheaper run.</p>")
+    parts = [intro, _laws(a.compute_fits), _figures(a.figures.get("compute", []), base), _fit_table(a.compute_fits)]
+    parts += [_compute_optimal(co, labels) for co in a.compute_optimal]
+    return "".join(parts)
+
+
 def _runs(a: Analysis) -> str:
     cols = [c for c in RUN_COLUMNS if c in a.runs.columns and a.runs[c].notna().any()]
     df = a.runs[cols].sort_values(a.size) if a.size in cols else a.runs[cols].copy()
@@ -275,8 +310,10 @@ def write_report(a: Analysis, path: Path, labels: dict[str, str]) -> Path:
     sections = [
         f"<h1>Scaling report</h1><div class='meta'>source <code>{esc(a.source)}</code> &middot; "
         f"{len(a.runs)} runs &middot; {a.bootstrap} bootstrap replicates per fit{target} &middot; {when}</div>",
-        "<h2>Fitted laws</h2>" + _laws(a),
-        "<h2>Scaling with tokenizer size</h2>" + _figures(a.figures.get("scaling", []), base) + _fit_table(a),
+        "<h2>Fitted laws</h2>" + "".join(f'<div class="flag">{esc(w)}.</div>' for w in a.measurement_warnings)
+        + _laws(a.fits),
+        "<h2>Scaling with tokenizer size</h2>" + _figures(a.figures.get("scaling", []), base) + _fit_table(a.fits),
+        "<h2>Scaling with compute</h2>" + _compute(a, labels, base),
         "<h2>Reconstruction vs generation</h2>" + _tradeoff_text(a, labels)
         + _figures(a.figures.get("tradeoff", []), base, wide=True)
         + _figures(a.figures.get("encoder_decoder", []), base),

@@ -4,7 +4,9 @@
   and its extrapolation (dashed) to a target size;
 - trade-off: reconstruction against each generation metric, sizes joined in order, Pareto front;
 - dilemma: every metric against size, with and without semantic regularisation, flagged steps in red;
-- encoder/decoder: sizes of both halves coloured by a metric.
+- encoder/decoder: sizes of both halves coloured by a metric;
+- isoFLOP: a metric against size per compute budget with each budget's parabola and optimum, and the
+  optimal size against compute with the fitted law, its band and its extrapolation.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: 
 
 from scaling.analysis.laws.outcome import FitOutcome  # noqa: E402
 from scaling.analysis.laws.words import plus_minus  # noqa: E402
+from scaling.analysis.tables.compute import BUDGET, ComputeOptimal  # noqa: E402
 from scaling.analysis.tables.tradeoff import GROUP, DilemmaFlag, pareto_front  # noqa: E402
 
 COLORS = {"with": "#1f77b4", "without": "#d62728", "all runs": "#2ca02c"}
@@ -109,7 +112,7 @@ def _band(out: FitOutcome, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray] | 
     return np.percentile(preds, tail, axis=0), np.percentile(preds, 100 - tail, axis=0)
 
 
-def _draw_fit(ax: plt.Axes, out: FitOutcome, color: str, target: float | None) -> np.ndarray:
+def _draw_fit(ax: plt.Axes, out: FitOutcome, color: str, target: float | None, var: str = "N") -> np.ndarray:
     """Draw the law, its band and its prediction; return the central values (for axis limits). A fit that is no
     law (``FitOutcome.no_law``) is not drawn: the legend says so."""
     if out.no_law:
@@ -123,7 +126,7 @@ def _draw_fit(ax: plt.Axes, out: FitOutcome, color: str, target: float | None) -
     inside = grid <= x.max() * (1 + 1e-9)
     alpha = out.params["alpha"]
     sign = "-" if alpha >= 0 else ""
-    label = f"fit: N^{sign}{plus_minus(abs(alpha), out.se('alpha'))}"
+    label = f"fit: {var}^{sign}{plus_minus(abs(alpha), out.se('alpha'))}"
     ax.plot(grid[inside], pred[inside], color=color, lw=2, label=label)
     if (~inside).any():
         ax.plot(grid[~inside], pred[~inside], color=color, lw=2, ls="--")
@@ -146,8 +149,10 @@ def scaling_plot(
     fits: dict[str, FitOutcome],
     target: float | None,
     stem: Path,
+    compute: bool = False,
 ) -> Figure:
-    """``label`` against ``size`` per group (points), with each group's fitted law and band."""
+    """``label`` against ``size`` per group (points), with each group's fitted law and band; ``compute``: against
+    training FLOPs (``size`` is their column), the laws fitted over the compute-efficient runs."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     # Limits come from the runs and the central curves: a band that widens without bound when
     # extrapolated would otherwise flatten everything else.
@@ -157,7 +162,7 @@ def scaling_plot(
         ax.scatter(rows[size], rows[metric], color=color, s=28, zorder=3,
                    label=f"{_group_label(str(group))} runs")
         if str(group) in fits:
-            shown.append(_draw_fit(ax, fits[str(group)], color, target))
+            shown.append(_draw_fit(ax, fits[str(group)], color, target, "C" if compute else "N"))
     values = np.concatenate(shown)
     values = values[np.isfinite(values) & (values > 0)]
     size_axis(ax)
@@ -166,11 +171,15 @@ def scaling_plot(
         ax.set_ylim(_padded(ax, values.min(), values.max()))
     if target:
         ax.axvline(target, color="#555", ls=":", lw=1)
-    ax.set_xlabel(f"tokenizer parameters N ({size})")
+    ax.set_xlabel(f"training FLOPs C ({size})" if compute else f"tokenizer parameters N ({size})")
     ax.set_ylabel(label)
-    ax.set_title(f"{label} against tokenizer size")
+    ax.set_title(f"{label} against {'training compute' if compute else 'tokenizer size'}")
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=8, frameon=False)
+    if compute:
+        caption = (f"Points are runs; lines are laws y = E + A C^-alpha with {BAND_LEVEL}% bootstrap bands, fitted "
+                   "over the compute-efficient runs (each better than every cheaper run).")
+        return _save(fig, stem, f"{label} vs compute", caption)
     caption = (
         f"Points are runs; lines are fitted laws y = E + A N^-alpha with {BAND_LEVEL}% bootstrap bands"
         + ("; dashed: extrapolation, diamond: prediction at the target size." if target else ".")
@@ -266,3 +275,62 @@ def encoder_decoder_plot(
     fig.suptitle(f"{label} by encoder and decoder size", fontsize=11)
     return _save(fig, stem, f"Encoder vs decoder: {label}", "Each point is the mean over runs of one "
                  "encoder/decoder pair; labels give the metric.")
+
+
+def isoflop_plot(co: ComputeOptimal, label: str, size: str, points: pd.DataFrame, stem: Path) -> Figure:
+    """Left: ``label`` against size per budget, each budget's parabola in log N and its optimum with its interval.
+    Right: the optimal size against compute, with the law N_opt = k C^a, its band and its extrapolation."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.0, 4.4))
+    cmap = plt.get_cmap("viridis")
+    shades = np.linspace(0.0, 0.85, len(co.budgets))
+    for b, shade in zip(co.budgets, shades):
+        color = cmap(shade)
+        rows = points[points[BUDGET] == b.budget]
+        left.scatter(rows[size], rows[co.metric], color=color, s=26, zorder=3,
+                     label=f"C = {b.budget:.3g}" + (" (left out: no minimum)" if b.n_opt is None else ""))
+        if b.n_opt is None:
+            continue
+        profile = next(p for p in co.law.result.profiles if p.budget == b.budget) if co.law else None
+        if profile is not None:
+            grid = np.geomspace(profile.n_min, profile.n_max, GRID_POINTS)
+            left.plot(grid, np.polyval(profile.coeffs, np.log(grid)), color=color, lw=1.5)
+        err = [[b.n_opt - b.ci[0]], [b.ci[1] - b.n_opt]] if np.isfinite(b.ci[0]) else None
+        left.errorbar([b.n_opt], [b.loss_at_opt], xerr=err, fmt="*", color=color, ms=11, capsize=4, zorder=4)
+        right.errorbar([b.budget], [b.n_opt], yerr=[[b.n_opt - b.ci[0]], [b.ci[1] - b.n_opt]]
+                       if np.isfinite(b.ci[0]) else None, fmt="o", color=color, ms=6, capsize=4, zorder=3)
+    size_axis(left)
+    left.set_xlabel(f"tokenizer parameters N ({size})")
+    left.set_ylabel(label)
+    left.set_title(f"isoFLOP profiles of {label}")
+    left.legend(fontsize=8, frameon=False)
+    if co.law is not None:
+        budgets = np.array([p.budget for p in co.law.result.profiles])
+        grid = np.geomspace(budgets.min(), co.target, GRID_POINTS)
+        a, k = co.law.params["a"], co.law.params["k"]
+        inside = grid <= budgets.max() * (1 + 1e-9)
+        right.plot(grid[inside], k * grid[inside] ** a, color="black", lw=1.8,
+                   label=f"N_opt ~ C^{plus_minus(a, co.law.se('a'))}")
+        right.plot(grid[~inside], k * grid[~inside] ** a, color="black", lw=1.8, ls="--")
+        samples = co.law.boot.samples if co.law.boot is not None else {}
+        if len(samples.get("a", [])):
+            preds = samples["k"][:, None] * grid[None] ** samples["a"][:, None]
+            tail = (100 - BAND_LEVEL) / 2
+            right.fill_between(grid, np.percentile(preds, tail, axis=0), np.percentile(preds, 100 - tail, axis=0),
+                               color="black", alpha=0.12, lw=0)
+        if "prediction" in co.law.derived:
+            lo, hi = co.law.ci("prediction")
+            y = co.law.derived["prediction"]
+            right.errorbar([co.target], [y], yerr=[[y - lo], [hi - y]] if np.isfinite(lo) else None, fmt="D",
+                           color="black", ms=6, capsize=4)
+        right.legend(fontsize=8, frameon=False)
+    right.set_xscale("log")
+    size_axis(right, which="y")
+    right.set_xlabel(f"compute budget C ({BUDGET})")
+    right.set_ylabel("loss-optimal N")
+    right.set_title("compute-optimal tokenizer size")
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.25)
+    caption = (f"Left: runs per budget, each budget's parabola in log N and its minimum (star) with a {BAND_LEVEL}% "
+               "bootstrap interval. Right: the minima against compute, the law N_opt = k C^a fitted through them "
+               f"with its {BAND_LEVEL}% band, dashed to {co.target:.3g} FLOPs (diamond: the prediction).")
+    return _save(fig, stem, f"compute-optimal size ({label}, {_group_label(co.group)})", caption)

@@ -93,7 +93,7 @@ def _fit_isoflop(
     n, loss, budget = (data[c].to_numpy(dtype=float) for c in (request.x, request.y, request.group))
     if (n <= 0).any() or (budget <= 0).any():
         raise UserError(f"columns {request.x!r} and {request.group!r} must be positive (fitted in logs)")
-    res = fit_isoflop(n, loss, budget)
+    res = fit_isoflop(n, loss, budget, strict=request.strict)
     target = request.target[0] if request.target else None
     derived = {"b": 1 - res.a} | ({"prediction": float(res.n_opt(target))} if target else {})
     boot = bootstrap_isoflop(n, loss, budget, reps, seed=seed, target=target) if reps > 0 else None
@@ -108,7 +108,7 @@ def _fit_isoflop(
         y=loss,
         derived=derived,
         boot=boot,
-        diagnostics={"budgets": len(res.profiles)},
+        diagnostics={"budgets": len(res.profiles), "budgets_left_out": len(res.skipped)},
     )
 
 

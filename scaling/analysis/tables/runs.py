@@ -1,7 +1,8 @@
 """The runs table: one row per training run from MLflow (an experiment, or a sweep's child runs).
 
 Columns: ``run_id``, ``run_name``, ``status``, ``sweep``, ``parent_run_id``; every logged param under
-its dotted config key (numbers parsed); every metric's final value (at its last step) under its own
+its dotted config key (numbers parsed); how evaluation and probe metrics were measured (``provenance/...``
+tags); every metric's final value (at its last step) under its own
 name and, for val/, eval/ and probe/ metrics logged at several steps, the best value under
 ``<name>@best``; plus the metrics the analysis expects (``KNOWN_METRICS``), as NaN where a run did
 not log them.
@@ -30,6 +31,9 @@ HIGHER_IS_BETTER = frozenset(
     {"val/psnr", "val/codebook_usage", "val/perplexity", "eval/psnr", "eval/ssim", "probe/linear_acc"}
 )
 BEST_SUFFIX = "@best"
+# How evaluation and probe metrics were measured: the tags they write (tracking.mlflow_tracker.PROVENANCE),
+# columns provenance/eval/KEY and provenance/probe/KEY (``tables.provenance``).
+PROVENANCE_PREFIX = "provenance/"
 # Metrics whose best value over steps is worth a column (not training curves or counters).
 BEST_PREFIXES = ("val/", "eval/", "probe/")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -74,6 +78,7 @@ def _row(client: object, run: object) -> dict[str, object]:
         "parent_run_id": data.tags.get("mlflow.parentRunId"),
     }
     row |= {key: _number(value) for key, value in data.params.items()}
+    row |= {key: value for key, value in data.tags.items() if key.startswith(PROVENANCE_PREFIX)}
     return row | _metric_columns(client, run)
 
 

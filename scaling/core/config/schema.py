@@ -207,6 +207,7 @@ class OptimConfig:
     schedule: str = "cosine"  # cosine | constant | wsd
     warmup_steps: int = 0
     decay_fraction: float = 0.2  # wsd: share of steps spent decaying at the end
+    decay_steps: int = 0  # wsd: the decay's length in steps (a cooldown branch's); 0: decay_fraction of the steps
     disc_lr: float = 1e-4
 
     def validate(self) -> list[str]:
@@ -227,6 +228,8 @@ class OptimConfig:
             errs.append(f"optim.warmup_steps: must be >= 0, got {self.warmup_steps}")
         if not 0 < self.decay_fraction <= 1:
             errs.append(f"optim.decay_fraction: must be in (0, 1], got {self.decay_fraction}")
+        if self.decay_steps < 0:
+            errs.append(f"optim.decay_steps: must be >= 0, got {self.decay_steps}")
         if self.disc_lr <= 0:
             errs.append(f"optim.disc_lr: must be > 0, got {self.disc_lr}")
         return errs
@@ -251,6 +254,10 @@ class TrainConfig:
     # > 0: ``steps`` is derived so that the run spends this many training FLOPs (as it logs train/flops), within
     # half a step; the axis of an isoFLOP grid (``plan.cost.with_budget_steps``)
     flops_budget: float = 0.0
+    # A cooldown branch: this run starts from the checkpoint at ``branch_step`` of the run in ``branch_from`` (its
+    # trunk: weights, optimisers, data position) and trains on to ``steps`` (``train.branch.check_branch``)
+    branch_from: str = ""
+    branch_step: int = 0
 
     def validate(self) -> list[str]:
         errs = []
@@ -263,6 +270,9 @@ class TrainConfig:
             errs.append(f"train.milestone_every: must be >= 0, got {self.milestone_every}")
         if self.flops_budget < 0:
             errs.append(f"train.flops_budget: must be >= 0, got {self.flops_budget:g}")
+        if bool(self.branch_from) != (self.branch_step > 0):
+            errs.append("train.branch_step: a branch needs both train.branch_from (the trunk's run directory) and "
+                        f"train.branch_step > 0, got {self.branch_from!r} and {self.branch_step}")
         if self.device not in ("auto", "cpu", "cuda"):
             errs.append(f"train.device: must be auto, cpu or cuda, got {self.device!r}")
         if self.precision not in ("auto", "fp32", "bf16"):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from scaling.analysis.laws.forms import CHINCHILLA
-from scaling.analysis.laws.isoflop import fit_isoflop
+from scaling.analysis.laws.isoflop import fit_isoflop, optimum_intervals
 from scaling.core.errors import UserError
 
 # Hoffmann's fitted law; under C = 6 N D its loss-optimal N grows as C^(beta / (alpha + beta)).
@@ -53,13 +53,50 @@ def test_cli_interval_covers_exponent_with_noise(fit_json, tmp_path) -> None:
     assert out["derived"]["prediction"] == pytest.approx(out["params"]["k"] * 1e24 ** out["params"]["a"])
 
 
-def test_refuses_budget_whose_minimum_is_outside_the_sampled_sizes(user_error, tmp_path) -> None:
+def _one_budget_one_sided() -> pd.DataFrame:
+    """The clean profiles, but budget 3 of 5 sampled only below its optimum."""
     df = profiles()
-    one_sided = profiles(span=(1 / 64, 1 / 2))  # every size below the optimum
-    df = pd.concat([df[df["C"] != BUDGETS[2]], one_sided[one_sided["C"] == BUDGETS[2]]])
-    with pytest.raises(UserError, match="outside the sampled sizes"):
-        fit_isoflop(df["N"], df["loss"], df["C"])
+    one_sided = profiles(span=(1 / 64, 1 / 2))
+    return pd.concat([df[df["C"] != BUDGETS[2]], one_sided[one_sided["C"] == BUDGETS[2]]])
+
+
+def test_a_budget_whose_minimum_is_outside_its_sizes_is_left_out_with_a_warning(fit_json, tmp_path) -> None:
+    df = _one_budget_one_sided()
+    res = fit_isoflop(df["N"], df["loss"], df["C"])
+    assert [p.budget for p in res.profiles] == [c for c in BUDGETS if c != BUDGETS[2]]
+    assert res.a == pytest.approx(EXPONENT, abs=0.005)  # the other four still carry the law
+    (why,) = res.skipped
+    assert why.startswith(f"budget {BUDGETS[2]:.3g}: the loss minimum") and why.endswith("left out of the fit")
     path = tmp_path / "iso.csv"
     df.to_csv(path, index=False)
-    msg = user_error(["fit", str(path), "--form", "isoflop", "--x", "N", "--y", "loss", "--group", "C"])
+    out = fit_json([str(path), "--form", "isoflop", "--x", "N", "--y", "loss", "--group", "C", "--bootstrap", "50"])
+    assert len(out["profiles"]) == 4 and why in out["warnings"]
+    assert out["bootstrap"]["failed"] < 50
+
+
+def test_strict_budgets_refuse_it(user_error, tmp_path) -> None:
+    df = _one_budget_one_sided()
+    with pytest.raises(UserError, match="outside the sampled sizes"):
+        fit_isoflop(df["N"], df["loss"], df["C"], strict=True)
+    path = tmp_path / "iso.csv"
+    df.to_csv(path, index=False)
+    msg = user_error(["fit", str(path), "--form", "isoflop", "--x", "N", "--y", "loss", "--group", "C",
+                      "--strict-budgets"])
     assert f"budget {BUDGETS[2]:.3g}" in msg and "outside the sampled sizes" in msg
+
+
+def test_too_few_budgets_left_is_refused_naming_why() -> None:
+    df = _one_budget_one_sided()
+    df = df[df["C"].isin(BUDGETS[1:4])]  # three budgets, one of them unusable
+    with pytest.raises(UserError, match=r"2 compute budget\(s\) with a loss minimum .* outside the sampled sizes"):
+        fit_isoflop(df["N"], df["loss"], df["C"])
+
+
+def test_each_budgets_optimum_gets_an_interval_that_covers_it() -> None:
+    df = profiles(noise=0.003, seed=2)
+    res = fit_isoflop(df["N"], df["loss"], df["C"])
+    intervals = optimum_intervals(df["N"], df["loss"], df["C"], 200, seed=0)
+    assert sorted(intervals) == pytest.approx(sorted(BUDGETS))
+    for p in res.profiles:
+        lo, hi, failed = intervals[p.budget]
+        assert lo < p.n_opt < hi and hi / lo < 4 and failed < 0.1

@@ -1,0 +1,96 @@
+"""Compute as a study's axis: the runs that are compute-efficient for a metric, and, for an isoFLOP grid
+(``train.flops_budget`` as an axis), each budget's loss-optimal tokenizer size with its bootstrap interval and
+the law N_opt = k C^a through those optima, extrapolated to a larger budget."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from scaling.analysis.laws.isoflop import optimum_intervals, profiles
+from scaling.analysis.laws.outcome import FitOutcome, jsonable
+from scaling.analysis.laws.request import FitRequest
+from scaling.analysis.laws.words import describe
+from scaling.analysis.tables import read
+from scaling.analysis.tables.fit import fit_table
+from scaling.analysis.tables.runs import higher_is_better
+from scaling.core.errors import UserError
+
+FLOPS = "train/flops"  # what a run spent (logged at every log step; its last value)
+BUDGET = "train.flops_budget"  # what an isoFLOP trial was given
+# The metric whose optimum over sizes defines the compute-optimal tokenizer: the first one the runs have.
+OPTIMAL_METRICS = ("val/recon_loss", "eval/rfid")
+EXTRAPOLATE = 10.0  # without a target, N_opt is predicted at this many times the largest budget
+
+
+def frontier(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The compute-efficient runs: in order of compute, each one better at ``metric`` than every cheaper run."""
+    data = rows.dropna(subset=[FLOPS, metric]).sort_values(FLOPS, kind="stable")
+    sign = -1.0 if higher_is_better(metric) else 1.0
+    best, keep = math.inf, []
+    for value in sign * data[metric].to_numpy(dtype=float):
+        keep.append(value < best)
+        best = min(best, value)
+    return data[np.array(keep, dtype=bool)]
+
+
+@dataclass(frozen=True)
+class BudgetOptimum:
+    """One budget's loss-optimal size (None where its profile has no minimum inside its sizes: ``left_out``)."""
+
+    budget: float
+    runs: int
+    sizes: int
+    n_opt: float | None
+    ci: tuple[float, float]
+    loss_at_opt: float | None
+    failed_share: float  # bootstrap resamples whose profile lost its minimum
+    left_out: str | None
+
+
+@dataclass
+class ComputeOptimal:
+    """The compute-optimal size of one metric in one group, per budget and as a law over budgets."""
+
+    metric: str
+    group: str
+    budgets: list[BudgetOptimum]
+    law: FitOutcome | None  # N_opt = k C^a; None with ``why_no_law``
+    why_no_law: str | None
+    target: float
+
+    def to_dict(self) -> dict[str, object]:
+        return jsonable({
+            "metric": self.metric, "semantic_group": self.group, "target_budget": self.target,
+            "budgets": [b.__dict__ for b in self.budgets],
+            "law": self.law.to_dict() if self.law else None, "why_no_law": self.why_no_law,
+        })  # type: ignore[return-value]
+
+
+def compute_optimal(rows: pd.DataFrame, metric: str, size: str, group: str, *, bootstrap: int, seed: int | None,
+                    target: float | None = None, strict: bool = False) -> ComputeOptimal:
+    """Each budget's parabola in log N, its minimum with a ``bootstrap`` interval, and the law through the minima
+    (a budget whose minimum lies at an edge of its sizes is left out, named; ``strict``: refused)."""
+    data = read.numeric(rows, [size, metric, BUDGET], dropna=True)
+    n, y, c = (data[col].to_numpy(dtype=float) for col in (size, metric, BUDGET))
+    kept, skipped = profiles(n, y, c, strict=strict)
+    by_budget = {p.budget: p for p in kept}
+    intervals = optimum_intervals(n, y, c, bootstrap, seed=seed)
+    budgets = []
+    for budget in np.unique(c):
+        p, (lo, hi, failed) = by_budget.get(float(budget)), intervals[float(budget)]
+        why = next((s for s in skipped if s.startswith(f"budget {budget:.3g}:")), None)
+        budgets.append(BudgetOptimum(float(budget), int((c == budget).sum()), int(np.unique(n[c == budget]).size),
+                                     p.n_opt if p else None, (lo, hi) if p else (math.nan, math.nan),
+                                     p.loss_opt if p else None, failed, why))
+    target = target or EXTRAPOLATE * float(c.max())
+    request = FitRequest(form="isoflop", x=size, y=metric, group=BUDGET, target=(target,), strict=strict)
+    try:
+        law, why_no_law = fit_table(data, request, bootstrap=bootstrap, seed=seed), None
+        law.law = describe(law, {size: "N", BUDGET: "C"})
+    except UserError as e:
+        law, why_no_law = None, str(e)
+    return ComputeOptimal(metric, group, budgets, law, why_no_law, target)
