@@ -37,7 +37,7 @@ def branch(trunk: CheckpointStore, step: int, stateful: dict[str, Any], loader: 
     """Load the trunk's checkpoint at ``step`` in place, as ``resume`` would; the metric points the trunk had not
     sent yet are its own, not the branch's."""
     step, train_state = _load(trunk, step, stateful, loader)
-    return step, train_state | {"tracker_pending": []}
+    return step, train_state | {"tracker_pending": {}}
 
 
 def _load(store: CheckpointStore, step: int, stateful: dict[str, Any], loader: Any) -> tuple[int, dict[str, Any]]:

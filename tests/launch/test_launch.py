@@ -28,8 +28,8 @@ from scaling.core.checkpoint import CheckpointStore
 from tests.helpers import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
 
 STEPS = 60
-ARGS = {"train.steps": STEPS, "train.ckpt_every": 1000, "train.log_every": 5, "train.val_every": 1000,
-        "optim.warmup_steps": 5}
+ARGS = {"train.steps": STEPS, "train.batch_size": 16, "train.ckpt_every": 1000, "train.log_every": 5,
+        "train.val_every": 1000, "optim.warmup_steps": 5}
 
 
 def profile_file(profile: str) -> Path:
@@ -388,7 +388,7 @@ def test_with_probe_follows_training_with_the_ar_probe(profile: str, synth_data:
              "probe.linear_probe_epochs": 1, "eval.num_images": 16, "eval.inception_weights": str(random_inception),
              "eval.stats_cache": str(tmp_path / "fid")}
     quick = ARGS | {"train.batch_size": 8}  # what is trained does not matter here, only that the probe follows it
-    cfg = load_config("tiny", tiny_args(synth_data, run_dir, mlflow_uri, **quick, **probe))
+    cfg = load_config("tiny", tiny_args(synth_data, run_dir, mlflow_uri, **(quick | probe)))
     job = submit(cfg, load_profile(profile_file(profile)), profile, with_probe=True)
     result = _result(job, profile)
     assert {"probe/ar_val_loss", "probe/gfid", "probe/linear_acc"} <= set(result["probe"])

@@ -66,7 +66,7 @@ def test_a_branch_the_trunk_cannot_give_is_refused_before_anything_is_written(
         "another model": ({"model.base_channels": 8},
                           f"train.branch_from: the trunk {trunk_dir} was trained with model.base_channels = 16, not 8;"),
         "the trunk already decaying": ({"train.branch_step": 30, "train.steps": 40},
-                                       "train.branch_step: the trunk's learning rate at step 20 is not the branch's;"),
+                                       "train.branch_step: the trunk's learning rate at step 21 is not the branch's;"),
         "not a run": ({"train.branch_from": str(tmp_path)}, f"train.branch_from: {tmp_path} holds no scaling run"),
     }
     for name, (extra, message) in cases.items():
