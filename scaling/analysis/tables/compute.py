@@ -23,18 +23,25 @@ FLOPS = "train/flops"  # what a run spent (logged at every log step; its last va
 BUDGET = "train.flops_budget"  # what an isoFLOP trial was given
 # The metric whose optimum over sizes defines the compute-optimal tokenizer: the first one the runs have.
 OPTIMAL_METRICS = ("val/recon_loss", "eval/rfid")
-EXTRAPOLATE = 10.0  # without a target, N_opt is predicted at this many times the largest budget
+EXTRAPOLATE = 10.0
+SAME_COMPUTE = 0.05  # runs whose FLOPs differ by less than this share are at one compute level  # without a target, N_opt is predicted at this many times the largest budget
 
 
 def frontier(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The compute-efficient runs: in order of compute, each one better at ``metric`` than every cheaper run."""
+    """The compute-efficient runs: runs within ``SAME_COMPUTE`` of each other's FLOPs are one compute level (an
+    isoFLOP budget's trials differ by part of a step) and only its best counts; in order of compute, each level's
+    best is kept when it is better at ``metric`` than every cheaper level's."""
     data = rows.dropna(subset=[FLOPS, metric]).sort_values(FLOPS, kind="stable")
     sign = -1.0 if higher_is_better(metric) else 1.0
-    best, keep = math.inf, []
-    for value in sign * data[metric].to_numpy(dtype=float):
-        keep.append(value < best)
-        best = min(best, value)
-    return data[np.array(keep, dtype=bool)]
+    flops, values = data[FLOPS].to_numpy(dtype=float), sign * data[metric].to_numpy(dtype=float)
+    level = np.cumsum(np.r_[True, flops[1:] > flops[:-1] * (1 + SAME_COMPUTE)]) if len(data) else np.array([])
+    keep, best = np.zeros(len(data), dtype=bool), math.inf
+    for lv in np.unique(level):
+        members = np.flatnonzero(level == lv)
+        top = members[np.argmin(values[members])]
+        if values[top] < best:
+            keep[top], best = True, values[top]
+    return data[keep]
 
 
 @dataclass(frozen=True)

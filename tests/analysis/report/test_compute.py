@@ -75,3 +75,15 @@ def test_a_metric_against_compute_is_fitted_over_the_compute_efficient_runs(tmp_
     assert compute["params"]["alpha"] == pytest.approx(0.2, abs=0.02)
     assert "C^" in compute["law"] or "as C" in compute["law"]
     assert json.loads((tmp_path / "out" / "compute.json").read_text()) == []  # no isoFLOP grid
+
+
+def test_an_isoflop_budget_is_one_compute_level_on_the_frontier() -> None:
+    """A budget's trials spend it within part of a step: their FLOPs differ slightly, and only the best of them is
+    a compute-efficient run."""
+    from scaling.analysis.tables.compute import frontier
+
+    runs = pd.DataFrame({"train/flops": [1.99e12, 2.0e12, 2.01e12, 3.98e12, 4.0e12, 8e12],
+                         "val/recon_loss": [0.07, 0.05, 0.09, 0.06, 0.04, 0.045], "run_name": list("abcdef")})
+    assert list(frontier(runs, "val/recon_loss")["run_name"]) == ["b", "e"]  # f is worse than e
+    runs["val/psnr"] = [20.0, 21.0, 19.0, 22.0, 23.0, 22.5]  # higher is better
+    assert list(frontier(runs, "val/psnr")["run_name"]) == ["b", "e"]
