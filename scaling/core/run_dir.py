@@ -195,6 +195,19 @@ RESUMABLE_CHANGES = ("train.steps", "train.progress", "train.log_every", "data.t
 RESUMABLE_SECTIONS = ("eval.", "probe.")
 
 
+def first_change(saved: Path, cfg: Config, also: tuple[str, ...] = ()) -> tuple[str, object, object] | None:
+    """The first key (key, saved value, ``cfg``'s value) where the config saved in ``saved`` and ``cfg`` differ,
+    beyond what a resume may change and the keys in ``also``; None when they agree."""
+    # A key the saved config lacks was added to the schema since: the run used its default.
+    old = flatten(config_to_dict(Config())) | flatten(read_toml(saved))
+    new = flatten(config_to_dict(cfg))
+    for key in sorted(set(old) | set(new)):
+        free = key in RESUMABLE_CHANGES or key in also or key.startswith(RESUMABLE_SECTIONS)
+        if not free and old.get(key) != new.get(key):
+            return key, old.get(key), new.get(key)
+    return None
+
+
 def check_run_dir(cfg: Config) -> bool:
     """Read-only checks; True when the directory holds this run already (a resume)."""
     run = RunDir(cfg.train.run_dir)
@@ -202,15 +215,11 @@ def check_run_dir(cfg: Config) -> bool:
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"train.run_dir: {run_dir} exists and is not a directory")
     if saved.is_file():
-        # A key the saved config lacks was added to the schema since: the run used its default.
-        old = flatten(config_to_dict(Config())) | flatten(read_toml(saved))
-        new = flatten(config_to_dict(cfg))
-        for key in sorted(set(old) | set(new)):
-            resumable = key in RESUMABLE_CHANGES or key.startswith(RESUMABLE_SECTIONS)
-            if not resumable and old.get(key) != new.get(key):
-                raise UserError(
-                    f"train.run_dir: {run_dir} holds a run with {key} = {old.get(key)!r}, not {new.get(key)!r}; "
-                    "resume with the same config or choose a new train.run_dir")
+        changed = first_change(saved, cfg)
+        if changed:
+            key, old, new = changed
+            raise UserError(f"train.run_dir: {run_dir} holds a run with {key} = {old!r}, not {new!r}; "
+                            "resume with the same config or choose a new train.run_dir")
         return True
     if run_dir.is_dir() and any(run_dir.iterdir()):
         raise UserError(f"train.run_dir: {run_dir} is not empty and holds no scaling run; choose a new directory")

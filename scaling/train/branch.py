@@ -12,13 +12,13 @@ from pathlib import Path
 
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.config import Config
-from scaling.core.config.loader import config_to_dict, flatten, read_toml
 from scaling.core.errors import UserError
-from scaling.core.run_dir import RESUMABLE_CHANGES, RESUMABLE_SECTIONS, RunDir, load_run_config
+from scaling.core.run_dir import RunDir, first_change, load_run_config
 from scaling.models.factory import check_config
 from scaling.optim.schedule import lr_multiplier
 
-# What a branch may set apart from its trunk besides what a resume may change: where it ends and how it decays.
+# What a branch may set apart from its trunk besides what a resume may change (``core.run_dir.first_change``):
+# where it ends and how it decays.
 BRANCH_CHANGES = ("train.run_dir", "train.steps", "train.flops_budget", "train.branch_from", "train.branch_step",
                   "train.val_every", "train.ckpt_every", "train.keep_last", "train.milestone_every",
                   "optim.decay_steps", "optim.decay_fraction", "tracking.run_name")
@@ -40,13 +40,11 @@ def check_branch(cfg: Config) -> None:
     if at not in saved:
         raise UserError(f"train.branch_step: the trunk {trunk.root} has no checkpoint at step {at} (it has "
                         f"{', '.join(map(str, saved)) or 'none'}; keep one with its train.milestone_every)")
-    old = flatten(config_to_dict(Config())) | flatten(read_toml(trunk.config))
-    new = flatten(config_to_dict(cfg))
-    for key in sorted(set(old) | set(new)):
-        free = key in RESUMABLE_CHANGES or key in BRANCH_CHANGES or key.startswith(RESUMABLE_SECTIONS)
-        if not free and old.get(key) != new.get(key):
-            raise UserError(f"train.branch_from: the trunk {trunk.root} was trained with {key} = {old.get(key)!r}, "
-                            f"not {new.get(key)!r}; a branch changes only where and how it decays")
+    changed = first_change(trunk.config, cfg, also=BRANCH_CHANGES)
+    if changed:
+        key, old, new = changed
+        raise UserError(f"train.branch_from: the trunk {trunk.root} was trained with {key} = {old!r}, not {new!r}; "
+                        "a branch changes only where and how it decays")
     trunk_cfg = check_config(load_run_config(trunk.root, [], ()))
     theirs, ours = lr_multiplier(trunk_cfg.optim, trunk_cfg.train.steps), lr_multiplier(cfg.optim, cfg.train.steps)
     moved = next((s for s in range(at) if theirs(s) != ours(s)), None)

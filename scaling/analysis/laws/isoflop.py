@@ -95,16 +95,17 @@ def _budgets(budget: np.ndarray) -> np.ndarray:
 
 def profiles(
     n: np.ndarray, loss: np.ndarray, budget: np.ndarray, *, strict: bool = False
-) -> tuple[list[Profile], list[str]]:
-    """Every budget's profile, and why each budget without one was left out (``strict``: a UserError)."""
-    kept, skipped = [], []
+) -> tuple[list[Profile], dict[float, str]]:
+    """Every budget's profile, and, by budget, why each one without a profile was left out (``strict``: a
+    UserError)."""
+    kept, skipped = [], {}
     for c in np.unique(budget):
         try:
             kept.append(profile(c, n[budget == c], loss[budget == c]))
         except UserError as e:
             if strict:
                 raise
-            skipped.append(f"{e}; left out of the fit")
+            skipped[float(c)] = f"{e}; left out of the fit"
     return kept, skipped
 
 
@@ -116,13 +117,13 @@ def fit_isoflop(n: np.ndarray, loss: np.ndarray, budget: np.ndarray, *, strict: 
     if len(kept) < MIN_BUDGETS:
         raise UserError(
             f"{len(kept)} compute budget(s) with a loss minimum inside their sizes; an isoFLOP fit needs at "
-            f"least {MIN_BUDGETS} ({'; '.join(skipped)})"
+            f"least {MIN_BUDGETS} ({'; '.join(skipped.values())})"
         )
     logc = np.log([p.budget for p in kept])
     logn = np.log([p.n_opt for p in kept])
     a, logk = np.polyfit(logc, logn, 1)
     resid = logn - (a * logc + logk)
-    return IsoflopResult(float(a), float(np.exp(logk)), float((resid**2).sum()), kept, tuple(skipped))
+    return IsoflopResult(float(a), float(np.exp(logk)), float((resid**2).sum()), kept, tuple(skipped.values()))
 
 
 def optimum_intervals(
@@ -156,12 +157,12 @@ def bootstrap_isoflop(
     *,
     seed: int | None = None,
     target: float | None = None,
+    kept: list[float],
 ) -> BootstrapResult:
-    """Resample runs within each budget the full-data fit kept; a replicate in which one of them loses its
-    minimum fails."""
+    """Resample runs within each budget the full-data fit kept (``kept``); a replicate in which one of them loses
+    its minimum fails."""
     n, loss, budget = (np.asarray(v, dtype=float) for v in (n, loss, budget))
     rng = np.random.default_rng(seed)
-    kept = [p.budget for p in fit_isoflop(n, loss, budget).profiles]
     groups = [np.flatnonzero(budget == c) for c in kept]
     rows: list[dict[str, float]] = []
     failures: list[str] = []

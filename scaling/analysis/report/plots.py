@@ -288,16 +288,14 @@ def isoflop_plot(co: ComputeOptimal, label: str, size: str, points: pd.DataFrame
         rows = points[points[BUDGET] == b.budget]
         left.scatter(rows[size], rows[co.metric], color=color, s=26, zorder=3,
                      label=f"C = {b.budget:.3g}" + (" (left out: no minimum)" if b.n_opt is None else ""))
-        if b.n_opt is None:
+        p = b.profile
+        if p is None:
             continue
-        profile = next(p for p in co.law.result.profiles if p.budget == b.budget) if co.law else None
-        if profile is not None:
-            grid = np.geomspace(profile.n_min, profile.n_max, GRID_POINTS)
-            left.plot(grid, np.polyval(profile.coeffs, np.log(grid)), color=color, lw=1.5)
-        err = [[b.n_opt - b.ci[0]], [b.ci[1] - b.n_opt]] if np.isfinite(b.ci[0]) else None
-        left.errorbar([b.n_opt], [b.loss_at_opt], xerr=err, fmt="*", color=color, ms=11, capsize=4, zorder=4)
-        right.errorbar([b.budget], [b.n_opt], yerr=[[b.n_opt - b.ci[0]], [b.ci[1] - b.n_opt]]
-                       if np.isfinite(b.ci[0]) else None, fmt="o", color=color, ms=6, capsize=4, zorder=3)
+        grid = np.geomspace(p.n_min, p.n_max, GRID_POINTS)
+        left.plot(grid, np.polyval(p.coeffs, np.log(grid)), color=color, lw=1.5)
+        err = [[p.n_opt - b.ci[0]], [b.ci[1] - p.n_opt]] if np.isfinite(b.ci[0]) else None
+        left.errorbar([p.n_opt], [p.loss_opt], xerr=err, fmt="*", color=color, ms=11, capsize=4, zorder=4)
+        right.errorbar([b.budget], [p.n_opt], yerr=err, fmt="o", color=color, ms=6, capsize=4, zorder=3)
     size_axis(left)
     left.set_xlabel(f"tokenizer parameters N ({size})")
     left.set_ylabel(label)

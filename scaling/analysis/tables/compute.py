@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from scaling.analysis.laws.isoflop import optimum_intervals, profiles
+from scaling.analysis.laws.isoflop import Profile, optimum_intervals, profiles
 from scaling.analysis.laws.outcome import FitOutcome, jsonable
 from scaling.analysis.laws.request import FitRequest
 from scaling.analysis.laws.words import describe
@@ -23,8 +23,8 @@ FLOPS = "train/flops"  # what a run spent (logged at every log step; its last va
 BUDGET = "train.flops_budget"  # what an isoFLOP trial was given
 # The metric whose optimum over sizes defines the compute-optimal tokenizer: the first one the runs have.
 OPTIMAL_METRICS = ("val/recon_loss", "eval/rfid")
-EXTRAPOLATE = 10.0
-SAME_COMPUTE = 0.05  # runs whose FLOPs differ by less than this share are at one compute level  # without a target, N_opt is predicted at this many times the largest budget
+EXTRAPOLATE = 10.0  # without a target, N_opt is predicted at this many times the largest budget
+SAME_COMPUTE = 0.05  # runs whose FLOPs differ by less than this share are at one compute level
 
 
 def frontier(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -46,16 +46,28 @@ def frontier(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class BudgetOptimum:
-    """One budget's loss-optimal size (None where its profile has no minimum inside its sizes: ``left_out``)."""
+    """One budget's profile and its optimum's interval; no profile where its minimum is not inside its sizes (then
+    ``left_out`` says why)."""
 
     budget: float
     runs: int
     sizes: int
-    n_opt: float | None
+    profile: Profile | None
     ci: tuple[float, float]
-    loss_at_opt: float | None
     failed_share: float  # bootstrap resamples whose profile lost its minimum
     left_out: str | None
+
+    @property
+    def n_opt(self) -> float | None:
+        return self.profile.n_opt if self.profile else None
+
+    @property
+    def loss_at_opt(self) -> float | None:
+        return self.profile.loss_opt if self.profile else None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"budget": self.budget, "runs": self.runs, "sizes": self.sizes, "n_opt": self.n_opt, "ci": self.ci,
+                "loss_at_opt": self.loss_at_opt, "failed_share": self.failed_share, "left_out": self.left_out}
 
 
 @dataclass
@@ -72,7 +84,7 @@ class ComputeOptimal:
     def to_dict(self) -> dict[str, object]:
         return jsonable({
             "metric": self.metric, "semantic_group": self.group, "target_budget": self.target,
-            "budgets": [b.__dict__ for b in self.budgets],
+            "budgets": [b.to_dict() for b in self.budgets],
             "law": self.law.to_dict() if self.law else None, "why_no_law": self.why_no_law,
         })  # type: ignore[return-value]
 
@@ -87,12 +99,10 @@ def compute_optimal(rows: pd.DataFrame, metric: str, size: str, group: str, *, b
     by_budget = {p.budget: p for p in kept}
     intervals = optimum_intervals(n, y, c, bootstrap, seed=seed)
     budgets = []
-    for budget in np.unique(c):
-        p, (lo, hi, failed) = by_budget.get(float(budget)), intervals[float(budget)]
-        why = next((s for s in skipped if s.startswith(f"budget {budget:.3g}:")), None)
-        budgets.append(BudgetOptimum(float(budget), int((c == budget).sum()), int(np.unique(n[c == budget]).size),
-                                     p.n_opt if p else None, (lo, hi) if p else (math.nan, math.nan),
-                                     p.loss_opt if p else None, failed, why))
+    for budget in map(float, np.unique(c)):
+        p, (lo, hi, failed) = by_budget.get(budget), intervals[budget]
+        budgets.append(BudgetOptimum(budget, int((c == budget).sum()), int(np.unique(n[c == budget]).size), p,
+                                     (lo, hi) if p else (math.nan, math.nan), failed, skipped.get(budget)))
     target = target or EXTRAPOLATE * float(c.max())
     request = FitRequest(form="isoflop", x=size, y=metric, group=BUDGET, target=(target,), strict=strict)
     try:

@@ -96,7 +96,8 @@ def _fit_isoflop(
     res = fit_isoflop(n, loss, budget, strict=request.strict)
     target = request.target[0] if request.target else None
     derived = {"b": 1 - res.a} | ({"prediction": float(res.n_opt(target))} if target else {})
-    boot = bootstrap_isoflop(n, loss, budget, reps, seed=seed, target=target) if reps > 0 else None
+    kept = [p.budget for p in res.profiles]
+    boot = bootstrap_isoflop(n, loss, budget, reps, seed=seed, target=target, kept=kept) if reps > 0 else None
     return FitOutcome(
         request=request,
         result=res,

@@ -9,16 +9,9 @@ import pytest
 from scaling.analysis.laws.forms import CHINCHILLA
 from scaling.analysis.laws.isoflop import fit_isoflop, optimum_intervals
 from scaling.core.errors import UserError
+from tests.helpers import CHINCHILLA_LAW as LAW, ISOFLOP_EXPONENT as EXPONENT, isoflop_n_opt as n_opt
 
-# Hoffmann's fitted law; under C = 6 N D its loss-optimal N grows as C^(beta / (alpha + beta)).
-LAW = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
-EXPONENT = LAW["beta"] / (LAW["alpha"] + LAW["beta"])
 BUDGETS = np.geomspace(1e18, 1e22, 5)
-
-
-def n_opt(c: float) -> float:
-    g = (LAW["alpha"] * LAW["A"] / (LAW["beta"] * LAW["B"])) ** (1 / (LAW["alpha"] + LAW["beta"]))
-    return g * (c / 6) ** EXPONENT
 
 
 def profiles(noise: float = 0.0, seed: int = 0, span: tuple[float, float] = (1 / 8, 8)) -> pd.DataFrame:
