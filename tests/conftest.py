@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO, run_cli, tiny_args, train_tiny
+from tests.helpers import REPO, run_cli, teacher_features, tiny_args, train_tiny
 
 # Under pytest-xdist each worker's tests, and every process they start (trainings, Slurm jobs), use one thread:
 # with OpenMP's default of one per core, two workers' trainings would oversubscribe the two cores, their
@@ -50,10 +50,11 @@ def mlflow_uri(tmp_path: Path) -> str:
 
 
 @pytest.fixture(scope="session")
-def tokenizer_run(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A trained tiny tokenizer, shared by the evaluation and probe tests (which only read it)."""
+def tokenizer_run(synth_data: Path, random_vit: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained tiny tokenizer, shared by the evaluation and probe tests (which only read it). It names a
+    semantic teacher it does not train with (``teacher_features``), so probes can measure FID on its features."""
     tmp = tmp_path_factory.mktemp("tokenizer")
-    return train_tiny(synth_data, tmp / "run", f"sqlite:///{tmp / 'mlflow.db'}")
+    return train_tiny(synth_data, tmp / "run", f"sqlite:///{tmp / 'mlflow.db'}", **teacher_features(random_vit))
 
 
 @pytest.fixture(scope="session")

@@ -84,6 +84,14 @@ def assert_bitwise_equal(a: object, b: object, where: str = "") -> None:
             assert_bitwise_equal(x, y, f"{where}[{i}]")
 
 
+def teacher_features(vit: Path) -> dict[str, object]:
+    """Overrides naming the random tiny ViT at ``vit`` as a run's semantic teacher (at 64x64), so that its FID can be
+    measured on the teacher's features (``eval.fid_features = "teacher"``): on the CPU, a fraction of Inception's
+    cost at 299x299. With ``loss.semantic_weight`` 0 the run does not train with it."""
+    return {"loss.semantic_teacher": TINY_VIT, "loss.semantic_teacher_weights": str(vit),
+            "loss.semantic_teacher_size": 64}
+
+
 def train_tiny(data: Path, run_dir: Path, uri: str, **extra: object) -> Path:
     """A short tiny-config training run (150 steps, one checkpoint at the end)."""
     args = {"train.steps": 150, "train.ckpt_every": 150, "train.val_every": 150, "train.log_every": 50, **extra}

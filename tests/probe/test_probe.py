@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from scaling.core import events
 from scaling.core.config import read_config
 from scaling.probe.gpt import sequence_flops
-from tests.helpers import literal, run_cli, train_tiny
+from tests.helpers import TINY_VIT, literal, run_cli, teacher_features, train_tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tokenizer_run")]  # trains tokenizers and probes (CLI)
 
@@ -24,6 +24,17 @@ MARGIN = 0.1  # the linear probe must beat chance (1 in 10 classes) by this much
 
 def _probe(run: Path, inception: Path, cache: Path, fault: str = "", **extra: object):
     args = PROBE | {"eval.inception_weights": str(inception), "eval.stats_cache": str(cache)} | extra
+    return _run_probe(run, args, fault)
+
+
+def _teacher_probe(run: Path, cache: Path, fault: str = "", **extra: object):
+    """FID on the run's teacher, a random tiny ViT (``tests.helpers.teacher_features``): this test compares the
+    probe's AR loss and linear probe, and Inception at 299x299 would be most of its CPU time (the probe's Inception
+    path is the launch and sweep tests')."""
+    return _run_probe(run, PROBE | {"eval.fid_features": "teacher", "eval.stats_cache": str(cache)} | extra, fault)
+
+
+def _run_probe(run: Path, args: dict, fault: str):
     flat = [x for k, v in args.items() for x in (f"--{k}", literal(v))]
     return run_cli("probe", str(run), *flat, env={"SCALING_FAULT": fault} if fault else None)
 
@@ -39,26 +50,26 @@ def _results(run: Path) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def untrained(synth_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny tokenizer as initialised: one step at a negligible learning rate."""
+def untrained(synth_data: Path, random_vit: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny tokenizer as initialised: one step at a negligible learning rate (the trained one's teacher named)."""
     tmp = tmp_path_factory.mktemp("untrained")
-    return train_tiny(synth_data, tmp / "run", f"sqlite:///{tmp / 'mlflow.db'}", **{
+    return train_tiny(synth_data, tmp / "run", f"sqlite:///{tmp / 'mlflow.db'}", **teacher_features(random_vit), **{
         "train.steps": 1, "train.ckpt_every": 1, "train.val_every": 1, "train.log_every": 1, "optim.lr": 1e-9,
         "optim.min_lr": 0.0, "optim.warmup_steps": 0})
 
 
 def test_probe_separates_a_trained_tokenizer_from_an_untrained_one(tokenizer_run: Path, untrained: Path,
-                                                                   random_inception: Path, tmp_path: Path) -> None:
+                                                                   tmp_path: Path) -> None:
     t0 = time.perf_counter()
-    proc = _probe(tokenizer_run, random_inception, tmp_path / "fid", **{"probe.cfg_scales": [1.0, 2.0]})
+    proc = _teacher_probe(tokenizer_run, tmp_path / "fid", **{"probe.cfg_scales": [1.0, 2.0]})
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Killed right after its step-75 checkpoint, the untrained probe resumes from it when re-run. Only its AR loss is
-    # compared: its gFID is measured at one CFG scale on fewer samples (Inception is most of a probe's time on CPU).
+    # compared: its gFID is measured at one CFG scale on fewer samples.
     cheap = {"probe.cfg_scales": [1.0], "probe.gfid_samples": 20}
-    killed = _probe(untrained, random_inception, tmp_path / "fid", fault="checkpoint-saved:75", **cheap)
+    killed = _teacher_probe(untrained, tmp_path / "fid", fault="checkpoint-saved:75", **cheap)
     assert killed.returncode == -9
-    assert _probe(untrained, random_inception, tmp_path / "fid", **cheap).returncode == 0
+    assert _teacher_probe(untrained, tmp_path / "fid", **cheap).returncode == 0
     starts = [e["step"] for e in events.read(untrained / "probe") if e["event"] == "start"]
     assert starts == [0, 75]
 
@@ -76,7 +87,7 @@ def test_probe_separates_a_trained_tokenizer_from_an_untrained_one(tokenizer_run
     assert run.data.params["probe.size"] == "tiny" and run.info.status == "FINISHED"
     how = {k.removeprefix("provenance/probe/"): v for k, v in run.data.tags.items() if k.startswith("provenance/probe/")}
     assert (how["fid_features"], how["gfid_samples"], how["cfg_scales"], how["fid_reference_images"]) == \
-        ("inception-v3-compat/2048", "60", "1,2", "64")
+        (f"teacher:{TINY_VIT}@64", "60", "1,2", "64")
     assert [m.step for m in client.get_metric_history(run.info.run_id, "probe/train_loss")] == [50, 100, 150]
     # The probe's compute, its own: the tiny config's 8x8 codes from a 512-entry codebook, 10 classes; the killed and
     # resumed probe logs the same totals.
@@ -86,7 +97,7 @@ def test_probe_separates_a_trained_tokenizer_from_an_untrained_one(tokenizer_run
 
     # Done once: a re-run returns the results without touching the checkpoints.
     ckpt = next((tokenizer_run / "probe" / "checkpoints").iterdir()).stat().st_mtime_ns
-    again = _probe(tokenizer_run, random_inception, tmp_path / "fid", **{"probe.cfg_scales": [1.0, 2.0]})
+    again = _teacher_probe(tokenizer_run, tmp_path / "fid", **{"probe.cfg_scales": [1.0, 2.0]})
     assert again.returncode == 0 and _results(tokenizer_run) == trained
     assert next((tokenizer_run / "probe" / "checkpoints").iterdir()).stat().st_mtime_ns == ckpt
 
