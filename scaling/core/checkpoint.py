@@ -118,6 +118,7 @@ class CheckpointStore:
 
     def load(self, step: int, state: dict[str, Any]) -> None:
         """Load checkpoint ``step`` into ``state`` in place (DCP reshards to this world size)."""
+        check_readable(self.path(step))
         dcp.load(state, checkpoint_id=self.path(step))
 
     def _prune(self) -> None:
@@ -137,10 +138,34 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
     if not (path / METADATA).is_file():
         raise FileNotFoundError(f"{path}: not a complete checkpoint (no {METADATA})")
+    check_readable(path)
     with tempfile.TemporaryDirectory(prefix="scaling-checkpoint-") as tmp:
         target = Path(tmp) / "consolidated.pt"
         dcp_to_torch_save(path, target)
         return torch.load(target, map_location="cpu", weights_only=False)
+
+
+def check_readable(path: Path) -> None:
+    """Reading a complete checkpoint (one that was renamed into place) that has since been damaged on disk: its
+    metadata unreadable, or a shard file missing or shorter than the metadata says, is one line naming the file,
+    checked before DCP reads (its own errors name no file, in a traceback of fifty lines)."""
+    from scaling.core.errors import UserError
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        metadata = FileSystemReader(str(path)).read_metadata()
+    except Exception as e:
+        raise UserError(f"checkpoint {path / METADATA}: corrupt, unreadable ({type(e).__name__}); remove "
+                        f"{path} to resume from the checkpoint before it") from None
+    needed: dict[str, int] = {}
+    for info in (metadata.storage_data or {}).values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for name, size in sorted(needed.items()):
+        shard = path / name
+        have = shard.stat().st_size if shard.is_file() else None
+        if have is None or have < size:
+            what = "missing" if have is None else f"truncated, {have} bytes where its metadata needs {size}"
+            raise UserError(f"checkpoint shard {shard}: {what}; remove {path} to resume from the checkpoint before it")
 
 
 def load_generator_weights(path: Path, model: torch.nn.Module, ema: bool) -> None:
@@ -150,6 +175,7 @@ def load_generator_weights(path: Path, model: torch.nn.Module, ema: bool) -> Non
     state: dict[str, Any] = {"model": model.state_dict()}
     if ema:
         state["ema"] = {name: torch.empty_like(p) for name, p in model.named_parameters()}
+    check_readable(path)
     with warnings.catch_warnings():  # DCP warns that there is no process group even when told so
         warnings.filterwarnings("ignore", message="torch.distributed is disabled")
         dcp.load(state, checkpoint_id=path, no_dist=True)  # in place

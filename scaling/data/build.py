@@ -28,6 +28,12 @@ def build_synthetic(
     meta = {"kind": "synthetic", "num_classes": num_classes, "train": train, "val": val, "size": size, "seed": seed}
     if mds.is_complete(out, meta):
         return out
+    if (out / "dataset.json").is_file():  # another complete dataset: never replaced
+        other = json.loads((out / "dataset.json").read_text())
+        diff = ", ".join(f"{k}={other.get(k)!r}" for k in meta if other.get(k) != meta[k])
+        want = ", ".join(f"{k}={meta[k]!r}" for k in meta if other.get(k) != meta[k])
+        raise UserError(f"data output {out}: holds another dataset ({diff}, not {want}); choose another path or "
+                        f"remove it")
     if out.exists() and any(out.iterdir()) and not (out / "dataset.json").exists() and not _is_partial_synth(out):
         raise UserError(f"data output {out}: exists and is not a dataset written by scaling; choose another path")
     styles = tuple(synth.class_styles(num_classes, seed))

@@ -1,4 +1,4 @@
-"""``scaling data synth|convert``: write datasets as MDS shards."""
+"""``scaling data synth|convert|verify``: write datasets as MDS shards, and hash-check them."""
 
 from __future__ import annotations
 
@@ -29,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.set_defaults(func=_convert)
 
+    p = data.add_parser("verify", help="hash-check a split's shards against its index and record the result")
+    p.add_argument("split", help="a split directory (its index.json and shards)")
+    p.set_defaults(func=_verify)
+
 
 def _synth(args: argparse.Namespace) -> int:
     from scaling.data.build import build_synthetic
@@ -49,4 +53,13 @@ def _convert(args: argparse.Namespace) -> int:
     out = convert_image_folder(args.src, args.out, size=args.size, val_fraction=args.val_fraction,
                                workers=args.workers)
     print(f"dataset: {out} (train/ and val/ MDS splits)")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from scaling.data.mds import verify_split
+
+    count = verify_split(args.split, hashes=True, force=True)
+    print(f"data split {args.split}: {count} shards match their index's sizes and hashes (recorded; starts trust it "
+          "while the shards are unchanged)")
     return 0

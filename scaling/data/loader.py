@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from streaming import StreamingDataLoader, StreamingDataset
 
 from scaling.core.config import DataConfig
+from scaling.core.errors import UserError
 from scaling.data.mds import verify_split
 
 
@@ -33,9 +34,22 @@ class ImageStream(StreamingDataset):
     """MDS samples as (uint8 CxHxW tensor, label, sample index)."""
 
     def __getitem__(self, idx: int) -> tuple[torch.Tensor, int, int]:  # type: ignore[override]
-        sample = super().__getitem__(idx)
-        image = np.asarray(sample["image"].convert("RGB"))
-        return torch.from_numpy(image.copy()).permute(2, 0, 1), int(sample["label"]), idx
+        try:
+            sample = super().__getitem__(idx)
+            image = np.asarray(sample["image"].convert("RGB"))
+            label = int(sample["label"])
+        except Exception as e:  # a shard changed since it was verified: name it, in one line
+            raise UserError(f"data shard {self.shard_path(idx)}: corrupt, sample {idx} cannot be read "
+                            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                            f"'scaling data verify' checks the whole split") from None
+        return torch.from_numpy(image.copy()).permute(2, 0, 1), label, idx
+
+    def shard_path(self, idx: int) -> str:
+        """The file of the shard that holds sample ``idx``."""
+        shard_id, _ = self.spanner[idx]
+        shard = self.shards[shard_id]
+        stream = self.streams[self.stream_per_shard[shard_id]]
+        return os.path.join(stream.local, stream.split or "", (shard.zip_data or shard.raw_data).basename)
 
 
 def stream_kwargs(split: str, cache_dir: Path) -> dict:

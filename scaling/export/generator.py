@@ -27,18 +27,41 @@ def export_generator(run_dir: Path, out: Path | None = None, step: int | None = 
     from safetensors.torch import save_file
 
     run = RunDir(run_dir)
+    out = out or run.exported_generator
+    check_output(out)
     store = CheckpointStore(run.checkpoints)
     step = store.resolve(step)
     state = read_checkpoint(store.path(step))
     tensors = {k: v.contiguous() for k, v in state["model"].items()}
     tensors |= {EMA_PREFIX + k: v.contiguous() for k, v in state.get("ema", {}).items()}
     cfg_text = run.config.read_text()
-    out = out or run.exported_generator
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"config": cfg_text, "step": str(step), "format": "scaling-generator-1"})
     os.replace(tmp, out)
     return out
+
+
+def check_output(out: Path) -> None:
+    """``out`` may be written: nothing is there, or an earlier export (replaced); never another file."""
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a directory, not a file path")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"--out {out}: {parent} is a file, not a directory")
+    if out.exists() and not _is_export(out):
+        raise UserError(f"--out {out}: exists and is not a generator `scaling export` wrote; not overwritten "
+                        f"(choose another path)")
+
+
+def _is_export(path: Path) -> bool:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("format") == "scaling-generator-1"
+    except Exception:  # not a safetensors file at all
+        return False
 
 
 def load_generator(path: Path, ema: bool = True, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:

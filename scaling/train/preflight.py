@@ -8,7 +8,8 @@ from pathlib import Path
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.config import Config
 from scaling.data.loader import check_splits
-from scaling.core.errors import require_file
+from scaling.core.errors import UserError, require_file
+from scaling.data.mds import split_samples
 from scaling.core.run_dir import RunDir, check_run_dir
 from scaling.train.branch import check_branch
 
@@ -27,10 +28,20 @@ def weight_files(cfg: Config) -> list[tuple[str, str]]:
     return files
 
 
+def check_batch_fits(cfg: Config) -> None:
+    """A training split must hold one global batch: with fewer samples the loader yields no batch, and the first
+    step would wait for one forever."""
+    samples = split_samples(cfg.data.train)
+    if samples is not None and samples < cfg.train.batch_size:
+        raise UserError(f"data.train: {cfg.data.train} holds {samples} samples, fewer than one global batch "
+                        f"(train.batch_size = {cfg.train.batch_size})")
+
+
 def preflight(cfg: Config) -> bool:
     """Data shards, weight files, run directory, and a branch's trunk until the branch has a checkpoint of its
     own; True when the run directory holds this run (resume)."""
     check_splits(cfg.data)
+    check_batch_fits(cfg)
     for key, path in weight_files(cfg):
         require_file(path, key)
     resuming = check_run_dir(cfg)

@@ -12,6 +12,7 @@ to an uninterrupted one, and a checkpoint resumes on any number of ranks.
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from scaling.core import events, hooks
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.config import Config
 from scaling.core.config.loader import config_to_dict, flatten
+from scaling.core.errors import UserError
 from scaling.core.run_dir import RESUMABLE_SECTIONS, RunDir, claim_run_dir
 from scaling.core.runtime import Runtime, global_mean, init_runtime, on_main, uses_bf16
 from scaling.core.runtime import autocast as runtime_autocast
@@ -158,6 +160,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
                         "train/wall_seconds": (wall := wall_seconds()), "train/device_seconds": wall * rt.world_size}
             tracker.log_metrics(scalars, step)
             bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", img_s=f"{images_per_s:.0f}")
+            stop_if_diverged(scalars["train/loss"], step, store, run_dir, tracker, rt)
         if step % cfg.train.val_every == 0 or step == cfg.train.steps:
             with ema.swapped_in(model) if ema is not None else nullcontext():
                 val_metrics = validate(model, val_x, micro, cfg, rt, autocast, run_dir, step, tracker)
@@ -169,6 +172,8 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
             first_step_recorded = True
         stop = signals.agreed() if step < cfg.train.steps else None  # a stop after the last step: the run is done
         if stop or pruned or step % cfg.train.ckpt_every == 0 or step == cfg.train.steps:
+            if step % cfg.train.log_every:  # a checkpoint is only written after a finite loss (one all-reduce)
+                stop_if_diverged(global_mean({"loss": sums["loss"]}, rt)["loss"], step, store, run_dir, tracker, rt)
             # The run's last checkpoint and one it stops on are written in full before anything else happens.
             save(store, step, stateful, loader, tracker, rt, blocking=bool(stop or pruned) or step == cfg.train.steps,
                  extra={"wall_seconds": wall_seconds()})
@@ -183,6 +188,21 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
     tracker.log_artifact(run.last_checkpoint)
     tracker.finish(status="KILLED" if pruned else "FINISHED")
     return TrainResult(run_dir, run_id, step, val_metrics, rt.rank, pruned)
+
+
+def stop_if_diverged(loss: float, step: int, store: CheckpointStore, run_dir: Path, tracker: Tracker,
+                     rt: Runtime) -> None:
+    """A non-finite loss ends the run (on every rank: ``loss`` is the global mean) before another checkpoint is
+    written over the last good one."""
+    if math.isfinite(loss):
+        return
+    store.wait()
+    if rt.is_main:
+        events.record(run_dir, "diverged", step=step)
+    tracker.finish(status="FAILED")
+    kept = f"its last checkpoint (step {store.latest()}) is kept" if store.latest() is not None else "no checkpoint"
+    raise UserError(f"train: the loss is {loss} at step {step}, the run diverged; {kept} "
+                    f"(lower optim.lr or set optim.grad_clip, then train a new run)")
 
 
 def training_params(cfg: Config) -> dict[str, Any]:

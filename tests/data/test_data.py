@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,9 +18,11 @@ from PIL import Image
 
 from scaling.core.config import DataConfig
 from scaling.data import synth
+from scaling.cli import main
 from scaling.data.build import build_synthetic, convert_image_folder
+from scaling.data.mds import VERIFIED, verify_split
 from scaling.data.loader import (PREFIX_LOCK, augment, check_splits, sample_seeds, train_loader,
-                                 validation_images)
+                                 validation_images, validation_stream)
 from scaling.core.errors import UserError
 from tests.helpers import REPO
 
@@ -75,6 +79,17 @@ def test_convert_image_folder_keeps_labels_and_resizes(tmp_path: Path) -> None:
         convert_image_folder(src, out, size=32, workers=1, progress=False)
 
 
+def test_synth_never_replaces_another_dataset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = build_synthetic(tmp_path / "d", train=40, val=8, size=16, seed=0, workers=1, progress=False)
+    index = (root / "train" / "index.json").read_bytes()
+    capsys.readouterr()
+    assert main(["data", "synth", str(root), "--train", "48", "--val", "8", "--size", "16", "--workers", "1"]) == 2
+    assert capsys.readouterr().err.strip() == (f"scaling: error: data output {root}: holds another dataset "
+                                               "(train=40, not train=48); choose another path or remove it")
+    assert (root / "train" / "index.json").read_bytes() == index
+    assert main(["data", "synth", str(root), "--train", "40", "--val", "8", "--size", "16", "--workers", "1"]) == 0
+
+
 def _corrupt(path: Path, at: int) -> None:
     data = bytearray(path.read_bytes())
     data[at] ^= 0xFF
@@ -97,6 +112,72 @@ def test_corrupt_or_missing_shards_are_named(tmp_path: Path) -> None:
         check_splits(cfg)
     with pytest.raises(UserError, match="directory not found"):
         check_splits(DataConfig(train=str(tmp_path / "nope"), val=str(root / "val")))
+
+
+def _garble_keeping_size_and_time(shard: Path) -> None:
+    """Other bytes of the same length, the modification time put back: what a verification record cannot see."""
+    st = shard.stat()
+    shard.write_bytes(np.random.default_rng(0).integers(0, 256, st.st_size, dtype=np.uint8).tobytes())
+    os.utime(shard, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_verified_split_is_trusted_until_a_shard_changes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Writing a split hash-checks it once and records that; a start then reads no shard's contents (a shard
+    garbled behind the record's back passes the check), until a shard's size or time changes. Reading the garbled
+    shard is one line naming it; ``scaling data verify`` hash-checks whatever is recorded."""
+    root = build_synthetic(tmp_path / "d", train=40, val=8, size=16, seed=0, workers=1, progress=False)
+    cfg = DataConfig(train=str(root / "train"), val=str(root / "val"), image_size=16)
+    assert (root / "train" / VERIFIED).is_file() and (root / "val" / VERIFIED).is_file()
+    shard = next((root / "val").rglob("*.mds"))
+    _garble_keeping_size_and_time(shard)
+    check_splits(cfg)  # trusted: not one shard byte read
+    with pytest.raises(UserError, match=rf"^data shard {shard}: corrupt, sample 0 cannot be read \("):
+        validation_stream(cfg, tmp_path / "cache")[0]
+
+    assert main(["data", "verify", str(root / "val")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"scaling: error: data shard {shard}: corrupt, xxh64 hash does not match the index"
+    os.utime(shard)  # touched: the record no longer holds
+    with pytest.raises(UserError, match=rf"data shard {shard}: corrupt, xxh64 hash"):
+        check_splits(cfg)
+    assert main(["data", "verify", str(root / "train")]) == 0
+    assert "1 shards match" in capsys.readouterr().out
+
+
+def test_only_rank_0_hashes_the_others_wait_for_its_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = build_synthetic(tmp_path / "d", train=40, val=8, size=16, seed=0, workers=1, progress=False)
+    split = root / "train"
+    monkeypatch.setenv("RANK", "1")
+    _garble_keeping_size_and_time(next(split.rglob("*.mds")))
+    assert verify_split(str(split), hashes=True) == 1  # recorded: rank 1 reads nothing either
+    (split / VERIFIED).unlink()
+    with pytest.raises(UserError, match=rf"data split {split}: rank 0 did not record its verification within 0.5 s"):
+        verify_split(str(split), hashes=True, wait_s=0.5)
+
+    clean = build_synthetic(tmp_path / "e", train=40, val=8, size=16, seed=0, workers=1, progress=False) / "train"
+    (clean / VERIFIED).unlink()
+    rank0 = threading.Timer(1.0, verify_split, [str(clean)], {"hashes": True, "force": True})
+    rank0.start()
+    t0 = time.monotonic()
+    assert verify_split(str(clean), hashes=True, wait_s=30) == 1  # returns once rank 0 has recorded
+    assert time.monotonic() - t0 >= 0.9 and (clean / VERIFIED).is_file()
+    rank0.join()
+
+
+def test_a_split_whose_directory_takes_no_record_is_recorded_in_the_user_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = build_synthetic(tmp_path / "d", train=40, val=8, size=16, seed=0, workers=1, progress=False)
+    split = root / "train"
+    (split / VERIFIED).unlink()
+    (split / VERIFIED).mkdir()  # where the record would go, something that cannot be replaced by a file
+    verify_split(str(split), hashes=True)
+    (record,) = (tmp_path / "cache" / "scaling" / "verified").iterdir()
+    _garble_keeping_size_and_time(next(split.rglob("*.mds")))
+    verify_split(str(split), hashes=True)  # trusted from the cache
+    record.unlink()
+    with pytest.raises(UserError, match="xxh64 hash does not match"):
+        verify_split(str(split), hashes=True)
 
 
 def _labels_and_sums(batches) -> list[tuple[int, int]]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
 
 from scaling.cli import main
+from scaling.core import events
+from scaling.core.checkpoint import CheckpointStore
+from scaling.core.run_dir import RunDir
 from tests.helpers import tiny_args
 
 
@@ -55,6 +59,9 @@ CASES = {
     "missing weights": ({"loss.perceptual_weight": 1.0, "loss.vgg_weights": "/nonexistent/vgg16.pth"},
                         ["loss.vgg_weights: weight file /nonexistent/vgg16.pth not found"]),
     "different config": ({"optim.lr": 0.005}, ["holds a run with optim.lr = 0.001, not 0.005"]),
+    "non-finite number": ({"optim.lr": float("inf")}, ["optim.lr: must be a finite number, got inf"]),
+    "split smaller than a batch": ({"train.batch_size": 1024},
+                                   ["holds 600 samples, fewer than one global batch (train.batch_size = 1024)"]),
 }
 
 
@@ -95,3 +102,23 @@ def test_foreign_directory_is_not_taken_over(synth_data: Path, tmp_path: Path, m
     _fails_with(capsys, ["train", "tiny", *tiny_args(synth_data, foreign, mlflow_uri)],
                 "is not empty and holds no scaling run")
     assert [p.name for p in foreign.iterdir()] == ["chapter1.tex"]
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_good_checkpoint(
+        synth_data: Path, tmp_path: Path, mlflow_uri: str, capsys: pytest.CaptureFixture) -> None:
+    """A learning rate of 1e30 is a finite number: the run starts, its loss turns non-finite within steps, and it
+    stops there with one line and exit code 2, a checkpoint every step up to the last finite loss and none after."""
+    capsys.readouterr()
+    args = tiny_args(synth_data, tmp_path / "run", mlflow_uri, **{
+        "optim.lr": 1e30, "optim.min_lr": 0.0, "optim.warmup_steps": 0, "train.steps": 10, "train.ckpt_every": 1,
+        "train.log_every": 5, "train.batch_size": 8, "data.val_samples": 8})
+    assert main(["train", "tiny", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    found = re.fullmatch(r"scaling: error: train: the loss is (nan|inf) at step (\d+), the run diverged; its last "
+                         r"checkpoint \(step (\d+)\) is kept \(lower optim.lr or set optim.grad_clip, then train a new "
+                         r"run\)", err)
+    assert found, err
+    step, kept = int(found[2]), int(found[3])
+    run = RunDir(tmp_path / "run")
+    assert kept == step - 1 and CheckpointStore(run.checkpoints).steps() == list(range(1, step))
+    assert events.read(run.root)[-1] == {**events.read(run.root)[-1], "event": "diverged", "step": step}

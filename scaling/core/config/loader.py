@@ -6,6 +6,7 @@ Every problem raises ``ConfigError`` with one line naming the key (or file), bef
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 import types
 import typing
@@ -157,6 +158,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return float(value)
     if tp in (int, float, str, bool) and (type(value) is not tp):
         raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    if tp is float and not math.isfinite(value):  # TOML's inf and nan: no setting means either
+        raise ConfigError(f"{key}: must be a finite number, got {value}")
     return value
 
 
