@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"scaling: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # a training run's first Ctrl-C stops it with a checkpoint (core.signals); not this
+        print("scaling: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

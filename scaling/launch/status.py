@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from scaling.core.errors import UserError
 from scaling.core import events
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.run_dir import RunDir
+
+UNKNOWN = "UNKNOWN"  # the scheduler did not answer: the job may be queued, running or ended
+SQUEUE_TRIES, SQUEUE_RETRY_S = 3, 5.0  # a controller restarting or briefly overloaded answers within these
 
 
 @dataclass
@@ -84,15 +88,27 @@ def slurm_states() -> dict[str, str]:
 
 def job_state(job: dict, slurm: dict[str, str] | None = None) -> str:
     """Scheduler state of the run's newest job; '-' for a run trained without a launcher. ``slurm``: a
-    ``slurm_states`` snapshot to read instead of asking squeue."""
+    ``slurm_states`` snapshot to read instead of asking squeue; otherwise squeue is asked up to ``SQUEUE_TRIES``
+    times, ``SQUEUE_RETRY_S`` apart, and a scheduler that never answers gives ``UNKNOWN``, never 'ended'."""
     if not job:
         return "-"
     if job["executor"] == "slurm" and slurm is not None:
         return slurm.get(job["job_id"], "ENDED")
     if job["executor"] == "slurm":
-        out = subprocess.run(["squeue", "-h", "-r", "-j", job["job_id"], "-o", "%T"], capture_output=True, text=True)
-        return out.stdout.strip() or "ENDED"
+        return _squeue_job(job["job_id"])
     return "RUNNING" if _alive(int(job["job_id"])) else "ENDED"  # local: the job id is the controller's pid
+
+
+def _squeue_job(job_id: str) -> str:
+    for attempt in range(SQUEUE_TRIES):
+        out = subprocess.run(["squeue", "-h", "-r", "-j", job_id, "-o", "%T"], capture_output=True, text=True)
+        if out.returncode == 0:
+            return out.stdout.strip() or "ENDED"
+        if "Invalid job id" in out.stderr:  # a job the controller has forgotten: it ended long ago
+            return "ENDED"
+        if attempt + 1 < SQUEUE_TRIES:
+            time.sleep(SQUEUE_RETRY_S)
+    return UNKNOWN
 
 
 def _alive(pid: int) -> bool:
@@ -105,12 +121,13 @@ def _alive(pid: int) -> bool:
 
 
 # Events a trainer records as it stops; an ended job whose log stops elsewhere died without warning.
-ENDINGS = ("finished", "cancelled", "preempted", "timed_out")
+ENDINGS = ("finished", "cancelled", "preempted", "timed_out", "diverged")
 
 
 def run_state(run_dir: Path, job: dict) -> str:
-    """The scheduler's state while the job is queued or running; once it ended, how the run stopped: FINISHED,
-    CANCELLED, PREEMPTED, TIMED_OUT, or FAILED (killed or crashed: relaunching resumes it)."""
+    """The scheduler's state while the job is queued or running (UNKNOWN while the scheduler does not answer);
+    once it ended, how the run stopped: FINISHED, CANCELLED, PREEMPTED, TIMED_OUT, DIVERGED, or FAILED (killed or
+    crashed: relaunching resumes it)."""
     state = job_state(job)
     if state not in ("ENDED", "-"):
         return state
@@ -161,6 +178,9 @@ def cancel(run_dir: Path) -> str:
     """Stop a run cleanly: TERM makes the trainer save a checkpoint and exit without requeueing."""
     job = last_job(run_dir)
     state = job_state(job)
+    if state == UNKNOWN:
+        raise UserError(f"job {job['job_id']}: the scheduler does not answer (squeue failed); nothing was sent, "
+                        f"try again")
     if state in ("ENDED", "-"):
         return "not running"
     if job["executor"] == "slurm" and state == "PENDING":  # Slurm signals no pending job; it has nothing to save

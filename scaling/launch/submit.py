@@ -67,12 +67,12 @@ class Prepared:
 
 def prepare(cfg: Config, profile: ClusterProfile, with_probe: bool = False) -> Path:
     """The checks that refuse a run before anything is queued, then the run directory claimed: its path."""
+    check_gpu_fit(cfg, profile)  # the config against the profile first: it needs no file
     preflight(cfg)
     if with_probe:
         from scaling.metrics.fid import check_eval
 
         check_eval(cfg)
-    check_gpu_fit(cfg, profile)
     return claim_run_dir(cfg)
 
 

@@ -21,8 +21,10 @@ from mlflow.tracking import MlflowClient
 from scaling.cli import main
 from scaling.models.factory import load_config
 from scaling.launch.profile import load_profile
-from scaling.launch.status import cancel, status
-from scaling.launch.submit import submit
+from scaling.core.errors import UserError
+from scaling.launch import status as launch_status
+from scaling.launch.status import UNKNOWN, cancel, job_state, run_state, status
+from scaling.launch.submit import record_job, submit
 from scaling.core import events
 from scaling.core.checkpoint import CheckpointStore
 from tests.helpers import REPO, assert_bitwise_equal, final_state, run_cli, tiny_args
@@ -430,3 +432,27 @@ def test_a_slurm_profile_takes_whole_minutes(tmp_path: Path) -> None:
         load_profile(path)
     path.write_text('executor = "local"\ntime_min = 0.5\nsignal_delay_s = 10\n')
     assert load_profile(path).time_min == 0.5  # the local executor signals at any second
+
+
+def test_a_scheduler_that_does_not_answer_is_unknown_never_ended(dev_cluster: None, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real squeue against a controller that is down (the dev cluster's config, its controller port
+    closed): the job's state is UNKNOWN after the retries, the run is not reported FAILED, and cancel sends
+    nothing and says why. With the controller back, the same job id (one Slurm has never heard of) is ENDED."""
+    conf = tmp_path / "slurm.conf"
+    lines = [line for line in Path("/etc/slurm/slurm.conf").read_text().splitlines()
+             if not line.startswith(("SlurmctldPort", "MessageTimeout"))]
+    conf.write_text("\n".join(lines + ["SlurmctldPort=1", "MessageTimeout=1"]) + "\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    record_job(run_dir, "987654", "slurm", "dev")
+    job = {"job_id": "987654", "executor": "slurm"}
+    monkeypatch.setattr(launch_status, "SQUEUE_RETRY_S", 0.1)
+    with monkeypatch.context() as m:
+        m.setenv("SLURM_CONF", str(conf))
+        assert job_state(job) == UNKNOWN
+        unanswered = run_state(run_dir, job)
+        with pytest.raises(UserError, match="job 987654: the scheduler does not answer"):
+            cancel(run_dir)
+    assert unanswered == UNKNOWN
+    assert job_state(job) == "ENDED" and run_state(run_dir, job) == "FAILED"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -11,6 +12,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from scaling.core import events
+from scaling.core.checkpoint import CheckpointStore
+from scaling.core.run_dir import RunDir
+from scaling.core.signals import EXIT_STOPPED
 from scaling.models.factory import load_config
 from scaling.core.config import read_config
 from scaling.plan.count import step_flops, step_flops_done
@@ -144,3 +149,29 @@ def test_sigkill_mid_training_resumes_bitwise(reference_run: dict, synth_data: P
     _assert_complete_history(mlflow_uri)
     client = MlflowClient(mlflow_uri)
     assert len(client.search_runs([client.get_experiment_by_name("scaling").experiment_id])) == 1
+
+
+def test_ctrl_c_and_term_stop_with_a_checkpoint_and_their_own_exit_code(synth_data: Path, tmp_path: Path,
+                                                                        mlflow_uri: str) -> None:
+    """A first Ctrl-C (SIGINT) of an interactive run, like TERM, saves a checkpoint at the end of the step and
+    exits with EXIT_STOPPED, no traceback; the next start resumes from it."""
+    run_dir = tmp_path / "run"
+    args = ["train", "tiny", *tiny_args(synth_data, run_dir, mlflow_uri, **{
+        "train.steps": 40, "train.ckpt_every": 40, "train.batch_size": 8, "optim.warmup_steps": 0,
+        "data.val_samples": 8})]
+    env = {**os.environ, "SCALING_STEP_DELAY_S": "0.2"}
+    for signum, stops in ((signal.SIGINT, 1), (signal.SIGTERM, 2)):
+        proc = subprocess.Popen([sys.executable, "-m", "scaling", *args], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 300
+        while sum(e["event"] == "first_step" for e in events.read(run_dir)) < stops:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signum)
+        err = proc.communicate(timeout=120)[1]
+        assert proc.returncode == EXIT_STOPPED and "Traceback" not in err, err[-2000:]
+        history = events.read(run_dir)
+        assert history[-1]["event"] == "cancelled" and history[-1]["step"] > 0
+        assert CheckpointStore(RunDir(run_dir).checkpoints).latest() == history[-1]["step"]
+    starts = [e["step"] for e in events.read(run_dir) if e["event"] == "start"]
+    assert starts[0] == 0 and starts[1] > 0  # the second start resumed from the first stop's checkpoint
