@@ -62,6 +62,10 @@ class Runtime:
 
 def resolve_device(device: str) -> torch.device:
     """``auto``: the local GPU when there is one, else the CPU."""
+    if device == "cuda" and not torch.cuda.is_available():
+        from scaling.core.errors import UserError
+
+        raise UserError("train.device: 'cuda' asked for, but this machine has no usable CUDA device")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if not use_cuda:
         return torch.device("cpu")

@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
+from scaling.core.cli_args import positive
+
 if TYPE_CHECKING:
     from scaling.plan.memory import MemoryPlan
 
@@ -22,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the text report")
     p.add_argument("--depth", type=int, default=3, help="levels of the module tree to show (default 3)")
-    p.add_argument("--gpus", type=int, default=1, help="GPUs the parameters are fully sharded over (default 1)")
-    p.add_argument("--gpu-mem", type=float, default=80.0, help="memory per GPU in GiB (default 80)")
+    p.add_argument("--gpus", type=positive(int), default=1, help="GPUs the parameters are fully sharded over (default 1)")
+    p.add_argument("--gpu-mem", type=positive(float), default=80.0, help="memory per GPU in GiB (default 80)")
     p.add_argument("--micro-batch", type=int, default=0,
                    help="images per GPU per forward (default: parallel.micro_batch_size, else "
                         "train.batch_size / --gpus)")

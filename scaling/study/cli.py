@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from scaling.core.cli_args import positive
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="a whole scaling study: data, teacher, sweep with probes, fits, report",
@@ -12,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "fit the scaling curves and write the report. Re-running it continues where it "
                                    "stopped; nothing finished is redone.")
     p.add_argument("sweep", help="a sweep TOML file, e.g. sweeps/tiny.toml")
-    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks at the trials' jobs (default 2)")
+    p.add_argument("--poll", type=positive(float), default=2.0, help="seconds between looks at the trials' jobs (default 2)")
     p.set_defaults(func=_study)
 
 

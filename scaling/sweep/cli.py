@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from scaling.core.cli_args import positive
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sweep", help="scaling grids and Optuna searches, one job per trial",
@@ -11,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = p.add_subparsers(dest="action", required=True)
     run = actions.add_parser("run", help="create or continue the study; launch trials until all are told")
     run.add_argument("sweep", help="a sweep TOML file")
-    run.add_argument("--poll", type=float, default=5.0, help="seconds between looks at the jobs (default 5)")
+    run.add_argument("--poll", type=positive(float), default=5.0, help="seconds between looks at the jobs (default 5)")
     run.add_argument("--dry-run", action="store_true", help="print the planned cost per trial and in total, queue nothing")
     run.set_defaults(func=_run)
     status = actions.add_parser("status", help="a table of the trials: params, state, step, objective, job")

@@ -27,14 +27,19 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
 
 def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
     """Create the sweep's study, or load it; a grid's points are enqueued once (see ``enqueue_points``)."""
-    storage = open_storage(spec.storage_url())
     if not create:
-        try:
-            return optuna.load_study(study_name=spec.name, storage=storage)
-        except KeyError:
-            from scaling.core.errors import UserError
+        from scaling.core.errors import UserError
 
-            raise UserError(f"sweep {spec.name}: no study in {spec.storage_url()} (not run yet)") from None
+        url = spec.storage_url()
+        never_run = UserError(f"sweep {spec.name}: no study in {url} (not run yet: 'scaling sweep run')")
+        local = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url.removeprefix("journal:")
+        if local != url and not Path(local).is_file():  # opening would create an empty store, or fail obscurely
+            raise never_run
+        try:
+            return optuna.load_study(study_name=spec.name, storage=open_storage(url))
+        except KeyError:
+            raise never_run from None
+    storage = open_storage(spec.storage_url())
     sampler = optuna.samplers.TPESampler(seed=spec.seed)  # a grid's trials are all enqueued: never sampled
     return optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler,
                                pruner=build_pruner(spec.pruner, max_steps(spec)),

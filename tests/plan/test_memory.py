@@ -114,3 +114,14 @@ def test_too_small_gpu_mem_is_one_line_error(capsys: pytest.CaptureFixture) -> N
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("scaling: error: --gpu-mem: 40 GiB per GPU is too small"), lines[-1]
     assert "use more --gpus" in lines[-1]
+
+
+@pytest.mark.parametrize("option", [["--gpus", "0"], ["--gpu-mem", "-8"], ["--gpus", "two"]])
+def test_counts_and_sizes_must_be_positive_numbers(option: list[str], capsys: pytest.CaptureFixture) -> None:
+    from scaling.cli import main
+
+    with pytest.raises(SystemExit) as stop:  # argparse's usage error, before any model is built
+        main(["plan", "tiny", *option])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 2 and last.startswith(f"scaling plan: error: argument {option[0]}: "), last
+    assert "must be a positive number" in last or "expected int, got 'two'" in last, last

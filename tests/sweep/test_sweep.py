@@ -272,3 +272,18 @@ def test_cancel_stops_the_jobs_and_marks_the_trials(profile: str, synth_data: Pa
             time.sleep(0.5)
     status = run_cli("sweep", "status", str(path), env=ENV).stdout
     assert status.count("CANCELLED") == 2 and status.count("WAITING") == 2
+
+
+def test_a_sweep_never_run_is_one_line_for_status_and_cancel(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "never.toml"
+    path.write_text(f'base = "tiny"\nroot = "{tmp_path / "root"}"\n' + GRID)
+    for command in ("status", "cancel"):
+        capsys.readouterr()
+        assert main(["sweep", command, str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"scaling: error: sweep never: no study in sqlite:///{(tmp_path / 'root' / 'optuna.db').resolve()}"
+                       " (not run yet: 'scaling sweep run')"), err
+    assert not (tmp_path / "root" / "optuna.db").exists()  # asking created no empty store
+    with pytest.raises(SystemExit) as stop:  # argparse's usage error (exit 2), before anything runs
+        main(["sweep", "run", str(path), "--poll", "0"])
+    assert stop.value.code == 2 and "argument --poll: must be a positive number, got 0" in capsys.readouterr().err

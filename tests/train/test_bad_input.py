@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from scaling.cli import main
 from scaling.core import events
@@ -63,6 +64,9 @@ CASES = {
     "split smaller than a batch": ({"train.batch_size": 1024},
                                    ["holds 600 samples, fewer than one global batch (train.batch_size = 1024)"]),
 }
+if not torch.cuda.is_available():
+    CASES["device the machine lacks"] = ({"train.device": "cuda"}, ["train.device: 'cuda' asked for, but this "
+                                                                    "machine has no usable CUDA device"])
 
 
 @pytest.mark.parametrize("case", CASES)
