@@ -68,7 +68,11 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
 def final_state(run_dir: Path, step: int) -> dict:
     """Checkpoint ``step`` of a run as one dict of full tensors, its pickled train state unpacked."""
     state = read_checkpoint(CheckpointStore(RunDir(run_dir).checkpoints).path(step))
-    return state | {"train": pickle.loads(state["train"])}
+    train = pickle.loads(state["train"])
+    # The metric points not sent yet depend on when the tracker's sender thread last reached the store, not on the
+    # training: not part of the state compared (that none is lost is the MLflow history's to show).
+    train.pop("tracker_pending")
+    return state | {"train": train}
 
 
 def assert_bitwise_equal(a: object, b: object, where: str = "") -> None:

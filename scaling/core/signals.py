@@ -97,7 +97,7 @@ class StopSignals:
 class FinishableRun(Protocol):
     """What a stop needs of a tracker (``tracking.Tracker``): to mark the run."""
 
-    def finish(self, status: str = ...) -> None: ...
+    def finish(self, status: str = ..., retries: int = ...) -> None: ...
 
 
 def stop_and_hand_over(stop: str, signals: StopSignals, run_dir: Path, step: int, tracker: FinishableRun,
@@ -105,6 +105,7 @@ def stop_and_hand_over(stop: str, signals: StopSignals, run_dir: Path, step: int
     """After the checkpoint of a preemption or cancel: record it, mark the MLflow run, requeue or exit."""
     if rt.is_main:
         events.record(run_dir, signals.event(stop), step=step)
-    tracker.finish(status="KILLED")  # reopened as RUNNING if the run is resumed
+    tracker.finish(status="KILLED", retries=2)  # reopened as RUNNING if resumed; a few seconds at most: the
+    # scheduler's grace period is short, and what is not sent is in the checkpoint just saved
     rt.close()
     signals.hand_over(stop)

@@ -1,7 +1,8 @@
 """MLflow tracking that never kills training.
 
-Metrics are buffered and sent in batches; a failed send keeps them (and pending artifacts) for the next
-flush, with one warning, so a tracking server that goes away costs nothing but latency. A resumed run
+Metrics are buffered and sent in batches, for a training run on a thread of their own; a failed send keeps
+them (and pending artifacts) for the next attempt, with one warning, so a tracking server that goes away, or
+never answers, costs the training nothing. A resumed run
 continues the same MLflow run and drops metric points whose step it already logged, so the history has
 no duplicated step.
 """
@@ -13,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -80,135 +82,248 @@ def _empty_store() -> Path:
 
 class Tracker:
     """Rank 0's view of one MLflow run; a disabled tracker (other ranks) does nothing. The run's id is kept in
-    ``run_dir`` (``RunDir.mlflow_run_id``; a sweep's root keeps its parent run's the same way)."""
+    ``run_dir`` (``RunDir.mlflow_run_id``; a sweep's root keeps its parent run's the same way).
 
-    def __init__(self, cfg: TrackingConfig, run_dir: Path, enabled: bool = True, flush_every_s: float = 5.0):
+    With ``background`` (the trainer's), every call to MLflow happens on a sender thread: the run's creation (or
+    reopening) and its params, metric batches, tags and artifacts, retried every ``retry_s`` while the server does
+    not answer, so a tracking server that is down, or that accepts connections and never answers, costs the
+    training thread nothing; the points not sent yet go into each checkpoint (``pending``). Without it (the probe,
+    evaluation, a sweep's parent run) the same sends happen on the caller's thread."""
+
+    def __init__(self, cfg: TrackingConfig, run_dir: Path, enabled: bool = True, flush_every_s: float = 5.0,
+                 background: bool = False, retry_s: float = 5.0):
         self.cfg, self.run_dir, self.enabled = cfg, run_dir, enabled
-        self.flush_every_s = flush_every_s
+        self.flush_every_s, self.background, self.retry_s = flush_every_s, background, retry_s
         self.run_id: str | None = None
         self._pending: list[tuple[str, float, int, int]] = []  # key, value, step, timestamp ms
         self._pending_artifacts: list[tuple[str, str | None]] = []
+        self._ops: list[tuple[str, dict]] = []  # params and tags still to log, in order
+        self._opening: tuple[dict[str, Any], str] | None = None  # the run still to create or reopen
+        self._finishing: str | None = None  # the status to mark once everything is sent
+        self._finished = False
         self._last_logged: dict[str, int] = {}
         self._last_flush = time.monotonic()
         self._warned = False
         self._client = None
+        self._cond = threading.Condition()
+        self._sender: threading.Thread | None = None
 
     def start(self, params: dict[str, Any], run_name: str) -> str | None:
-        """Create the run, or reopen the one this run directory already has."""
+        """Create the run, or reopen the one this run directory already has; its id (in the background: the id
+        of a run being reopened at once, a new run's once it exists, ``run_id``)."""
         if not self.enabled:
             return None
         for key, value in _HTTP_DEFAULTS.items():
             os.environ.setdefault(key, value)
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        create_sqlite_store(tracking_uri(self.cfg) or mlflow.get_tracking_uri())
-        self._client = MlflowClient(tracking_uri=tracking_uri(self.cfg))
         id_file = RunDir(self.run_dir).mlflow_run_id
         if id_file.is_file():
             self.run_id = id_file.read_text().strip()
-            run = self._client.get_run(self.run_id)
-            self._client.update_run(self.run_id, status="RUNNING")
-            for key in run.data.metrics:
-                history = self._client.get_metric_history(self.run_id, key)
-                self._last_logged[key] = max((m.step for m in history), default=-1)
+        self._opening = (params, run_name)
+        if not self.background:
+            self._open()
             return self.run_id
-        exp = self._client.get_experiment_by_name(self.cfg.experiment)
-        exp_id = exp.experiment_id if exp else self._client.create_experiment(self.cfg.experiment)
-        tags = {"mlflow.parentRunId": self.cfg.parent_run_id} if self.cfg.parent_run_id else None
-        run = self._client.create_run(exp_id, run_name=self.cfg.run_name or run_name, tags=tags)
-        self.run_id = run.info.run_id
-        tmp = id_file.with_suffix(".tmp")
-        tmp.write_text(self.run_id)
-        os.replace(tmp, id_file)
-        self.log_params(params)
+        self._sender = threading.Thread(target=self._send_loop, name="mlflow-sender", daemon=True)
+        self._sender.start()
         return self.run_id
+
+    def _open(self) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        params, run_name = self._opening
+        create_sqlite_store(tracking_uri(self.cfg) or mlflow.get_tracking_uri())
+        client = MlflowClient(tracking_uri=tracking_uri(self.cfg))
+        id_file = RunDir(self.run_dir).mlflow_run_id
+        if id_file.is_file():
+            self.run_id = id_file.read_text().strip()
+            run = client.get_run(self.run_id)
+            client.update_run(self.run_id, status="RUNNING")
+            for key in run.data.metrics:
+                history = client.get_metric_history(self.run_id, key)
+                self._last_logged[key] = max(max((m.step for m in history), default=-1),
+                                             self._last_logged.get(key, -1))
+        else:
+            exp = client.get_experiment_by_name(self.cfg.experiment)
+            exp_id = exp.experiment_id if exp else client.create_experiment(self.cfg.experiment)
+            tags = {"mlflow.parentRunId": self.cfg.parent_run_id} if self.cfg.parent_run_id else None
+            run = client.create_run(exp_id, run_name=self.cfg.run_name or run_name, tags=tags)
+            self.run_id = run.info.run_id
+            tmp = id_file.with_suffix(".tmp")
+            tmp.write_text(self.run_id)
+            os.replace(tmp, id_file)
+            with self._cond:
+                self._ops.insert(0, ("params", params))
+        self._client, self._opening = client, None
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Params of the run (a stage that reopens it, like the probe, adds its own; a value never changes)."""
-        if not self.enabled:
-            return
-        import mlflow
-
-        items = [mlflow.entities.Param(k, _param_str(v)) for k, v in params.items()]
-        for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
-            self._client.log_batch(self.run_id, params=items[i : i + 100])
+        self._enqueue("params", params)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         """Tags of the run (unlike params, a later value replaces an earlier one)."""
-        if self.enabled:
-            import mlflow
+        self._enqueue("tags", tags)
 
-            self._client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in tags.items()])
+    def _enqueue(self, kind: str, values: dict) -> None:
+        if not self.enabled:
+            return
+        with self._cond:
+            self._ops.append((kind, values))
+            self._cond.notify()
+        if not self.background:  # sent now, or the caller hears why
+            self._send_ops()
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if not self.enabled:
             return
         now = int(time.time() * 1000)
-        for key, value in metrics.items():
-            if step > self._last_logged.get(key, -1):
-                self._pending.append((key, float(value), step, now))
-        if time.monotonic() - self._last_flush >= self.flush_every_s:
+        with self._cond:
+            self._pending += [(key, float(value), step, now) for key, value in metrics.items()]
+            due = time.monotonic() - self._last_flush >= self.flush_every_s
+            if due:
+                self._cond.notify()
+        if due and not self.background:
             self.flush()
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.enabled:
-            self._pending_artifacts.append((str(path), artifact_path))
-            self.flush()
+            with self._cond:
+                self._pending_artifacts.append((str(path), artifact_path))
+                self._cond.notify()
+            if not self.background:
+                self.flush()
 
-    def flush(self) -> bool:
-        """Send what is pending; on failure keep it and warn once. True when nothing is left."""
-        if not self.enabled or self._client is None:
+    def flush(self, wait_s: float = 10.0) -> bool:
+        """Send what is pending; on failure keep it and warn once. True when nothing is left. In the background: ask
+        the sender, and wait for it (at most ``wait_s``) only once the server has answered and while it does: a
+        server that never answered, or stopped answering, is not waited for."""
+        if not self.enabled:
             return True
-        self._last_flush = time.monotonic()
-        from mlflow.entities import Metric
+        if not self.background:
+            return self._drain()
+        with self._cond:
+            self._last_flush = 0.0  # due now
+            self._cond.notify_all()
+            if self._client is not None and not self._warned:
+                self._cond.wait_for(lambda: self._empty() or self._warned, timeout=wait_s)
+            return self._empty()
 
+    def _empty(self) -> bool:
+        return self._client is not None and not (self._pending or self._pending_artifacts or self._ops)
+
+    def _drain(self) -> bool:
+        """One attempt at sending everything, in order: the run itself, params and tags, metric points, artifacts,
+        then the final status if one was asked for. False (and one warning) when the server did not take it."""
         try:
-            while self._pending:
-                chunk = self._pending[:1000]
-                self._client.log_batch(self.run_id, metrics=[Metric(k, v, t, s) for k, v, s, t in chunk])
-                for key, _, step, _ in chunk:
-                    self._last_logged[key] = max(step, self._last_logged.get(key, -1))
-                del self._pending[: len(chunk)]
-            while self._pending_artifacts:
-                path, artifact_path = self._pending_artifacts[0]
-                self._client.log_artifact(self.run_id, path, artifact_path)
-                self._pending_artifacts.pop(0)
+            if self._opening is not None:
+                self._open()
+            self._send_ops()
+            self._send_metrics()
+            self._send_artifacts()
+            if self._finishing is not None and not self._finished:
+                self._client.set_terminated(self.run_id, status=self._finishing)
+                self._finished = True
         except Exception as e:  # the tracking backend is down or refusing: keep going, retry later
             if not self._warned:
-                warnings.warn(f"MLflow unreachable ({type(e).__name__}: {str(e)[:200]}); "
+                warnings.warn(f"MLflow unreachable ({type(e).__name__}: {str(e)[:200]}); tracking is behind, "
                               f"keeping {len(self._pending)} metric points to retry", stacklevel=2)
                 self._warned = True
+            with self._cond:
+                self._cond.notify_all()
             return False
-        if self._warned:
-            log.warning("MLflow reachable again; pending metrics flushed")
-            self._warned = False
+        with self._cond:
+            self._last_flush = time.monotonic()
+            if self._warned:
+                log.warning("MLflow reachable again; pending metrics flushed")
+                self._warned = False
+            self._cond.notify_all()
         return True
+
+    def _send_ops(self) -> None:
+        import mlflow
+
+        if self._client is None:
+            return
+        while self._ops:
+            kind, values = self._ops[0]
+            if kind == "params":
+                items = [mlflow.entities.Param(k, _param_str(v)) for k, v in values.items()]
+                for i in range(0, len(items), 100):  # MLflow caps a batch at 100 params
+                    self._client.log_batch(self.run_id, params=items[i : i + 100])
+            else:
+                self._client.log_batch(self.run_id, tags=[mlflow.entities.RunTag(k, v) for k, v in values.items()])
+            with self._cond:
+                self._ops.pop(0)
+
+    def _send_metrics(self) -> None:
+        from mlflow.entities import Metric
+
+        while True:
+            with self._cond:
+                chunk = self._pending[:1000]
+            if not chunk:
+                return
+            new = [(k, v, s, t) for k, v, s, t in chunk if s > self._last_logged.get(k, -1)]  # a resume's replays
+            if new:
+                self._client.log_batch(self.run_id, metrics=[Metric(k, v, t, s) for k, v, s, t in new])
+            for key, _, step, _ in new:
+                self._last_logged[key] = max(step, self._last_logged.get(key, -1))
+            with self._cond:
+                del self._pending[: len(chunk)]
+
+    def _send_artifacts(self) -> None:
+        while self._pending_artifacts:
+            path, artifact_path = self._pending_artifacts[0]
+            self._client.log_artifact(self.run_id, path, artifact_path)
+            with self._cond:
+                self._pending_artifacts.pop(0)
+
+    def _send_loop(self) -> None:
+        """The sender thread: sends when a flush is due or asked for, retries every ``retry_s`` while the server
+        does not answer, and ends once the run is marked finished."""
+        while not self._finished:
+            with self._cond:
+                self._cond.wait_for(self._due, timeout=self.flush_every_s)
+            if not self._drain():
+                time.sleep(self.retry_s)
+
+    def _due(self) -> bool:
+        return (self._finishing is not None or time.monotonic() - self._last_flush >= self.flush_every_s) and \
+            bool(self._opening or self._ops or self._pending or self._pending_artifacts or self._finishing)
 
     def pending(self) -> dict[str, list]:
         """What could not be sent yet; checkpointed so that a crash loses no metric point."""
-        return {"metrics": list(self._pending), "artifacts": list(self._pending_artifacts)}
+        with self._cond:
+            return {"metrics": list(self._pending), "artifacts": list(self._pending_artifacts)}
 
     def restore_pending(self, pending: dict[str, list]) -> None:
-        for key, value, step, ts in pending.get("metrics", []):
-            if step > self._last_logged.get(key, -1):
-                self._pending.append((key, value, step, ts))
-        self._pending_artifacts += [tuple(a) for a in pending.get("artifacts", [])]
+        with self._cond:
+            self._pending += [tuple(m) for m in pending.get("metrics", [])]  # already-logged steps: dropped at send
+            self._pending_artifacts += [tuple(a) for a in pending.get("artifacts", [])]
 
     def finish(self, status: str = "FINISHED", retries: int = 5, wait_s: float = 2.0) -> None:
-        if not self.enabled or self._client is None:
+        """Send what is left and mark the run ``status``: in the foreground with ``retries`` attempts, ``wait_s``
+        growing between them; in the background the sender's own retries, waited for as long."""
+        if not self.enabled or (self._client is None and self._opening is None):
             return
+        if self.background:
+            self._finish_in_background(status, sum(wait_s * (a + 1) for a in range(retries)))
+            return
+        self._finishing = status
         for attempt in range(retries):
-            if self.flush():
-                break
+            if self._drain():
+                return
             time.sleep(wait_s * (attempt + 1))
-        else:
-            warnings.warn(f"MLflow: {len(self._pending)} metric points could not be sent", stacklevel=2)
-            return
-        try:
-            self._client.set_terminated(self.run_id, status=status)
-        except Exception as e:
-            warnings.warn(f"MLflow: could not mark run {self.run_id} {status}: {e}", stacklevel=2)
+        warnings.warn(f"MLflow: {len(self._pending)} metric points could not be sent", stacklevel=2)
+
+    def _finish_in_background(self, status: str, timeout: float) -> None:
+        with self._cond:
+            self._finishing = status
+            self._last_flush = 0.0
+            self._cond.notify_all()
+        self._sender.join(timeout)
+        if self._sender.is_alive():
+            warnings.warn(f"MLflow: {len(self._pending)} metric points could not be sent (they are in the last "
+                          f"checkpoint; a resumed run sends them)", stacklevel=2)
 
 
 def _param_str(value: Any) -> str:

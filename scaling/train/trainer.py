@@ -119,9 +119,9 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
     def wall_seconds() -> float:
         return seconds_before + time.perf_counter() - started
 
-    tracker = Tracker(cfg.tracking, run_dir, enabled=rt.is_main)
+    tracker = Tracker(cfg.tracking, run_dir, enabled=rt.is_main, background=True)  # never waits on the server
     params = training_params(cfg) | parameter_counts(model) | {"world_size": rt.world_size}
-    run_id = tracker.start(params, run_name=run_dir.name)
+    tracker.start(params, run_name=run_dir.name)
     if train_state is not None:
         tracker.restore_pending(train_state["tracker_pending"])
     tracker.log_artifact(run.config)
@@ -187,7 +187,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
         events.record(run_dir, "pruned" if pruned else "finished", step=step)
     tracker.log_artifact(run.last_checkpoint)
     tracker.finish(status="KILLED" if pruned else "FINISHED")
-    return TrainResult(run_dir, run_id, step, val_metrics, rt.rank, pruned)
+    return TrainResult(run_dir, tracker.run_id, step, val_metrics, rt.rank, pruned)
 
 
 def stop_if_diverged(loss: float, step: int, store: CheckpointStore, run_dir: Path, tracker: Tracker,
@@ -199,7 +199,7 @@ def stop_if_diverged(loss: float, step: int, store: CheckpointStore, run_dir: Pa
     store.wait()
     if rt.is_main:
         events.record(run_dir, "diverged", step=step)
-    tracker.finish(status="FAILED")
+    tracker.finish(status="FAILED", retries=2)
     kept = f"its last checkpoint (step {store.latest()}) is kept" if store.latest() is not None else "no checkpoint"
     raise UserError(f"train: the loss is {loss} at step {step}, the run diverged; {kept} "
                     f"(lower optim.lr or set optim.grad_clip, then train a new run)")

@@ -56,9 +56,10 @@ def _status(uri: str) -> str:
 
 
 def _wait_for_training(run_dir: Path, job, timeout: float = 300) -> None:
-    """Until the job is past its start-up and has logged metrics."""
+    """Until the job is past its start-up and training (its MLflow run may still be on its way: the tracker sends
+    from a thread of its own), then 3 s more."""
     deadline = time.monotonic() + timeout
-    while not (run_dir / "mlflow_run_id").exists():
+    while not any(e["event"] == "first_step" for e in events.read(run_dir)):
         assert not job.done(), job.stderr()
         assert time.monotonic() < deadline, "job did not start training"
         time.sleep(0.5)

@@ -1,7 +1,8 @@
-"""MLflow tracking against a real server that goes away and comes back mid-run."""
+"""MLflow tracking against a real server that goes away and comes back mid-run, or never answers at first."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -14,8 +15,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from scaling.core.checkpoint import CheckpointStore
 from scaling.core.config import TrackingConfig
+from scaling.core.run_dir import RunDir
 from scaling.tracking.mlflow_tracker import Tracker, create_sqlite_store
+from tests.helpers import tiny_args
 
 
 def _free_port() -> int:
@@ -130,3 +134,46 @@ def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path: Path, monkeypa
     MlflowClient(uri).create_experiment("kept")
     create_sqlite_store(uri)  # exists: untouched
     assert {e.name for e in MlflowClient(uri).search_experiments()} == {"Default", "kept"}
+
+
+@pytest.mark.slow  # a training subprocess and a real MLflow server
+def test_a_server_that_never_answers_costs_the_training_nothing(synth_data: Path, tmp_path: Path) -> None:
+    """A tracking server that accepts connections and never answers, from the start (a listening socket nobody
+    reads): the run starts, trains and checkpoints as if it were not there, says once that tracking is behind, and
+    when a real server takes the port mid-run every point arrives and the run ends FINISHED."""
+    port = _free_port()
+    hung = socket.socket()
+    hung.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    hung.bind(("127.0.0.1", port))
+    hung.listen(64)  # the kernel completes each connection; no request is ever read
+    uri = f"http://127.0.0.1:{port}"
+    run_dir = tmp_path / "run"
+    args = tiny_args(synth_data, run_dir, uri, **{"train.steps": 30, "train.log_every": 5, "train.val_every": 15,
+                                                 "train.ckpt_every": 10, "train.batch_size": 8,
+                                                 "optim.warmup_steps": 0, "data.val_samples": 8})
+    env = {**os.environ, "SCALING_STEP_DELAY_S": "0.3", "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "scaling", "train", "tiny", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = None
+    try:
+        deadline = time.monotonic() + 300
+        while CheckpointStore(RunDir(run_dir).checkpoints).latest() != 10:  # trained and checkpointed, untracked
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-3000:]
+            time.sleep(0.1)
+        assert not RunDir(run_dir).mlflow_run_id.exists()  # no MLflow run yet: the server never answered
+        hung.close()
+        server = _start_server(tmp_path / "mlflow.db", tmp_path / "artifacts", port)
+        err = proc.communicate(timeout=300)[1]
+        assert proc.returncode == 0, err[-3000:]
+        assert err.count("tracking is behind") == 1, err[-3000:]
+        client = MlflowClient(uri)
+        run_id = RunDir(run_dir).mlflow_run_id.read_text().strip()
+        assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [5, 10, 15, 20, 25, 30]
+        assert [m.step for m in client.get_metric_history(run_id, "val/psnr")] == [0, 15, 30]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and run.data.params["train.steps"] == "30"
+    finally:
+        hung.close()
+        proc.kill()
+        if server is not None:
+            _stop(server)
