@@ -186,11 +186,11 @@ def test_search_prunes_a_bad_trial_through_the_pruner(synth_data: Path, tmp_path
     body = '''
 [search]
 n_trials = 3
-enqueue = [{"optim.lr" = 1e-3}, {"optim.lr" = 2e-3}, {"optim.lr" = 1e3}]
+enqueue = [{"optim.lr" = 1e-3}, {"optim.lr" = 2e-3}, {"optim.lr" = 1e-8}]
 [search.space."optim.lr"]
 type = "float"
-low = 1e-4
-high = 1e4
+low = 1e-9
+high = 1e-1
 log = true
 
 [pruner]
@@ -199,12 +199,13 @@ metric = "val/psnr"
 n_startup_trials = 2
 '''
     path = write_sweep(tmp_path, synth_data, body, max_concurrent=1)  # the 2 first, then the bad
+    path.write_text(path.read_text().replace("[overrides]\n", '[overrides]\n"optim.min_lr" = 0.0\n'))
     proc = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     done = trials(path)
     assert [t.state for t in done] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
     bad = done[2]
-    assert bad.params["optim.lr"] == 1e3 and bad.last_step < 30
+    assert bad.params["optim.lr"] == 1e-8 and bad.last_step < 30  # it learns nothing (1e3 would diverge: FAIL)
     history = events.read(Path(bad.user_attrs["run_dir"]))
     assert history[-1]["event"] == "pruned" and history[-1]["step"] == bad.last_step
 
