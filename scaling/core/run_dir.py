@@ -44,6 +44,7 @@ class RunDir(JobDir):
         last_checkpoint      the newest checkpoint's absolute path, as text
         events.jsonl         start, first_step, preempted, timed_out, cancelled, pruned, finished, ...
         mlflow_run_id        the run's MLflow run id: a resume, eval and the probe log to the same run
+        tracking-backlog.jsonl  metric points not sent yet beyond what the tracker keeps in memory (a long outage)
         reconstructions/     step-NNNNNNNN.png: validation images above their reconstructions
         cache/               the data's shards, cached locally (unless data.cache_dir is set)
         jobs.jsonl           every job queued for the run (scaling launch, a sweep), oldest first
@@ -71,6 +72,10 @@ class RunDir(JobDir):
     @property
     def mlflow_run_id(self) -> Path:
         return self.root / "mlflow_run_id"
+
+    @property
+    def tracking_backlog(self) -> Path:
+        return self.root / "tracking-backlog.jsonl"
 
     def run_id(self) -> str | None:
         """The MLflow run id, or None before the run has one."""

@@ -9,6 +9,7 @@ no duplicated step.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -91,9 +92,13 @@ class Tracker:
     evaluation, a sweep's parent run) the same sends happen on the caller's thread."""
 
     def __init__(self, cfg: TrackingConfig, run_dir: Path, enabled: bool = True, flush_every_s: float = 5.0,
-                 background: bool = False, retry_s: float = 5.0):
+                 background: bool = False, retry_s: float = 5.0, max_pending: int = 100_000):
         self.cfg, self.run_dir, self.enabled = cfg, run_dir, enabled
         self.flush_every_s, self.background, self.retry_s = flush_every_s, background, retry_s
+        self.max_pending = max_pending  # points kept in memory; older ones wait in the run's tracking backlog
+        self._backlog = RunDir(run_dir).tracking_backlog
+        self._backlog_sent = 0  # bytes of the backlog file already sent
+        self._inflight = 0  # points at the head of _pending that the sender is sending
         self.run_id: str | None = None
         self._pending: list[tuple[str, float, int, int]] = []  # key, value, step, timestamp ms
         self._pending_artifacts: list[tuple[str, str | None]] = []
@@ -178,6 +183,8 @@ class Tracker:
         now = int(time.time() * 1000)
         with self._cond:
             self._pending += [(key, float(value), step, now) for key, value in metrics.items()]
+            if len(self._pending) > self.max_pending:
+                self._spill(len(self._pending) - self.max_pending // 2)
             due = time.monotonic() - self._last_flush >= self.flush_every_s
             if due:
                 self._cond.notify()
@@ -254,21 +261,60 @@ class Tracker:
             with self._cond:
                 self._ops.pop(0)
 
-    def _send_metrics(self) -> None:
+    def _spill(self, n: int) -> None:
+        """The oldest ``n`` pending points appended to the backlog file (under the lock, in one write), so that memory
+        stays bounded however long the server is away; they are sent before any point kept in memory."""
+        start = self._inflight  # a chunk being sent stays where the sender will delete it from
+        lines = "".join(json.dumps(p) + "\n" for p in self._pending[start : start + n])
+        with open(self._backlog, "a") as f:
+            f.write(lines)
+        del self._pending[start : start + n]
+
+    def _send_backlog(self) -> None:
+        """The backlog file's points, oldest first, 1000 at a time; the file is removed once all are sent."""
+        while self._backlog.is_file():
+            with open(self._backlog) as f:
+                f.seek(self._backlog_sent)
+                lines = [line for line in (f.readline() for _ in range(1000)) if line.endswith("\n")]
+            if lines:
+                self._log_points([tuple(json.loads(line)) for line in lines])
+                self._backlog_sent += sum(len(line.encode()) for line in lines)
+                continue
+            with self._cond:  # nothing left to read: unless a spill just appended, it is done
+                if self._backlog.stat().st_size == self._backlog_sent:
+                    self._backlog.unlink()
+                    self._backlog_sent = 0
+            return
+
+    def _log_points(self, points: list[tuple[str, float, int, int]]) -> None:
         from mlflow.entities import Metric
 
+        new = [(k, v, s, t) for k, v, s, t in points if s > self._last_logged.get(k, -1)]  # a resume's replays
+        if new:
+            self._client.log_batch(self.run_id, metrics=[Metric(k, v, t, s) for k, v, s, t in new])
+        for key, _, step, _ in new:
+            self._last_logged[key] = max(step, self._last_logged.get(key, -1))
+
+    def _send_metrics(self) -> None:
+        """Oldest first, so that a key's steps arrive in order (a later step makes MLflow's replay filter drop an
+        earlier one): the backlog, then memory 1000 at a time, the backlog again before each chunk (a spill may have
+        moved points there meanwhile)."""
         while True:
+            self._send_backlog()
             with self._cond:
                 chunk = self._pending[:1000]
+                self._inflight = len(chunk)
             if not chunk:
                 return
-            new = [(k, v, s, t) for k, v, s, t in chunk if s > self._last_logged.get(k, -1)]  # a resume's replays
-            if new:
-                self._client.log_batch(self.run_id, metrics=[Metric(k, v, t, s) for k, v, s, t in new])
-            for key, _, step, _ in new:
-                self._last_logged[key] = max(step, self._last_logged.get(key, -1))
-            with self._cond:
-                del self._pending[: len(chunk)]
+            sent = False
+            try:
+                self._log_points(chunk)
+                sent = True
+            finally:
+                with self._cond:  # one step: a spill in between would move the chunk's neighbours
+                    if sent:
+                        del self._pending[: len(chunk)]
+                    self._inflight = 0
 
     def _send_artifacts(self) -> None:
         while self._pending_artifacts:
@@ -291,7 +337,8 @@ class Tracker:
             bool(self._opening or self._ops or self._pending or self._pending_artifacts or self._finishing)
 
     def pending(self) -> dict[str, list]:
-        """What could not be sent yet; checkpointed so that a crash loses no metric point."""
+        """What could not be sent yet and is kept in memory; checkpointed so that a crash loses no metric point
+        (older points wait in the run's tracking backlog file, which a resumed run sends first)."""
         with self._cond:
             return {"metrics": list(self._pending), "artifacts": list(self._pending_artifacts)}
 

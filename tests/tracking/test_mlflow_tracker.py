@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -60,23 +61,28 @@ def test_server_outage_loses_no_metric(tmp_path: Path, monkeypatch: pytest.Monke
     uri = f"http://127.0.0.1:{port}"
     server = _start_server(tmp_path / "mlflow.db", tmp_path / "artifacts", port)
     try:
-        tracker = Tracker(TrackingConfig(uri=uri, experiment="outage"), tmp_path, flush_every_s=0)
+        # At most 4 points in memory: a longer outage's older points wait in the run's backlog file.
+        tracker = Tracker(TrackingConfig(uri=uri, experiment="outage"), tmp_path, flush_every_s=0, max_pending=4)
         run_id = tracker.start({"a": 1}, run_name="outage")
         for step in range(1, 4):
             tracker.log_metrics({"train/loss": 1.0 / step}, step)
         assert tracker.flush()
         _stop(server)
         with pytest.warns(UserWarning, match="MLflow unreachable"):
-            for step in range(4, 8):  # training goes on while the server is away
+            for step in range(4, 12):  # training goes on while the server is away
                 tracker.log_metrics({"train/loss": 1.0 / step}, step)
-        assert not tracker.flush() and len(tracker.pending()["metrics"]) == 4
+                assert len(tracker.pending()["metrics"]) <= 4
+        assert not tracker.flush()
+        backlog = RunDir(tmp_path).tracking_backlog
+        assert [json.loads(line)[2] for line in backlog.read_text().splitlines()] == [4, 5, 6, 7, 8, 9]
+        assert [m[2] for m in tracker.pending()["metrics"]] == [10, 11]
         server = _start_server(tmp_path / "mlflow.db", tmp_path / "artifacts", port)
-        for step in range(8, 10):
+        for step in range(12, 14):
             tracker.log_metrics({"train/loss": 1.0 / step}, step)
         tracker.finish()
         client = MlflowClient(uri)
         steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
-        assert steps == list(range(1, 10))
+        assert steps == list(range(1, 14)) and not backlog.exists()
         assert client.get_run(run_id).info.status == "FINISHED"
     finally:
         _stop(server)
