@@ -63,6 +63,7 @@ def test_the_layout_on_disk() -> None:
     assert isinstance(run.root, Path)
     assert {str(p.relative_to("RUN")) for p in named_paths(run)} == {
         "config.toml", ".write-test", "checkpoints", "last_checkpoint", "events.jsonl", "mlflow_run_id",
+        "tracking-backlog.jsonl",
         "reconstructions", "reconstructions/step-00000007.png", "cache", "jobs.jsonl", "submitit",
         "submitit/array-NAME.json", "export/generator.safetensors",
         "eval/step-00000007", "eval/step-00000007/metrics.json", "eval/step-00000007/reconstructions.png",
