@@ -70,19 +70,30 @@ RESUME_ARGS = {"train.steps": STEPS, "train.ckpt_every": 5, "train.log_every": 5
                "optim.warmup_steps": 5}
 
 
-def _assert_complete_history(uri: str) -> None:
+def _assert_complete_history(uri: str, resumed_from: int = STEPS) -> None:
+    """Every point once; ``resumed_from``: the checkpoint a killed run resumed from (the uninterrupted run's: none)."""
     expected = {"train/loss": list(range(5, STEPS + 1, 5)), "val/psnr": [0, 10, 20]}
     for key, steps in expected.items():
         assert [s for s, _ in _history(uri, key)] == steps, key  # no step duplicated or missing
     # Compute: FLOPs as `scaling plan` counts an image, times the images seen, the discriminator's part from
-    # gan_start on; seconds grow across the killed and resumed segments.
+    # gan_start on. Seconds grow up to the checkpoint the run resumed from, and the resumed segment continues from
+    # that checkpoint's total: the killed stretch after it counts once (its own points, logged before the kill, may
+    # hold more seconds than the resumed segment's later ones).
     parts = step_flops(load_config("tiny", [arg for k, v in RESUME_ARGS.items() for arg in (f"--{k}", literal(v))]))
     assert set(parts) == {"tokenizer", "discriminator"}
     per_step = {s: 16 * (parts["tokenizer"] * s + parts["discriminator"] * max(0, s - 8)) for s in expected["train/loss"]}
     assert dict(_history(uri, "train/flops")) == pytest.approx(per_step, rel=1e-6)
-    seconds = [v for _, v in _history(uri, "train/wall_seconds")]
-    assert len(seconds) == len(per_step) and all(a < b for a, b in zip(seconds, seconds[1:])) and seconds[0] > 0
+    by_step = dict(_history(uri, "train/wall_seconds"))
+    seconds = [by_step[s] for s in sorted(by_step)]
+    upto = [by_step[s] for s in sorted(by_step) if s <= resumed_from]
+    assert len(seconds) == len(per_step) and all(a < b for a, b in zip(upto, upto[1:])) and seconds[0] > 0
+    assert seconds[-1] > upto[-1] if resumed_from < STEPS else seconds[-1] == upto[-1]
     assert [v for _, v in _history(uri, "train/device_seconds")] == seconds  # a world of one
+
+
+def _resumed_from(run_dir: Path) -> int:
+    """The step the run's last start resumed from."""
+    return [e["step"] for e in events.read(run_dir) if e["event"] == "start"][-1]
 
 
 # The tests that compare against the reference run one worker's share, so that it trains once (pytest-xdist gives
@@ -126,7 +137,7 @@ def test_killed_during_checkpoint_write_resumes_bitwise(fault: str, background: 
     state = final_state(tmp_path / "run", STEPS)
     assert state["train"]["step"] == STEPS
     assert_bitwise_equal(reference_run, state)
-    _assert_complete_history(mlflow_uri)
+    _assert_complete_history(mlflow_uri, _resumed_from(tmp_path / "run"))
 
 
 @SHARES_REFERENCE
@@ -146,7 +157,7 @@ def test_sigkill_mid_training_resumes_bitwise(reference_run: dict, synth_data: P
     resumed = run_cli("train", "tiny", *args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert_bitwise_equal(reference_run, final_state(run_dir, STEPS))
-    _assert_complete_history(mlflow_uri)
+    _assert_complete_history(mlflow_uri, _resumed_from(run_dir))
     client = MlflowClient(mlflow_uri)
     assert len(client.search_runs([client.get_experiment_by_name("scaling").experiment_id])) == 1
 
