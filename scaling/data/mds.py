@@ -113,13 +113,11 @@ def split_samples(split: str) -> int | None:
     return sum(int(shard.get("samples", 0)) for shard in index.get("shards", []))
 
 
-def _fingerprint(split: Path, shards: list[Path]) -> dict[str, list[int]]:
+def _fingerprint(split: Path, stats: dict[Path, os.stat_result]) -> dict[str, list[int]]:
     """What a verification holds for: the size and modification time of the index and of every shard."""
-    def stamp(path: Path) -> list[int]:
-        st = path.stat()
-        return [st.st_size, st.st_mtime_ns]
-
-    return {"index.json": stamp(split / "index.json")} | {str(s.relative_to(split)): stamp(s) for s in shards}
+    index = (split / "index.json").stat()
+    return {"index.json": [index.st_size, index.st_mtime_ns]} | \
+        {str(s.relative_to(split)): [st.st_size, st.st_mtime_ns] for s, st in stats.items()}
 
 
 def _record_paths(split: Path) -> list[Path]:
@@ -178,15 +176,17 @@ def verify_split(split: str, *, hashes: bool, force: bool = False, wait_s: float
     if not path.is_dir():
         raise UserError(f"data split {split}: directory not found")
     shards = list(_shard_entries(path))
+    stats = {}  # one stat per shard: the size check and the fingerprint read the same
     for shard, size, _ in shards:
         if not shard.is_file():
             raise UserError(f"data shard {shard}: missing (named in {path / 'index.json'})")
-        if shard.stat().st_size != size:
-            raise UserError(f"data shard {shard}: corrupt, {shard.stat().st_size} bytes where the index says {size}")
+        stats[shard] = shard.stat()
+        if stats[shard].st_size != size:
+            raise UserError(f"data shard {shard}: corrupt, {stats[shard].st_size} bytes where the index says {size}")
     if not shards:
         raise UserError(f"data split {split}: the MDS index names no shards")
     if hashes:
-        fingerprint = _fingerprint(path, [s for s, _, _ in shards])
+        fingerprint = _fingerprint(path, stats)
         if force or not _recorded(path, fingerprint):
             if int(os.environ.get("RANK", "0")) == 0 or force:
                 _hash_check(shards)
