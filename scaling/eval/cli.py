@@ -22,6 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from scaling.core.startup import preload
+    from scaling.tracking.mlflow_tracker import IMPORTS
+
+    preload("scaling.eval.reconstruction", *IMPORTS)
     from scaling.eval.reconstruction import LPIPS_SKIPPED, evaluate
 
     metrics = evaluate(args.run, args.overrides, args.step, args.ema)

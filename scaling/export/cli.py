@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from scaling.core.startup import preload
+
+    preload("scaling.export.generator")
     from scaling.export.generator import export_generator
 
     out = export_generator(args.run, args.out, args.step)

@@ -29,12 +29,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _launch(args: argparse.Namespace) -> int:
+    from scaling.core.startup import preload
+
+    preload("scaling.models.factory")  # torch, which checking a config needs
     from scaling.launch.profile import load_profile
     from scaling.models.factory import load_config
 
     cfg = load_config(args.config, args.overrides)
     profile = load_profile(args.profile)
     from scaling.core.run_dir import RunDir
+
+    preload("scaling.launch.submit")
     from scaling.launch.submit import submit
 
     job = submit(cfg, profile, Path(args.profile).stem, with_probe=args.with_probe)
@@ -49,6 +54,9 @@ def _launch(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from scaling.core.startup import preload
+
+    preload("scaling.launch.status")
     from scaling.launch.status import find_runs, status
 
     rows = [status(r) for r in find_runs(args.paths)]

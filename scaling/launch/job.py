@@ -12,6 +12,9 @@ from scaling.core import events
 from scaling.core.run_dir import RunDir
 
 
+PROBE_IMPORTS = ("scaling.probe.run", "scaling.eval.reconstruction")
+
+
 class TrainJob(submitit.helpers.Checkpointable):
     """Train from a resolved config dict, then (``probe``) measure the result (``ProbeJob``) in the same job,
     where no dependent job can follow it (the local executor). A requeued job re-runs the same call, which resumes.
@@ -25,6 +28,10 @@ class TrainJob(submitit.helpers.Checkpointable):
     def __call__(self, config: dict[str, Any], probe: bool = False) -> dict[str, Any]:
         from scaling.core.config.loader import from_dict
         from scaling.core.config.schema import Config
+        from scaling.core.startup import preload
+        from scaling.tracking.mlflow_tracker import IMPORTS
+
+        preload("scaling.train.trainer", *IMPORTS, *(PROBE_IMPORTS if probe else ()))
         from scaling.train.trainer import train
 
         limit_threads(self.cpus)
@@ -49,6 +56,10 @@ class ProbeJob(submitit.helpers.Checkpointable):
         self.cpus = cpus
 
     def __call__(self, run_dir: str) -> dict[str, Any]:
+        from scaling.core.startup import preload
+        from scaling.tracking.mlflow_tracker import IMPORTS
+
+        preload(*PROBE_IMPORTS, *IMPORTS)
         from scaling.eval.reconstruction import evaluate_once
         from scaling.probe.run import run_probe
 

@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from scaling.core.startup import preload
+
+    preload("scaling.models.factory", "scaling.plan.count", "scaling.plan.memory")
     from scaling.models.factory import FAMILIES, load_config
 
     cfg = load_config(args.config, args.overrides)

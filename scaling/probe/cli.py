@@ -20,6 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _probe(args: argparse.Namespace) -> int:
     from scaling.core.run_dir import RunDir
+    from scaling.core.startup import preload
+    from scaling.tracking.mlflow_tracker import IMPORTS
+
+    preload("scaling.probe.run", *IMPORTS)
     from scaling.probe.run import run_probe
 
     results = run_probe(args.run, args.overrides)

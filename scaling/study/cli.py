@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _study(args: argparse.Namespace) -> int:
+    from scaling.core.startup import preload
+
+    preload("scaling.study.run")
     from scaling.study.run import run_study
     from scaling.sweep.spec import load_sweep
 

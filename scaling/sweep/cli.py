@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from scaling.core.startup import preload
+
+    preload("scaling.sweep.driver", "scaling.sweep.prepare")
     from scaling.sweep.budget import plan_sweep
     from scaling.sweep.prepare import prepare_data, prepare_teacher
     from scaling.sweep.driver import run_sweep
@@ -41,6 +44,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from scaling.core.startup import preload
+
+    preload("scaling.sweep.driver")
     from scaling.sweep.driver import trial_rows
     from scaling.sweep.spec import load_sweep
 
@@ -58,6 +64,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _cancel(args: argparse.Namespace) -> int:
+    from scaling.core.startup import preload
+
+    preload("scaling.sweep.driver")
     from scaling.sweep.driver import cancel_sweep
     from scaling.sweep.spec import load_sweep
 

@@ -64,6 +64,10 @@ def create_sqlite_store(uri: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+# What a tracker imports (in its sender thread), for a process to preload at start-up (``core.startup``).
+IMPORTS = ("mlflow", "mlflow.tracking")
+
+
 def _empty_store() -> Path:
     """A migrated, empty MLflow sqlite store in the temp directory, built once per MLflow version (atomically:
     two processes that build it at once each rename a whole one into place)."""

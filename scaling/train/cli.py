@@ -14,10 +14,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from scaling.core.startup import preload
+    from scaling.tracking.mlflow_tracker import IMPORTS
+
+    preload("scaling.models.factory")  # torch, which checking a config needs
     from scaling.models.factory import load_config
 
     cfg = load_config(args.config, args.overrides)
-    from scaling.train.trainer import train  # the trainer's imports only once the config is valid
+    preload("scaling.train.trainer", *IMPORTS)  # the trainer's imports only once the config is valid
+    from scaling.train.trainer import train
 
     result = train(cfg)
     if result.rank:  # rank 0 reports for all
