@@ -4,6 +4,7 @@ stand-ins for pretrained weights, and the Slurm dev cluster. Plain helpers are i
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import subprocess
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import REPO, run_cli, teacher_features, tiny_args, train_tiny
+from tests.helpers import REPO, run_cli, teacher_features, tiny_args
 
 # Under pytest-xdist each worker's tests, and every process they start (trainings, Slurm jobs), use one thread:
 # with OpenMP's default of one per core, two workers' trainings would oversubscribe the two cores, their
@@ -20,6 +21,12 @@ from tests.helpers import REPO, run_cli, teacher_features, tiny_args, train_tiny
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The test modules have imported torch, mlflow, optuna and the rest: freeze their objects, as a job does
+    (``scaling.core.startup``), so that the collector's full passes during the tests leave them alone."""
+    gc.freeze()
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which turns the group marks into node ids
@@ -51,10 +58,17 @@ def mlflow_uri(tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def tokenizer_run(synth_data: Path, random_vit: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A trained tiny tokenizer, shared by the evaluation and probe tests (which only read it). It names a
-    semantic teacher it does not train with (``teacher_features``), so probes can measure FID on its features."""
+    """A trained tiny tokenizer: the tiny config through the CLI for a third of its steps (200, validated at 0, 100
+    and 200; its output beside the run, ``train.out``). The training test asserts what it learnt; the evaluation,
+    probe and status tests read it. It names a semantic teacher it does not train with (``teacher_features``), so
+    probes can measure FID on its features."""
     tmp = tmp_path_factory.mktemp("tokenizer")
-    return train_tiny(synth_data, tmp / "run", f"sqlite:///{tmp / 'mlflow.db'}", **teacher_features(random_vit))
+    args = {"train.steps": 200, "train.ckpt_every": 200, "train.val_every": 100, "train.log_every": 50}
+    proc = run_cli("train", "tiny", *tiny_args(synth_data, tmp / "run", f"sqlite:///{tmp / 'mlflow.db'}", **args,
+                                                **teacher_features(random_vit)))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (tmp / "train.out").write_text(proc.stdout)
+    return tmp / "run"
 
 
 @pytest.fixture(scope="session")

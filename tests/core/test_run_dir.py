@@ -94,10 +94,10 @@ def test_readers(tmp_path: Path) -> None:
 def test_it_agrees_with_what_the_trainer_writes(tokenizer_run: Path) -> None:
     run = RunDir(tokenizer_run)
     store = CheckpointStore(run.checkpoints)
-    assert run.config.is_file() and store.steps() == [150]
-    assert Path(run.last_checkpoint.read_text()) == store.path(150).resolve()
+    assert run.config.is_file() and store.steps() == [200]
+    assert Path(run.last_checkpoint.read_text()) == store.path(200).resolve()
     assert events.read(tokenizer_run)[-1]["event"] == "finished" and run.events.is_file()
-    assert run.run_id() and run.reconstruction(0).is_file() and run.reconstruction(150).is_file()
+    assert run.run_id() and run.reconstruction(0).is_file() and run.reconstruction(200).is_file()
     top = {p.relative_to(Path("RUN")).parts[0] for p in named_paths(RunDir(Path("RUN")))}
     # Everything the run holds is named by RunDir (other tests may have added their probe or eval outputs).
     assert {p.name for p in tokenizer_run.iterdir()} <= top

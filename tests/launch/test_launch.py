@@ -383,6 +383,7 @@ def test_two_task_job_trains_as_two_ranks(profile: str, synth_data: Path, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("profile", ["dev"], indirect=True)  # local: chained in one job, as tests/study runs it
 def test_with_probe_follows_training_with_the_ar_probe(profile: str, synth_data: Path, tmp_path: Path,
                                                        mlflow_uri: str, random_inception: Path) -> None:
     run_dir = tmp_path / "run"
@@ -417,7 +418,7 @@ def test_status_shows_a_runs_step_loss_and_training_flops(tokenizer_run: Path, c
 
     planned = run_flops(read_config(str(tokenizer_run / "config.toml")))
     row = status(tokenizer_run)
-    assert (row.job_id, row.step, row.restarts) == ("-", 150, 0) and row.last_loss > 0
+    assert (row.job_id, row.step, row.restarts) == ("-", 200, 0) and row.last_loss > 0
     assert row.flops == pytest.approx(planned, rel=1e-9)
     assert main(["status", str(tokenizer_run)]) == 0
     header, line = capsys.readouterr().out.strip().splitlines()

@@ -18,9 +18,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from scaling.launch.status import read_jobs
+from scaling.launch.status import read_jobs, status
 from scaling.core import events
-from tests.helpers import REPO
+from tests.helpers import REPO, run_main
 
 pytestmark = pytest.mark.slow  # a whole study
 
@@ -101,7 +101,7 @@ def history(run_dir: Path, seed: int) -> str:
     return f"seed {seed}, {run_dir}: events {events.read(run_dir)}\n{logs}"
 
 
-def test_study_runs_end_to_end_and_resumes_after_a_kill(tmp_path: Path) -> None:
+def test_study_runs_end_to_end_and_resumes_after_a_kill(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = write_study(tmp_path)
     cmd = [sys.executable, "-m", "scaling", "study", str(path), "--poll", "1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -122,14 +122,21 @@ def test_study_runs_end_to_end_and_resumes_after_a_kill(tmp_path: Path) -> None:
     if teacher_mtime is not None:
         assert teacher.stat().st_mtime_ns == teacher_mtime  # a trained teacher is not trained again
 
-    # Ten trials, each trained once from step 0, probed and evaluated once, children of one MLflow parent.
+    # Ten trials, each trained once from step 0, probed and evaluated once, children of one MLflow parent. The
+    # local executor chains the probe behind the training in the trial's one job (Slurm queues it as its own job,
+    # tests/launch): it starts once the training has finished.
     done = study_trials(tmp_path)
     assert [t.state for t in done] == [TrialState.COMPLETE] * 10, [(t.number, t.state) for t in done]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     for t in done:
         run_dir = Path(t.user_attrs["run_dir"])
-        assert [j["job_id"] for j in read_jobs(run_dir)] == [t.user_attrs["job_id"]], history(run_dir, seed)
+        jobs = read_jobs(run_dir)
+        assert [(j["job_id"], j["kind"]) for j in jobs] == [(t.user_attrs["job_id"], "train")], history(run_dir, seed)
         assert [e["step"] for e in events.read(run_dir) if e["event"] == "start"] == [0], history(run_dir, seed)
+        trained = next(e for e in events.read(run_dir) if e["event"] == "finished")
+        probe_start = next(e for e in events.read(run_dir / "probe") if e["event"] == "start")
+        assert probe_start["time"] > trained["time"], history(run_dir, seed)
+        assert (status(run_dir).state, status(run_dir).step) == ("FINISHED", 20), history(run_dir, seed)
         run = client.get_run(t.user_attrs["mlflow_run_id"])
         assert {"probe/ar_val_loss", "probe/gfid", "probe/linear_acc", "eval/rfid", "eval/psnr"} <= \
             set(run.data.metrics), run_dir
@@ -156,6 +163,6 @@ def test_study_runs_end_to_end_and_resumes_after_a_kill(tmp_path: Path) -> None:
         assert re.search(rf"fit: probe/gfid \({group} semantic reg\.\): (alpha = -?\d|no power law: )", proc.stdout)
     assert re.search(r"semantic reg\.: probe/linear_acc better at \d/5 sizes \(mean ", proc.stdout)
 
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # finished: no training
+    again = run_main(capsys, "study", str(path), "--poll", "1")  # finished: no training
     assert again.returncode == 0 and "launched" not in again.stdout, again.stderr[-2000:]
     assert all(len(read_jobs(Path(t.user_attrs["run_dir"]))) == 1 for t in study_trials(tmp_path))

@@ -22,7 +22,7 @@ from scaling.plan.cost import run_flops
 from scaling.sweep.spec import load_sweep
 from scaling.core import events
 from scaling.launch.job import measured
-from tests.helpers import REPO, run_cli, write_sweep
+from tests.helpers import REPO, run_cli, run_main, write_sweep
 
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
@@ -85,11 +85,11 @@ def assert_one_array(path: Path) -> None:
         assert not list(log.parent.glob("array-*.json"))  # the pointers are spent once the jobs are recorded
 
 
-def assert_finished_sweep(path: Path) -> None:
+def assert_finished_sweep(path: Path, capsys: pytest.CaptureFixture) -> None:
     """Every trial COMPLETE at its last step in ``sweep status``, with the FLOPs its run logged (the planner's
     whole-run count) and their total, which the MLflow parent holds too; re-running the finished sweep does no
     work."""
-    status = run_cli("sweep", "status", str(path), env=ENV)
+    status = run_main(capsys, "sweep", "status", str(path))
     lines = status.stdout.strip().splitlines()
     assert lines[0].split() == ["TRIAL", "PARAMS", "STATE", "STEP", "VAL/PSNR", "FLOPS", "JOB"]
     assert len(lines) == 6 and all(" COMPLETE " in line and " 30 " in line for line in lines[1:5])
@@ -100,14 +100,15 @@ def assert_finished_sweep(path: Path) -> None:
     assert lines[5] == f"training FLOPs, all trials: {sum(planned):.3g}"
     (parent,), _ = child_runs(path.parent)
     assert parent.data.metrics["sweep/train_flops"] == pytest.approx(sum(planned), rel=1e-9)
-    again = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV)
+    again = run_main(capsys, "sweep", "run", str(path), "--poll", "1")
     assert again.returncode == 0 and "launched" not in again.stdout
     assert_ran_once_each(path, 4)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", ["dev"], indirect=True)  # local: the killed-driver test's grid, below
-def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_path: Path) -> None:
+def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture) -> None:
     path = write_sweep(tmp_path, synth_data, GRID, profile, max_concurrent=concurrency(profile))
     t0 = time.monotonic()
     proc = run_cli("sweep", "run", str(path), "--poll", "1", env=ENV, timeout=600)
@@ -115,13 +116,13 @@ def test_grid_sweep_runs_every_point_once(profile: str, synth_data: Path, tmp_pa
     print(f"4-trial grid ({profile}): {time.monotonic() - t0:.1f} s")
     assert_ran_once_each(path, 4)
     assert_one_array(path)
-    assert_finished_sweep(path)
+    assert_finished_sweep(path, capsys)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("profile", ["local"], indirect=True)  # arrays a dead driver queued: the next test
-def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, synth_data: Path,
-                                                                   tmp_path: Path) -> None:
+def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, synth_data: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
     """The local executor's grid, its driver killed twice at random moments: the third runs every point once.
     (A grid whose driver is never killed is the dev cluster's test above: the same end state is asserted.)"""
     path = write_sweep(tmp_path, synth_data, GRID, profile, max_concurrent=concurrency(profile))
@@ -138,7 +139,7 @@ def test_killed_driver_resumes_without_rerunning_or_losing_trials(profile: str, 
     assert proc.returncode == 0, f"seed {seed}: {proc.stderr[-3000:]}"
     print(f"killed at random moments (seed {seed}); the last driver:\n{proc.stdout}")
     assert_ran_once_each(path, 4)
-    assert_finished_sweep(path)
+    assert_finished_sweep(path, capsys)
 
 
 @pytest.mark.slow
@@ -248,7 +249,8 @@ def test_shipped_sweeps_load(path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_cancel_stops_the_jobs_and_marks_the_trials(profile: str, synth_data: Path, tmp_path: Path) -> None:
+def test_cancel_stops_the_jobs_and_marks_the_trials(profile: str, synth_data: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
     """On the dev cluster the two trials are the tasks of one array: each gets TERM (an array task that ends as
     the signal reaches it makes scancel fail with 'already completing', which is success)."""
     path = write_sweep(tmp_path, synth_data, GRID, profile, steps=5000)
@@ -259,7 +261,7 @@ def test_cancel_stops_the_jobs_and_marks_the_trials(profile: str, synth_data: Pa
     while sum(events.last(p) == "first_step" for p in (tmp_path / "root").glob("trial-*")) < 2:  # both training
         assert time.monotonic() < deadline and driver.poll() is None
         time.sleep(0.5)
-    proc = run_cli("sweep", "cancel", str(path), env=ENV)
+    proc = run_main(capsys, "sweep", "cancel", str(path))
     assert proc.returncode == 0 and proc.stdout.count("sent TERM") == 2, proc.stdout + proc.stderr[-2000:]
     assert driver.wait(timeout=60) == 0  # the driver stops at its next poll
     done = trials(path)
@@ -271,7 +273,7 @@ def test_cancel_stops_the_jobs_and_marks_the_trials(profile: str, synth_data: Pa
         while events.read(run_dir)[-1]["event"] != "cancelled":  # checkpointed and stopped
             assert time.monotonic() < deadline
             time.sleep(0.5)
-    status = run_cli("sweep", "status", str(path), env=ENV).stdout
+    status = run_main(capsys, "sweep", "status", str(path)).stdout
     assert status.count("CANCELLED") == 2 and status.count("WAITING") == 2
 
 
