@@ -263,9 +263,26 @@ def _check_grid(grid: Grid) -> None:
             raise ConfigError(f"grid.axes.{key}: must be a non-empty list of values")
         if any(isinstance(v, (list, dict)) for v in values):
             raise ConfigError(f"grid.axes.{key}: values must be numbers, strings or booleans")
+        if grid.mode == "product" and (i := _repeat(values)) is not None:
+            raise ConfigError(f"grid.axes.{key}: {values[i]!r} is listed twice (every grid point would run twice)")
     lengths = {key: len(values) for key, values in grid.axes.items()}
     if grid.mode == "zip" and len(set(lengths.values())) > 1:
         raise ConfigError(f"grid.axes: zip axes differ in length ({', '.join(f'{k}: {n}' for k, n in lengths.items())})")
+    points = list(zip(*grid.axes.values()))
+    if grid.mode == "zip" and (i := _repeat(points)) is not None:
+        first = points.index(points[i])
+        raise ConfigError(f"grid.axes: zip point {i + 1} repeats point {first + 1} "
+                          f"({', '.join(f'{k} = {v!r}' for k, v in zip(grid.axes, points[i]))}): it would run twice")
+
+
+def _repeat(values: list) -> int | None:
+    """The index of the first value equal to an earlier one (1 and 1.0 are one value, as TOML's are one setting)."""
+    seen: set = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            return i
+        seen.add(value)
+    return None
 
 
 def _check_search(search: Search) -> None:

@@ -227,6 +227,10 @@ BAD = {
     '[search]\nn_trials = 2\n[search.space."optim.lr"]\ntype = "float"\nlo = 0.0\n':
         "search.space.optim.lr.lo: unknown key (did you mean search.space.optim.lr.'low'?)",
     '[grid.axes]\n"model.base_channels" = [8, "wide"]\n': "model.base_channels: expected int, got str 'wide'",
+    '[grid.axes]\n"model.base_channels" = [8, 16, 8]\n':
+        "grid.axes.model.base_channels: 8 is listed twice (every grid point would run twice)",
+    '[grid]\nmode = "zip"\n[grid.axes]\n"model.base_channels" = [8, 16, 8]\n"optim.lr" = [1e-3, 1e-3, 1e-3]\n':
+        "grid.axes: zip point 3 repeats point 1 (model.base_channels = 8, optim.lr = 0.001): it would run twice",
 }
 
 
