@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import gc
 import importlib
+import sys
 
 
 def preload(*modules: str) -> None:
-    """Import ``modules`` (already imported: nothing) with the collector paused, then freeze every object that
-    exists. Call it where a command or job starts, once its input is known to be good."""
+    """Import ``modules`` with the collector paused, then freeze every object that exists. Call it where a command
+    or job starts, once its input is known to be good. When all of them are imported already it does nothing: a
+    long-lived process that calls it again (a test worker running commands in-process) freezes nothing more, so no
+    garbage of its own is ever kept for good."""
+    if all(name in sys.modules for name in modules):
+        return
     enabled = gc.isenabled()
     gc.disable()
     try:

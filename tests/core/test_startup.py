@@ -24,6 +24,20 @@ print("json.decoder" in sys.modules, "email.parser" in sys.modules, gc.isenabled
     assert out.split() == ["True", "True", str(enabled), "True"]
 
 
+def test_modules_imported_already_freeze_nothing_more() -> None:
+    code = """
+import gc
+from scaling.core.startup import preload
+preload("json.decoder")
+frozen = gc.get_freeze_count()
+garbage = [[i] for i in range(1000)]
+preload("json.decoder")
+print(gc.get_freeze_count() == frozen)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True"]
+
+
 def test_a_failing_import_still_gives_the_collector_back() -> None:
     assert gc.isenabled()
     with pytest.raises(ModuleNotFoundError):
