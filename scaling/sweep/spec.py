@@ -230,6 +230,8 @@ def validate(spec: SweepSpec) -> None:
     _check_choice("budget.gpu", spec.budget.gpu, ("H100", "H200", "A100"))
     if spec.storage.startswith("journal:") and not spec.storage[len("journal:"):]:
         raise ConfigError("storage: journal:PATH needs a path")
+    if spec.root_dir().exists() and not spec.root_dir().is_dir():
+        raise ConfigError(f"root: {spec.root_dir()} exists and is not a directory")
     if spec.is_grid:
         _check_grid(spec.grid)
         points = spec.grid_points()

@@ -90,6 +90,19 @@ def test_synth_never_replaces_another_dataset(tmp_path: Path, capsys: pytest.Cap
     assert main(["data", "synth", str(root), "--train", "40", "--val", "8", "--size", "16", "--workers", "1"]) == 0
 
 
+def test_a_data_output_that_is_a_file_is_one_line_and_kept(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "notes.txt"
+    out.write_text("mine")
+    (tmp_path / "src" / "n01").mkdir(parents=True)
+    for args in (["synth", str(out), "--train", "8", "--val", "4", "--size", "8", "--workers", "1"],
+                 ["convert", str(tmp_path / "src"), str(out), "--size", "8", "--workers", "1"]):
+        capsys.readouterr()
+        assert main(["data", *args]) == 2
+        assert capsys.readouterr().err.strip() == \
+            f"scaling: error: data output {out}: exists and is not a directory; choose another path"
+        assert out.read_text() == "mine"
+
+
 def _corrupt(path: Path, at: int) -> None:
     data = bytearray(path.read_bytes())
     data[at] ^= 0xFF

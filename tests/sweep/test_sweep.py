@@ -281,6 +281,19 @@ def test_cancel_stops_the_jobs_and_marks_the_trials(profile: str, synth_data: Pa
     assert status.count("CANCELLED") == 2 and status.count("WAITING") == 2
 
 
+def test_a_sweep_root_that_is_a_file_is_one_line_and_kept(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    root = tmp_path / "results.csv"
+    root.write_text("mine")
+    path = tmp_path / "sweep.toml"
+    path.write_text(f'base = "tiny"\nroot = "{root}"\n' + GRID)
+    for command in ("run", "status"):
+        capsys.readouterr()
+        assert main(["sweep", command, str(path)]) == 2
+        assert capsys.readouterr().err.strip() == \
+            f"scaling: error: sweep {path}: root: {root} exists and is not a directory"
+    assert root.read_text() == "mine"
+
+
 def test_a_sweep_never_run_is_one_line_for_status_and_cancel(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "never.toml"
     path.write_text(f'base = "tiny"\nroot = "{tmp_path / "root"}"\n' + GRID)
