@@ -237,6 +237,9 @@ def analyze(
     """Write ``report.html``, ``plots/``, ``fits.csv``, ``fits.json`` (every law: against size, (N, D) and
     compute), ``compute.json`` (compute-optimal sizes of an isoFLOP grid) and ``runs.csv`` under ``out_dir``;
     return the report's path."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a directory; choose another path")
     runs = with_linear_error(load_runs(source, tracking_uri))
     if options.size not in runs.columns or runs[options.size].notna().sum() == 0:
         raise UserError(f"no values in size column {options.size!r} (choose one with --size)")
@@ -245,7 +248,6 @@ def analyze(
         missing = [m for m in options.metrics if m not in runs.columns]
         if missing:
             raise UserError(f"no column {missing[0]!r} among the runs (for --metrics)")
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = _State(runs, tradeoff.semantic_groups(runs, options.semantic), options, out / "plots")
     analysis = Analysis(source=source, runs=runs, size=options.size, target=options.target_scale,

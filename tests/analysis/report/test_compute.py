@@ -57,6 +57,14 @@ def test_strict_budgets_refuse_the_analysis(tmp_path: Path, user_error) -> None:
     assert f"budget {BUDGETS[1]:.3g}" in msg and "outside the sampled sizes" in msg
 
 
+def test_an_output_that_is_a_file_is_refused_and_kept(tmp_path: Path, user_error) -> None:
+    isoflop_runs().to_csv(tmp_path / "runs.csv", index=False)
+    (tmp_path / "out").write_text("mine")
+    msg = user_error(["analyze", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "out")])
+    assert msg == f"scaling: error: --out {tmp_path / 'out'}: exists and is not a directory; choose another path"
+    assert (tmp_path / "out").read_text() == "mine"
+
+
 def test_a_metric_against_compute_is_fitted_over_the_compute_efficient_runs(tmp_path: Path, cli) -> None:
     """A size sweep at fixed steps: compute grows with size; a larger run that does worse is off the frontier."""
     n = np.geomspace(1e6, 1e8, 7)
