@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from scaling.data import mds, synth
 from scaling.core.errors import UserError
+from scaling.core.paths import check_dir_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG"}
 
@@ -26,7 +27,7 @@ def build_synthetic(
 ) -> Path:
     """Write the synthetic dataset to ``out`` unless an identical one is already complete there."""
     meta = {"kind": "synthetic", "num_classes": num_classes, "train": train, "val": val, "size": size, "seed": seed}
-    check_output_dir(out)
+    check_dir_path(out, "data output")
     if mds.is_complete(out, meta):
         return out
     if (out / "dataset.json").is_file():  # another complete dataset: never replaced
@@ -46,12 +47,6 @@ def build_synthetic(
     (out / "classes.json").write_text(json.dumps(names))
     mds.mark_complete(out, meta)
     return out
-
-
-def check_output_dir(out: Path) -> None:
-    """A data output is a directory, or nothing yet."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"data output {out}: exists and is not a directory; choose another path")
 
 
 def _is_partial_synth(out: Path) -> bool:
@@ -99,7 +94,7 @@ def convert_image_folder(
 
     if not src.is_dir():
         raise UserError(f"image folder {src}: not found")
-    check_output_dir(out)
+    check_dir_path(out, "data output")
     if out.exists() and any(out.iterdir()):
         raise UserError(f"data output {out}: exists and is not empty; choose another path")
     workers = workers or os.cpu_count() or 1

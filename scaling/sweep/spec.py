@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from scaling.core.config import Config, ConfigError
+from scaling.core.errors import UserError
+from scaling.core.paths import check_dir_path
 from scaling.core.config.loader import config_to_dict, flatten, from_dict, read_toml, set_dotted
 from scaling.models.factory import load_config
 
@@ -230,8 +232,10 @@ def validate(spec: SweepSpec) -> None:
     _check_choice("budget.gpu", spec.budget.gpu, ("H100", "H200", "A100"))
     if spec.storage.startswith("journal:") and not spec.storage[len("journal:"):]:
         raise ConfigError("storage: journal:PATH needs a path")
-    if spec.root_dir().exists() and not spec.root_dir().is_dir():
-        raise ConfigError(f"root: {spec.root_dir()} exists and is not a directory")
+    try:
+        check_dir_path(spec.root_dir(), "root")
+    except UserError as e:
+        raise ConfigError(str(e)) from None
     if spec.is_grid:
         _check_grid(spec.grid)
         points = spec.grid_points()

@@ -99,7 +99,7 @@ def test_a_data_output_that_is_a_file_is_one_line_and_kept(tmp_path: Path, capsy
         capsys.readouterr()
         assert main(["data", *args]) == 2
         assert capsys.readouterr().err.strip() == \
-            f"scaling: error: data output {out}: exists and is not a directory; choose another path"
+            f"scaling: error: data output: {out} exists and is not a directory"
         assert out.read_text() == "mine"
 
 

@@ -30,6 +30,7 @@ from scaling.analysis.tables.fit import fit_table
 from scaling.analysis.tables.provenance import mixed_measurements
 from scaling.analysis.tables.runs import load_runs
 from scaling.core.errors import UserError
+from scaling.core.paths import check_dir_path
 
 LABELS = {
     "eval/rfid": "rFID",
@@ -238,8 +239,7 @@ def analyze(
     compute), ``compute.json`` (compute-optimal sizes of an isoFLOP grid) and ``runs.csv`` under ``out_dir``;
     return the report's path."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a directory; choose another path")
+    check_dir_path(out, "--out")
     runs = with_linear_error(load_runs(source, tracking_uri))
     if options.size not in runs.columns or runs[options.size].notna().sum() == 0:
         raise UserError(f"no values in size column {options.size!r} (choose one with --size)")

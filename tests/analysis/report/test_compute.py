@@ -61,7 +61,9 @@ def test_an_output_that_is_a_file_is_refused_and_kept(tmp_path: Path, user_error
     isoflop_runs().to_csv(tmp_path / "runs.csv", index=False)
     (tmp_path / "out").write_text("mine")
     msg = user_error(["analyze", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "out")])
-    assert msg == f"scaling: error: --out {tmp_path / 'out'}: exists and is not a directory; choose another path"
+    assert msg == f"scaling: error: --out: {tmp_path / 'out'} exists and is not a directory"
+    below = user_error(["analyze", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "out" / "report")])
+    assert below == f"scaling: error: --out: {tmp_path / 'out'} (above {tmp_path / 'out' / 'report'}) is a file, not a directory"
     assert (tmp_path / "out").read_text() == "mine"
 
 
