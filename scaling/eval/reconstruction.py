@@ -1,7 +1,8 @@
 """``scaling eval RUN``: a trained tokenizer's reconstruction metrics on the validation split.
 
-rFID, PSNR, SSIM, LPIPS, codebook usage and perplexity, and how far quantisation moves the encoder outputs,
-logged to the run's own MLflow run at the checkpoint's step and written to ``RUN/eval/step-N/``.
+rFID, PSNR, SSIM, LPIPS, codebook usage and perplexity, and how far quantisation moves the encoder outputs (for
+continuous tokens: the latents' scale), logged to the run's own MLflow run at the checkpoint's step and written
+to ``RUN/eval/step-N/``.
 
 One process and a plain (unsharded) model: evaluation needs no gradients and no optimiser state, and every
 preset's generator fits on one device, so the checkpoint's generator (or EMA) entries are read straight into a
@@ -36,7 +37,7 @@ from scaling.metrics.pixel import psnr, ssim
 from scaling.export.generator import load_trained
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.models.factory import check_config
-from scaling.models.quantizers import codebook_stats
+from scaling.models.quantizers import bottleneck_stats
 from scaling.tracking.mlflow_tracker import PROVENANCE, tracking_uri
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.run_dir import EvalDir, RunDir, load_run_config
@@ -134,22 +135,21 @@ def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures | Te
     autocast = runtime_autocast(cfg.train.precision, device)  # the precision the run trained and validated in
     dataset, n = eval_split(cfg)
     sums = {"psnr": 0.0, "ssim": 0.0} | ({"lpips": 0.0} if perceptual is not None else {})
-    features, indices, distances, first, per_image = [], [], [], None, 0.0
+    features, outs, first, per_image = [], [], None, 0.0
     for images, _ in validation_batches(dataset, n, cfg.eval.batch_size, cfg.data.image_size):
         x = to_float(images).to(device)
         with FlopCounterMode(display=False) if first is None else nullcontext() as counter:
             recon, q = _measure_batch(model, x, extractor, perceptual, autocast, sums, features)
-        indices.append(q.indices.flatten().cpu())
-        distances.append(q.distance.flatten().float().cpu())
+        outs.append(q)
         if first is None:
             first, per_image = (x.cpu(), recon.cpu()), counter.get_total_flops() / len(x)
-    usage, perplexity = codebook_stats(torch.cat(indices), cfg.quantizer.codebook_size)
-    dist = torch.cat(distances).numpy()
-    p50, p95 = np.percentile(dist, [50, 95])
-    metrics = {k: v / n for k, v in sums.items()} | {
-        "codebook_usage": usage, "perplexity": perplexity, "code_distance_mean": float(dist.mean()),
-        "code_distance_p50": float(p50), "code_distance_p95": float(p95), "code_distance_max": float(dist.max()),
-        "num_images": float(n), "flops": per_image * n}
+    metrics = {k: v / n for k, v in sums.items()} | bottleneck_stats(outs, cfg.quantizer.codebook_size)
+    dist = torch.cat([q.distance.flatten().float().cpu() for q in outs]).numpy() if outs[0].discrete else None
+    if dist is not None:  # how far quantisation moved the encoder outputs (continuous tokens are not moved)
+        p50, p95 = np.percentile(dist, [50, 95])
+        metrics |= {"code_distance_mean": float(dist.mean()), "code_distance_p50": float(p50),
+                    "code_distance_p95": float(p95), "code_distance_max": float(dist.max())}
+    metrics |= {"num_images": float(n), "flops": per_image * n}
     return metrics, {"features": np.concatenate(features), "distances": dist, "first": first}
 
 
@@ -186,10 +186,11 @@ def save_outputs(target: Target, metrics: dict[str, float], extras: dict[str, An
     histogram, in ``target.outputs``."""
     out = target.outputs
     out.root.mkdir(parents=True, exist_ok=True)
-    grid = save_recon_grid(*extras["first"], out.reconstructions)
-    hist = save_histogram(extras["distances"], out.code_distances,
-                          xlabel="l2 distance, encoder output to its code",
-                          title=f"{target.run_dir.name} step {target.step}{' (EMA)' if target.ema else ''}")
+    files = [save_recon_grid(*extras["first"], out.reconstructions)]
+    if extras["distances"] is not None:
+        files.append(save_histogram(extras["distances"], out.code_distances,
+                                    xlabel="l2 distance, encoder output to its code",
+                                    title=f"{target.run_dir.name} step {target.step}{' (EMA)' if target.ema else ''}"))
     record = {"run_dir": str(target.run_dir), "step": target.step, "ema": target.ema, "metrics": metrics,
               "provenance": how}
     if f"{target.prefix}/lpips" not in metrics:
@@ -197,7 +198,7 @@ def save_outputs(target: Target, metrics: dict[str, float], extras: dict[str, An
     tmp = out.metrics.with_name(out.metrics.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, out.metrics)
-    return [out.metrics, grid, hist]
+    return [out.metrics, *files]
 
 
 def log_to_mlflow(target: Target, metrics: dict[str, float], files: list[Path], how: dict[str, str]) -> None:

@@ -42,6 +42,15 @@ def always(cfg: Config) -> bool:
 
 
 def quantizer_summary(q: QuantizerConfig) -> str:
+    """The bottleneck in a few words: ``VQ 512 x 8``, ``FSQ 8x5x5 (200 codes)``, ``KL 8 channels (weight 1e-06)``."""
+    if q.kind == "fsq":
+        return f"FSQ {'x'.join(map(str, q.levels))} ({q.codebook_size} codes)"
+    if q.kind == "lfq":
+        return f"LFQ {q.code_dim} bits"
+    if q.kind == "kl":
+        return f"KL {q.code_dim} channels (weight {q.kl_weight:g})"
+    if q.kind == "continuous":
+        return f"continuous {q.code_dim} channels (normalised)"
     return f"VQ {q.codebook_size} x {q.code_dim}"
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from scaling.core.config import Config, ModelConfig, QuantizerConfig
 from scaling.models.family import Family, Sizes, always, encoder_decoder_summary, quantizer_summary
 from scaling.models.nested import NestedDropout
-from scaling.models.quantizers import QuantOut, build_quantizer
+from scaling.models.quantizers import QuantOut, bottleneck_in_dim, build_quantizer
 from scaling.models.transformer import Transformer, TransformerBlock, init_linear
 from scaling.models.vqgan import Encoder, ResBlock
 
@@ -246,7 +246,7 @@ class GigaTok(nn.Module):
         self.encoder_transformer = TokenTransformer(
             model.encoder_size, z, grid * grid, num_queries=n if self.one_d else 0, causal=model.causal,
             pool_grid=grid if self.one_d else 0)
-        self.quant_proj = nn.Linear(z, quantizer.code_dim)
+        self.quant_proj = nn.Linear(z, bottleneck_in_dim(quantizer))
         self.quantizer = build_quantizer(quantizer)
         self.nested = NestedDropout(quantizer.code_dim) if model.nested_dropout else None
         self.post_quant_proj = nn.Linear(quantizer.code_dim, z)
@@ -281,7 +281,7 @@ class GigaTok(nn.Module):
 
     def encode(self, x: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
         tokens, _ = self.encoder_transformer(self.encoder_cnn(x).flatten(2).transpose(1, 2))
-        z = self.quant_proj(tokens).transpose(1, 2)  # (B, code_dim, N)
+        z = self.quant_proj(tokens).transpose(1, 2)  # (B, channels, N): code_dim, or twice it for kl
         if not self.one_d:
             z = z.unflatten(2, (self.grid, self.grid))
         return self.quantizer(z, entropy_temperature)

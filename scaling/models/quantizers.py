@@ -1,4 +1,5 @@
-"""Vector quantisers. Each returns a ``QuantOut`` with its losses and codebook statistics."""
+"""Bottlenecks between encoder and decoder: vector quantisers (discrete ids) and continuous ones (KL or plain
+normalised tokens). Each returns a ``QuantOut`` with its losses; the discrete ones also their ids."""
 
 from __future__ import annotations
 
@@ -15,17 +16,29 @@ from scaling.core.config import QuantizerConfig
 
 @dataclass
 class QuantOut:
-    z_q: torch.Tensor  # quantised latents, same shape as the input, straight-through gradients
-    indices: torch.Tensor  # code ids, the input's shape without the channel dim: (B, H, W) or (B, N)
+    z_q: torch.Tensor  # the decoder's input: (B, code_dim, H, W) or (B, code_dim, N); quantised straight through
+    indices: torch.Tensor | None  # code ids, z_q's shape without the channel dim; None: continuous tokens
     codebook_loss: torch.Tensor
     commit_loss: torch.Tensor
     entropy_loss: torch.Tensor  # zero (and not computed) unless asked for
     # l2 distance of each token's encoder output (as the quantiser compares it: normalised for vq) to its code,
-    # detached, shaped as ``indices``: how far quantisation moves the latents (``scaling eval``'s histogram)
-    distance: torch.Tensor
+    # detached, shaped as ``indices``: how far quantisation moves the latents (``scaling eval``'s histogram);
+    # None for continuous tokens
+    distance: torch.Tensor | None
+    kl_loss: torch.Tensor | None = None  # kl: the weighted KL to N(0, I); zero for the others
+
+    def __post_init__(self) -> None:
+        if self.kl_loss is None:
+            self.kl_loss = torch.zeros_like(self.commit_loss)
+
+    @property
+    def discrete(self) -> bool:
+        return self.indices is not None
 
     def usage(self, codebook_size: int) -> tuple[float, float]:
         """(share of codes used, perplexity) of this batch's assignments."""
+        if self.indices is None:
+            raise ValueError("continuous tokens have no codes to count")
         return codebook_stats(self.indices, codebook_size)
 
 
@@ -34,6 +47,17 @@ def codebook_stats(indices: torch.Tensor, codebook_size: int) -> tuple[float, fl
     p = counts / counts.sum()
     entropy = -(p[p > 0] * p[p > 0].log()).sum()
     return float((counts > 0).float().mean()), float(entropy.exp())
+
+
+def bottleneck_stats(outs: list[QuantOut], codebook_size: int) -> dict[str, float]:
+    """What the bottleneck did over these batches: for codes, the share of the codebook used and the
+    perplexity of the assignments; for continuous tokens, the standard deviation of the latents (the scale a
+    generator on them sees) and the mean over channels of each channel's variance across tokens."""
+    if outs[0].discrete:
+        usage, perplexity = codebook_stats(torch.cat([q.indices.flatten() for q in outs]), codebook_size)
+        return {"codebook_usage": usage, "perplexity": perplexity}
+    rows = torch.cat([_to_rows(q.z_q.detach()) for q in outs])
+    return {"latent_std": float(rows.std()), "latent_channel_var": float(rows.var(0).mean())}
 
 
 def global_mean(x: torch.Tensor) -> torch.Tensor:
@@ -158,17 +182,21 @@ def sq_distances(rows: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return rows.pow(2).sum(1, keepdim=True) + codes.pow(2).sum(1) - 2 * rows @ codes.t()
 
 
-class FSQ(nn.Module):
-    """Finite scalar quantisation (Mentzer et al. 2023): each of ``len(levels)`` dimensions is bounded and
-    rounded to one of ``levels[i]`` values in [-1, 1]; the code id is the mixed-radix number of the digits.
-    No codebook, no codebook or commitment loss."""
+class FixedBottleneck(nn.Module):
+    """A bottleneck with nothing to learn: its config is all it has."""
 
     def __init__(self, cfg: QuantizerConfig):
         super().__init__()
         self.cfg = cfg
 
     def reset_parameters(self) -> None:
-        pass  # nothing learnt
+        pass
+
+
+class FSQ(FixedBottleneck):
+    """Finite scalar quantisation (Mentzer et al. 2023): each of ``len(levels)`` dimensions is bounded and
+    rounded to one of ``levels[i]`` values in [-1, 1]; the code id is the mixed-radix number of the digits.
+    No codebook, no codebook or commitment loss."""
 
     def _grid(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per dimension: levels, the half-range, the offset of even level counts (they have no zero), the
@@ -195,17 +223,10 @@ class FSQ(nn.Module):
         return ((digits - half - offset) / (levels // 2)).movedim(-1, 1)
 
 
-class LFQ(nn.Module):
+class LFQ(FixedBottleneck):
     """Lookup-free quantisation (MAGVIT-v2): each dimension becomes its sign, so the code is a
     ``code_dim``-bit id and the implicit codebook is every +-1 vector. Commitment loss as VQ; the entropy
     loss scores all 2**code_dim codes."""
-
-    def __init__(self, cfg: QuantizerConfig):
-        super().__init__()
-        self.cfg = cfg
-
-    def reset_parameters(self) -> None:
-        pass  # nothing learnt
 
     def forward(self, z: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
         flat = _to_rows(z)
@@ -231,8 +252,35 @@ def _bit_signs(indices: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.where((indices[..., None] & powers) > 0, 1.0, -1.0)
 
 
+class ContinuousBottleneck(FixedBottleneck):
+    """Continuous tokens, nothing rounded. ``kl`` (LDM's VAE): the encoder gives a mean and a log-variance per
+    channel (``bottleneck_in_dim``: twice ``code_dim``); training samples the latent by reparameterisation,
+    evaluation takes the mean, and ``kl_loss`` is ``kl_weight`` times the KL to N(0, I), summed over a token's
+    channels and averaged over tokens. ``continuous``: the encoder output, normalised per token over its
+    channels (zero mean, unit variance, no affine), so its scale cannot drift and a generator sees
+    unit-scale latents."""
+
+    def forward(self, z: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
+        rows, zero = _to_rows(z), z.new_zeros((), dtype=torch.float32)
+        if self.cfg.kind == "continuous":
+            latent = F.layer_norm(rows, rows.shape[1:])
+            return QuantOut(_from_rows(latent, z), None, zero, zero, zero, None)
+        mean, logvar = rows.chunk(2, dim=1)
+        logvar = logvar.clamp(-30.0, 20.0)  # LDM's range: exp() stays finite
+        kl = 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).sum(1).mean()
+        latent = mean + (0.5 * logvar).exp() * torch.randn_like(mean) if self.training else mean
+        like = z[:, : self.cfg.code_dim]
+        return QuantOut(_from_rows(latent, like), None, zero, zero, zero, None, self.cfg.kl_weight * kl)
+
+
+def bottleneck_in_dim(cfg: QuantizerConfig) -> int:
+    """Channels the encoder hands the bottleneck: a mean and a log-variance each for kl, else ``code_dim``."""
+    return 2 * cfg.code_dim if cfg.kind == "kl" else cfg.code_dim
+
+
 def build_quantizer(cfg: QuantizerConfig) -> nn.Module:
-    kinds = {"vq": VectorQuantizer, "fsq": FSQ, "lfq": LFQ}
+    kinds = {"vq": VectorQuantizer, "fsq": FSQ, "lfq": LFQ, "kl": ContinuousBottleneck,
+             "continuous": ContinuousBottleneck}
     if cfg.kind not in kinds:
         raise ValueError(f"quantizer.kind {cfg.kind!r}")  # validate() rejects it before this
     return kinds[cfg.kind](cfg)

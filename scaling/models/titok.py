@@ -20,7 +20,7 @@ from scaling.core.config import Config, ModelConfig, QuantizerConfig
 from scaling.models.family import Family, Sizes, always, encoder_decoder_summary, quantizer_summary
 from scaling.models.gigatok import TRANSFORMER_SIZES, TokenTransformer
 from scaling.models.nested import NestedDropout
-from scaling.models.quantizers import QuantOut, build_quantizer
+from scaling.models.quantizers import QuantOut, bottleneck_in_dim, build_quantizer
 from scaling.models.transformer import TransformerBlock
 
 # TiTok's ViTs: GigaTok's table except S, which has 8 layers in TiTok (6 in GigaTok).
@@ -38,7 +38,7 @@ class TiTok(nn.Module):
         self.patch, self.grid, self.num_tokens = model.patch_size, image_size // model.patch_size, model.num_tokens
         pixels, patches = 3 * self.patch ** 2, self.grid ** 2
         self.encoder = TokenTransformer(model.encoder_size, pixels, patches, num_queries=self.num_tokens, joint=True,
-                                        out_dim=quantizer.code_dim, sizes=TITOK_SIZES)
+                                        out_dim=bottleneck_in_dim(quantizer), sizes=TITOK_SIZES)
         self.quantizer = build_quantizer(quantizer)
         self.nested = NestedDropout(quantizer.code_dim) if model.nested_dropout else None
         self.decoder = TokenTransformer(model.decoder_size, quantizer.code_dim, self.num_tokens, num_queries=patches,

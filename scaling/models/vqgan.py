@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from scaling.core.config import Config, ModelConfig, QuantizerConfig
 from scaling.models.family import Family, quantizer_summary
-from scaling.models.quantizers import QuantOut, build_quantizer
+from scaling.models.quantizers import QuantOut, bottleneck_in_dim, build_quantizer
 
 
 class ResBlock(nn.Module):
@@ -101,7 +101,7 @@ class VQTokenizer(nn.Module):
     def __init__(self, model: ModelConfig, quantizer: QuantizerConfig):
         super().__init__()
         self.encoder = Encoder(model)
-        self.quant_conv = nn.Conv2d(model.z_channels, quantizer.code_dim, 1)
+        self.quant_conv = nn.Conv2d(model.z_channels, bottleneck_in_dim(quantizer), 1)
         self.quantizer = build_quantizer(quantizer)
         self.post_quant_conv = nn.Conv2d(quantizer.code_dim, model.z_channels, 1)
         self.decoder = Decoder(model)

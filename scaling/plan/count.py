@@ -39,7 +39,7 @@ def training_flops(model: nn.Module, cfg: Config) -> tuple[int, int]:
     semantic = cfg.loss.semantic_weight > 0
     with FlopCounterMode(display=False) as forward:
         recon, q, *student = model(x, temperature, semantic=True) if semantic else model(x, temperature)
-        loss = recon.float().mean() + q.codebook_loss + q.commit_loss + q.entropy_loss
+        loss = recon.float().mean() + q.codebook_loss + q.commit_loss + q.entropy_loss + q.kl_loss
         if student:
             loss = loss + student[0].float().mean()
     with FlopCounterMode(display=False) as backward:

@@ -298,7 +298,7 @@ def training_loss(cfg: Config, model: nn.Module, extras: dict[str, nn.Module], b
     temperature = lc.entropy_temperature if lc.entropy_weight else None
     recon, q, *student = model(x, temperature, semantic=True) if "teacher" in extras else model(x, temperature)
     recon_loss = F.l1_loss if lc.recon == "l1" else F.mse_loss
-    loss = recon_loss(recon.float(), x) + q.codebook_loss + q.commit_loss + q.entropy_loss
+    loss = recon_loss(recon.float(), x) + q.codebook_loss + q.commit_loss + q.entropy_loss + q.kl_loss
     if "lpips" in extras:
         loss = loss + extras["lpips"](recon.float(), x).mean()
     if "discriminator" in extras:

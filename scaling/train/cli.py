@@ -36,5 +36,8 @@ def _train(args: argparse.Namespace) -> int:
     print(f"MLflow run:      {result.run_id} (experiment {cfg.tracking.experiment!r}, store {uri})")
     print(f"  browse it:     mlflow ui --backend-store-uri {uri}")
     if result.val:
-        print(f"validation:      PSNR {result.val['val/psnr']:.2f} dB, codebook usage {result.val['val/codebook_usage']:.1%}")
+        v = result.val
+        used = (f"codebook usage {v['val/codebook_usage']:.1%}" if "val/codebook_usage" in v
+                else f"latent std {v['val/latent_std']:.3f}")
+        print(f"validation:      PSNR {v['val/psnr']:.2f} dB, {used}")
     return 0

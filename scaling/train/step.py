@@ -139,6 +139,9 @@ def generator_losses(cfg: Config, x: torch.Tensor, recon: torch.Tensor, q: Any,
     rec = F.l1_loss(recon.float(), x) if lc.recon == "l1" else F.mse_loss(recon.float(), x)
     out = {"recon": rec, "codebook": q.codebook_loss, "commit": q.commit_loss}
     total = lc.recon_weight * rec + lc.codebook_weight * (q.codebook_loss + q.commit_loss)
+    if cfg.quantizer.kind == "kl":  # already weighted by quantizer.kl_weight
+        out["kl"] = q.kl_loss
+        total = total + q.kl_loss
     if lc.entropy_weight:
         out["entropy"] = q.entropy_loss
         total = total + lc.entropy_weight * q.entropy_loss

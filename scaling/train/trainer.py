@@ -37,7 +37,7 @@ from scaling.data.loader import augment, endless, sample_seeds, to_float, train_
 from scaling.metrics.grids import save_recon_grid
 from scaling.metrics.pixel import psnr
 from scaling.models.factory import parameter_counts
-from scaling.models.quantizers import codebook_stats
+from scaling.models.quantizers import bottleneck_stats
 from scaling.parallel.batch import batch_split
 from scaling.parallel.parallelize import memory_format
 from scaling.plan.cost import with_budget_steps
@@ -151,10 +151,9 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
         if step % cfg.train.log_every == 0 or step == cfg.train.steps:
             elapsed = time.perf_counter() - t0
             scalars = {f"train/{k}": v for k, v in global_mean(sums, rt).items()}
-            usage, perplexity = codebook_stats(q.indices, cfg.quantizer.codebook_size)
             images_per_s = (step - step_at_t0) * cfg.train.batch_size / max(elapsed, 1e-9)
-            scalars |= {"train/codebook_usage": usage, "train/perplexity": perplexity,
-                        "train/lr": sched_g.schedulers[0].get_last_lr()[0],
+            scalars |= {f"train/{k}": v for k, v in bottleneck_stats([q], cfg.quantizer.codebook_size).items()}
+            scalars |= {"train/lr": sched_g.schedulers[0].get_last_lr()[0],
                         "train/images_seen": step * cfg.train.batch_size, "train/images_per_s": images_per_s,
                         "train/flops": step_flops_done(flops_parts, step, cfg.train.batch_size, cfg.loss.gan_start),
                         "train/wall_seconds": (wall := wall_seconds()), "train/device_seconds": wall * rt.world_size}
@@ -230,7 +229,7 @@ def validate(model: torch.nn.Module, val_x: torch.Tensor, chunk: int, cfg: Confi
     device = rt.device
     was_training = model.training
     model.eval()
-    mse, psnrs, indices, first = [], [], [], None
+    mse, psnrs, outs, first = [], [], [], None
     for images in val_x.split(chunk):
         x = to_float(images).to(device)
         with autocast:
@@ -238,15 +237,14 @@ def validate(model: torch.nn.Module, val_x: torch.Tensor, chunk: int, cfg: Confi
         recon = recon.float()
         mse.append(F.mse_loss(recon, x, reduction="none").flatten(1).mean(1))
         psnrs.append(psnr(recon, x))
-        indices.append(q.indices.flatten())
+        outs.append(q)
         if first is None:
             first = (x, recon)
     model.train(was_training)
-    usage, perplexity = codebook_stats(torch.cat(indices), cfg.quantizer.codebook_size)
     if rt.is_main:
         run = RunDir(run_dir)
         grid = save_recon_grid(*first, run.reconstruction(step))
         tracker.log_artifact(grid, run.reconstructions.name)  # MLflow's artifact folder mirrors the run's
-    return {"val/recon_loss": float(torch.cat(mse).mean()), "val/psnr": float(torch.cat(psnrs).mean()),
-            "val/codebook_usage": usage, "val/perplexity": perplexity}
+    return {"val/recon_loss": float(torch.cat(mse).mean()), "val/psnr": float(torch.cat(psnrs).mean())
+            } | {f"val/{k}": v for k, v in bottleneck_stats(outs, cfg.quantizer.codebook_size).items()}
 

@@ -119,6 +119,19 @@ def test_every_family_reconstructs(config: str, tokens: int, synth_data: Path, r
     assert originals.shape == recons.shape == (4, 3, 32, 32)
 
 
+@pytest.mark.parametrize("config, kind", [("tiny", "kl"), ("gigatok-tiny", "continuous")])
+def test_continuous_tokens_report_their_scale_not_codes(config: str, kind: str, synth_data: Path,
+                                                         tmp_path: Path) -> None:
+    cfg = load_config(config, {"data": {"train": str(synth_data / "train"), "val": str(synth_data / "val")},
+                               "train": {"run_dir": str(tmp_path)}, "eval": {"num_images": 6, "batch_size": 4},
+                               "quantizer": {"kind": kind}, "loss": {"entropy_weight": 0.0}})
+    torch.manual_seed(0)
+    model = build_tokenizer(cfg).eval()
+    metrics, extras = reconstruct(model, cfg, lambda x: np.zeros((len(x), 2048)), None, torch.device("cpu"))
+    assert extras["distances"] is None and not any(k.startswith(("codebook", "perplexity", "code_")) for k in metrics)
+    assert metrics["latent_std"] > 0 and metrics["latent_channel_var"] > 0 and 0 < metrics["psnr"] < 100
+
+
 def test_nested_dropout_tokenizers_are_evaluated_at_every_prefix_length(synth_data: Path, tmp_path: Path) -> None:
     """A 1D tokenizer trained with nested dropout reports PSNR for the first 1, 2, 4, ... tokens alone."""
     overrides = {"data": {"train": str(synth_data / "train"), "val": str(synth_data / "val")},

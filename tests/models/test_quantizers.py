@@ -10,11 +10,14 @@ import torch.multiprocessing as mp
 from scaling.core.config import ConfigError, QuantizerConfig
 from scaling.models.factory import load_config
 from scaling.models.factory import build_tokenizer
-from scaling.models.quantizers import FSQ, LFQ, VectorQuantizer, codebook_stats, entropy_loss, rotate_to
+from scaling.models.quantizers import (FSQ, LFQ, ContinuousBottleneck, VectorQuantizer, bottleneck_stats,
+                                       codebook_stats, entropy_loss, rotate_to)
 
 FSQ_ARGS = ("--quantizer.kind", "fsq", "--quantizer.levels", "[8, 5, 5]", "--quantizer.code_dim", "3",
             "--quantizer.codebook_size", "200", "--loss.entropy_weight", "0")
 LFQ_ARGS = ("--quantizer.kind", "lfq", "--quantizer.code_dim", "6", "--quantizer.codebook_size", "64")
+KL_ARGS = ("--quantizer.kind", "kl", "--quantizer.kl_weight", "0.01", "--loss.entropy_weight", "0")
+CONTINUOUS_ARGS = ("--quantizer.kind", "continuous", "--loss.entropy_weight", "0")
 
 
 def test_rotation_trick_keeps_the_code_and_rotates_the_gradient() -> None:
@@ -85,19 +88,61 @@ def test_distance_is_from_the_encoder_output_to_its_code() -> None:
     assert q.distance.max() > 0
 
 
+def test_kl_samples_in_training_takes_the_mean_in_eval_and_weighs_its_kl() -> None:
+    torch.manual_seed(0)
+    kl = ContinuousBottleneck(QuantizerConfig(kind="kl", code_dim=4, kl_weight=0.5))
+    mean, logvar = torch.randn(2, 4, 3, 5), torch.randn(2, 4, 3, 5) - 1
+    z = torch.cat([mean, logvar], dim=1).requires_grad_()
+    expected = 0.5 * 0.5 * (mean.square() + logvar.exp() - 1 - logvar).sum(1).mean()  # weight x KL per token
+    kl.eval()
+    q = kl(z)
+    assert q.indices is None and q.distance is None and not q.discrete
+    assert torch.allclose(q.z_q, mean) and torch.allclose(q.kl_loss, expected, atol=1e-6)
+    kl.train()
+    a, b = kl(z), kl(z)
+    assert a.z_q.shape == mean.shape and not torch.allclose(a.z_q, b.z_q)  # a fresh sample each call
+    noise = (a.z_q - mean) / (0.5 * logvar).exp()
+    assert 0.8 < float(noise.std()) < 1.2 and abs(float(noise.mean())) < 0.2  # reparameterised N(mean, var)
+    (a.z_q.sum() + a.kl_loss).backward()
+    assert z.grad[:, :4].abs().sum() > 0 and z.grad[:, 4:].abs().sum() > 0  # mean and variance both learn
+    prior = torch.zeros(1, 8, 2)  # N(0, I) itself costs nothing
+    assert float(kl(prior).kl_loss) == 0.0
+
+
+def test_continuous_tokens_are_normalised_per_token_and_keep_their_direction() -> None:
+    z = torch.randn(2, 6, 10) * 5 + 3
+    q = ContinuousBottleneck(QuantizerConfig(kind="continuous", code_dim=6))(z)
+    assert q.indices is None and float(q.kl_loss) == 0.0 and q.z_q.shape == z.shape
+    assert torch.allclose(q.z_q.mean(1), torch.zeros(2, 10), atol=1e-5)
+    assert torch.allclose(q.z_q.var(1, unbiased=False), torch.ones(2, 10), atol=1e-3)
+    centred = z - z.mean(1, keepdim=True)
+    assert torch.allclose(torch.nn.functional.cosine_similarity(q.z_q, centred, dim=1), torch.ones(2, 10), atol=1e-5)
+    assert bottleneck_stats([q], 512) == pytest.approx({"latent_std": 1.0, "latent_channel_var": float(
+        q.z_q.movedim(1, -1).reshape(-1, 6).var(0).mean())}, abs=1e-2)
+
+
 @pytest.mark.parametrize("config", ["tiny", "gigatok-tiny", "titok-tiny"])
-@pytest.mark.parametrize("args", [FSQ_ARGS, LFQ_ARGS, ("--quantizer.rotation_trick", "true")],
-                         ids=["fsq", "lfq", "vq-rotation"])
+@pytest.mark.parametrize("args", [FSQ_ARGS, LFQ_ARGS, ("--quantizer.rotation_trick", "true"), KL_ARGS,
+                                  CONTINUOUS_ARGS], ids=["fsq", "lfq", "vq-rotation", "kl", "continuous"])
 def test_every_family_takes_every_quantizer(config: str, args: tuple[str, ...]) -> None:
     torch.manual_seed(0)
     cfg = load_config(config, list(args))
     model = build_tokenizer(cfg)
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     recon, q = model(x)
-    (recon.square().mean() + q.codebook_loss + q.commit_loss).backward()
+    (recon.square().mean() + q.codebook_loss + q.commit_loss + q.kl_loss).backward()
     assert all(p.grad is not None for p in model.parameters())
-    usage, perplexity = q.usage(cfg.quantizer.codebook_size)
-    assert 0 < usage <= 1 and perplexity >= 1
+    assert q.z_q.shape[1] == cfg.quantizer.code_dim and (float(q.kl_loss) > 0) == (cfg.quantizer.kind == "kl")
+    model.eval()
+    with torch.no_grad():
+        recon, q = model(x)
+        assert torch.equal(model(x)[0], recon)  # deterministic in eval (kl: the mean, not a sample)
+        assert torch.allclose(model.decode(q.z_q), recon, atol=1e-5)
+    stats = bottleneck_stats([q], cfg.quantizer.codebook_size)
+    if not q.discrete:
+        assert set(stats) == {"latent_std", "latent_channel_var"}
+        return
+    assert 0 < stats["codebook_usage"] <= 1 and stats["perplexity"] >= 1
     with torch.no_grad():
         assert torch.allclose(model.decode_indices(q.indices), recon, atol=1e-4)
 
@@ -110,6 +155,10 @@ def test_every_family_takes_every_quantizer(config: str, args: tuple[str, ...]) 
     (("--quantizer.kind", "lfq", "--quantizer.code_dim", "6"),
      r"quantizer\.codebook_size: lfq with quantizer\.code_dim 6 has 64 codes, got 512"),
     (FSQ_ARGS + ("--loss.entropy_weight", "0.1"), r"loss\.entropy_weight: must be 0 with quantizer\.kind 'fsq'"),
+    (KL_ARGS + ("--loss.entropy_weight", "0.1"), r"loss\.entropy_weight: must be 0 with quantizer\.kind 'kl'"),
+    (("--quantizer.kind", "kl", "--quantizer.kl_weight", "-1"), r"quantizer\.kl_weight: must be >= 0, got -1"),
+    (("--quantizer.kind", "vae"),
+     r"quantizer\.kind: unknown quantizer 'vae' \(known: vq, fsq, lfq, kl, continuous\)"),
 ])
 def test_quantizer_settings_that_disagree_are_one_line_errors(args: tuple[str, ...], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,8 @@ from scaling.core.signals import EXIT_STOPPED
 from scaling.models.factory import load_config
 from scaling.core.config import read_config
 from scaling.plan.count import step_flops, step_flops_done
-from tests.helpers import assert_bitwise_equal, final_state, literal, run_cli, tiny_args
+from tests.helpers import (assert_bitwise_equal, final_state, history, literal, run_cli, run_main, teacher_features,
+                           tiny_args)
 
 pytestmark = pytest.mark.slow  # every test trains through the CLI
 
@@ -185,3 +187,42 @@ def test_ctrl_c_and_term_stop_with_a_checkpoint_and_their_own_exit_code(synth_da
         assert CheckpointStore(RunDir(run_dir).checkpoints).latest() == history[-1]["step"]
     starts = [e["step"] for e in events.read(run_dir) if e["event"] == "start"]
     assert starts[0] == 0 and starts[1] > 0  # the second start resumed from the first stop's checkpoint
+
+
+def test_a_continuous_tokenizer_resumes_bitwise_exports_and_evaluates(synth_data: Path, random_vit: Path,
+                                                                     tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """FlowTok-shaped: 1D continuous (KL) tokens with nested dropout, so that the latent's sample and the kept
+    prefix both come from the checkpointed RNG; killed after its first checkpoint and resumed, it equals the run
+    that went straight through, bit for bit. Its export and evaluation take continuous tokens as they are."""
+    from scaling.export.generator import load_generator
+
+    extra = {"quantizer.kind": "kl", "quantizer.kl_weight": 1e-3, "loss.entropy_weight": 0.0,
+             "model.nested_dropout": True, "train.steps": 6, "train.ckpt_every": 3, "train.val_every": 6,
+             "train.log_every": 3, "train.batch_size": 8, "optim.warmup_steps": 0, **teacher_features(random_vit)}
+    uris = {name: f"sqlite:///{tmp_path / name}.db" for name in ("straight", "killed")}
+    straight = run_cli("train", "gigatok-tiny", *tiny_args(synth_data, tmp_path / "straight", uris["straight"], **extra))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert "latent std" in straight.stdout
+    killed_args = tiny_args(synth_data, tmp_path / "killed", uris["killed"], **extra)
+    assert run_cli("train", "gigatok-tiny", *killed_args, env={"SCALING_FAULT": "checkpoint-saved:3"}).returncode == -9
+    resumed = run_cli("train", "gigatok-tiny", *killed_args)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _resumed_from(tmp_path / "killed") == 3
+    state = final_state(tmp_path / "straight", 6)
+    assert_bitwise_equal(state, final_state(tmp_path / "killed", 6))
+    run, kl = history(uris["killed"], "train/kl")
+    assert sorted(kl) == [3, 6] and all(v > 0 for v in kl.values())
+    assert "val/latent_std" in run.data.metrics and "val/codebook_usage" not in run.data.metrics
+
+    out = tmp_path / "g.safetensors"
+    assert run_main(capsys, "export", str(tmp_path / "killed"), "--out", str(out)).returncode == 0
+    model, cfg = load_generator(out, ema=False)
+    assert cfg.quantizer.kind == "kl" and cfg.model.nested_dropout
+    assert_bitwise_equal(state["model"], model.state_dict())
+    proc = run_main(capsys, "eval", str(tmp_path / "killed"), "--eval.fid_features", "teacher",
+                    "--eval.num_images", "16", "--eval.stats_cache", str(tmp_path / "fid"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    evaluated = json.loads(next((tmp_path / "killed" / "eval").glob("step-*/metrics.json")).read_text())["metrics"]
+    assert evaluated["eval/latent_std"] > 0 and evaluated["eval/psnr"] > 0 and "eval/psnr_keep1" in evaluated
+    assert not any("codebook" in k or "code_distance" in k for k in evaluated)

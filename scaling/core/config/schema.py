@@ -63,12 +63,19 @@ class ModelConfig:
         return errs
 
 
+DISCRETE_KINDS = ("vq", "fsq", "lfq")  # quantizer.kind values that give code ids
+CONTINUOUS_KINDS = ("kl", "continuous")  # ... and those whose tokens stay continuous
+
+
 @dataclass
 class QuantizerConfig:
-    kind: str = "vq"  # vq | fsq (finite scalar) | lfq (lookup-free, binary)
-    codebook_size: int = 16384  # fsq: the product of levels; lfq: 2 ** code_dim
-    code_dim: int = 8  # fsq: len(levels)
+    # vq | fsq (finite scalar) | lfq (lookup-free, binary) | kl (diagonal Gaussian, continuous) | continuous
+    # (continuous tokens normalised per token)
+    kind: str = "vq"
+    codebook_size: int = 16384  # fsq: the product of levels; lfq: 2 ** code_dim; unused by continuous kinds
+    code_dim: int = 8  # fsq: len(levels); continuous kinds: channels per token
     beta: float = 0.25  # commitment weight (vq, lfq)
+    kl_weight: float = 1e-6  # kl: weight of the KL to N(0, I) (per token, summed over channels)
     l2_norm: bool = True  # vq
     rotation_trick: bool = False  # vq: gradients through a rotation to the code instead of straight through
     levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)  # fsq: values per dimension (FlexTok's 64000 codes)
@@ -78,8 +85,9 @@ class QuantizerConfig:
 
     def validate(self) -> list[str]:
         errs = []
-        if self.kind not in ("vq", "fsq", "lfq"):
-            errs.append(f"quantizer.kind: unknown quantizer {self.kind!r} (known: vq, fsq, lfq)")
+        if self.kind not in DISCRETE_KINDS + CONTINUOUS_KINDS:
+            errs.append(f"quantizer.kind: unknown quantizer {self.kind!r} (known: "
+                        f"{', '.join(DISCRETE_KINDS + CONTINUOUS_KINDS)})")
         if self.kind == "fsq":
             errs += self._fsq_errors()
         if self.kind == "lfq" and not 1 <= self.code_dim <= 16:
@@ -93,6 +101,8 @@ class QuantizerConfig:
             errs.append(f"quantizer.code_dim: must be positive, got {self.code_dim}")
         if self.beta < 0:
             errs.append(f"quantizer.beta: must be >= 0, got {self.beta}")
+        if self.kl_weight < 0:
+            errs.append(f"quantizer.kl_weight: must be >= 0, got {self.kl_weight}")
         if self.semantic_code_dim <= 0:
             errs.append(f"quantizer.semantic_code_dim: must be positive, got {self.semantic_code_dim}")
         if self.pixel_distance_weight < 0:
@@ -422,8 +432,9 @@ class Config:
                 f"data.image_size: {self.data.image_size} is not divisible by the model's downsampling "
                 f"factor {down} ({why})"
             )
-        if self.quantizer.kind == "fsq" and self.loss.entropy_weight:
-            errs.append("loss.entropy_weight: must be 0 with quantizer.kind 'fsq' (no codebook to score codes against)")
+        if self.quantizer.kind in ("fsq",) + CONTINUOUS_KINDS and self.loss.entropy_weight:
+            errs.append(f"loss.entropy_weight: must be 0 with quantizer.kind {self.quantizer.kind!r} (no codebook to "
+                        "score codes against)")
         if self.optim.warmup_steps >= self.train.steps and self.optim.warmup_steps > 0:
             errs.append(f"optim.warmup_steps: {self.optim.warmup_steps} must be below train.steps {self.train.steps}")
         return errs
