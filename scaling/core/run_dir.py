@@ -51,8 +51,9 @@ class RunDir(JobDir):
         submitit/            submitit's pickles and logs; array-*.json points to a job array's task
         eval/                step-NNNNNNNN[-raw]/ of ``scaling eval``: metrics.json, reconstructions.png,
                              code_distances.png
-        probe/               ``scaling probe``: probe.toml, tokens/, checkpoints/, events.jsonl, samples/,
-                             results.json (see ``ProbeDir``)
+        probe/               ``scaling probe``, the AR probe: probe.toml, tokens/, checkpoints/, events.jsonl,
+                             samples/, results.json (see ``ProbeDir``)
+        flow-probe/          the flow probe, laid out as probe/ (its tokens/ hold continuous latents)
         export/              generator.safetensors, the default output of ``scaling export``
     """
 
@@ -124,7 +125,12 @@ class RunDir(JobDir):
 
     @property
     def probe(self) -> ProbeDir:
+        """The AR probe's directory."""
         return ProbeDir(self.root / "probe")
+
+    def probe_dir(self, kind: str) -> ProbeDir:
+        """The directory of probe ``kind`` (``probe.kinds``): ``probe/`` for ar, ``flow-probe/`` for flow."""
+        return self.probe if kind == "ar" else ProbeDir(self.root / f"{kind}-probe")
 
     @property
     def exported_generator(self) -> Path:
@@ -155,13 +161,14 @@ class EvalDir:
 
 @dataclass(frozen=True)
 class ProbeDir(JobDir):
-    """``RUN/probe/``: the AR probe of the run's tokenizer, resumable like training.
+    """``RUN/probe/`` (or ``RUN/flow-probe/``): a generation probe of the run's tokenizer, resumable like training.
 
     ::
 
         probe.toml           the probe's config; another one here is refused
-        tokens/              SPLIT/: the split's tokens (``scaling.probe.tokens``); cache/SPLIT/: its images
-        checkpoints/         the probe GPT's checkpoints
+        tokens/              SPLIT/: the split's tokens, code ids or latents (``scaling.probe.tokens``); cache/SPLIT/:
+                             its images
+        checkpoints/         the probe model's checkpoints
         events.jsonl         the probe job's life
         samples/             cfgSCALE.png: generated images at each guidance scale
         results.json         the probe's metrics, written last: a probe that finds it is done

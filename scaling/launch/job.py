@@ -87,6 +87,10 @@ def limit_threads(cpus: int) -> None:
 
 
 def measured(run_dir: Path) -> bool:
-    """Both of ``ProbeJob``'s results are on disk."""
+    """All of ``ProbeJob``'s results are on disk: each probe kind's and the evaluation's."""
+    from scaling.core.config.schema import probe_kinds
+    from scaling.core.run_dir import load_run_config
+
     run = RunDir(run_dir)
-    return run.probe.results.is_file() and bool(run.evaluations())
+    kinds = probe_kinds(load_run_config(run_dir, [], ()))
+    return all(run.probe_dir(kind).results.is_file() for kind in kinds) and bool(run.evaluations())

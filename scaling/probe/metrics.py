@@ -1,4 +1,5 @@
-"""The probe's measurements (GigaTok's AR probing): validation loss, gFID with a CFG-scale search, linear probe.
+"""A probe's measurements (GigaTok's AR probing, the same for the flow probe): validation loss, gFID with a
+CFG-scale search, linear probe.
 
 Every rank runs the (sharded) GPT on its share of the rows, padded so that all ranks make the same number of
 forward calls, and the results are gathered in row order.
@@ -14,8 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from scaling.core.config import Config
 from scaling.core.runtime import Runtime
-from scaling.probe.gpt import ClassConditionalGPT
+from scaling.probe.kinds import ProbeKind
 
 
 def map_rows(fn: Callable[[torch.Tensor], torch.Tensor], n: int, batch: int, rt: Runtime) -> torch.Tensor:
@@ -28,24 +30,24 @@ def map_rows(fn: Callable[[torch.Tensor], torch.Tensor], n: int, batch: int, rt:
 
 
 @torch.no_grad()
-def ar_val_loss(model: ClassConditionalGPT, tokens: torch.Tensor, labels: torch.Tensor, batch: int, rt: Runtime,
-                autocast: Any) -> float:
-    """Mean next-token cross-entropy, in nats per token, of the true-class model on the validation tokens."""
+def val_loss(model: nn.Module, kind: ProbeKind, tokens: torch.Tensor, labels: torch.Tensor, meta: dict[str, Any],
+             cfg: Config, batch: int, rt: Runtime, autocast: Any) -> float:
+    """The kind's validation loss (``ProbeKind.val_loss``) averaged over the validation images."""
     def per_image(rows: torch.Tensor) -> torch.Tensor:
-        x, y = tokens[rows].to(rt.device), labels[rows].to(rt.device)
+        x, y = kind.inputs(tokens[rows].to(rt.device), meta), labels[rows].to(rt.device)
         with autocast:
-            logits = model(x, y)
-        return F.cross_entropy(logits.float().transpose(1, 2), x, reduction="none").mean(1)
+            return kind.val_loss(model, x, y, rows, cfg).float()
 
     model.eval()
     return float(map_rows(per_image, len(tokens), batch, rt).mean())
 
 
 @torch.no_grad()
-def features(model: ClassConditionalGPT, tokens: torch.Tensor, batch: int, rt: Runtime, autocast: Any) -> torch.Tensor:
+def features(model: nn.Module, kind: ProbeKind, tokens: torch.Tensor, meta: dict[str, Any], batch: int, rt: Runtime,
+             autocast: Any) -> torch.Tensor:
     def pooled(rows: torch.Tensor) -> torch.Tensor:
         with autocast:
-            return model.features(tokens[rows].to(rt.device)).float()
+            return model.features(kind.inputs(tokens[rows].to(rt.device), meta)).float()
 
     model.eval()
     return map_rows(pooled, len(tokens), batch, rt)
@@ -76,18 +78,18 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
 
 
 @torch.no_grad()
-def generate_images(model: ClassConditionalGPT, tokenizer: nn.Module, grid: tuple[int, ...], labels: torch.Tensor,
-                    cfg_scale: float, temperature: float, top_k: int, batch: int, seed: int, rt: Runtime,
-                    autocast: Any, extract: Callable[[torch.Tensor], np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
+def generate_images(model: nn.Module, kind: ProbeKind, tokenizer: nn.Module, labels: torch.Tensor, cfg_scale: float,
+                    cfg: Config, meta: dict[str, Any], batch: int, rt: Runtime, autocast: Any,
+                    extract: Callable[[torch.Tensor], np.ndarray]) -> tuple[torch.Tensor, np.ndarray]:
     """Sample tokens for ``labels``, decode them with the tokenizer, and return (the first batch of images,
-    the Inception features of all of them)."""
-    generator = torch.Generator(rt.device).manual_seed(seed + rt.rank)
+    the FID features of all of them)."""
+    generator = torch.Generator(rt.device).manual_seed(cfg.train.seed + rt.rank)
     first: list[torch.Tensor] = []
 
     def sample(rows: torch.Tensor) -> torch.Tensor:
         with autocast:
-            tokens = model.generate(labels[rows].to(rt.device), cfg_scale, temperature, top_k, generator)
-            images = tokenizer.decode_indices(tokens.view(len(rows), *grid)).float().clamp(-1, 1)
+            images = kind.sample(model, tokenizer, labels[rows].to(rt.device), cfg_scale, cfg, meta, generator)
+            images = images.float().clamp(-1, 1)
         if not first:
             first.append(images.cpu())
         return torch.from_numpy(extract(images))

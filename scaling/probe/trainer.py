@@ -1,8 +1,10 @@
-"""AR probe training: the class-conditional GPT on cached tokens, with the tokenizer trainer's machinery.
+"""Probe training: a probe's generator (the AR GPT, the flow Transformer: ``scaling.probe.kinds``) on cached
+tokens, with the tokenizer trainer's machinery.
 
 The same runtime, FSDP2 parallelisation, torchtitan optimiser containers, DCP checkpoints and USR2/TERM
 handling as ``scaling.train.trainer``, so a probe job is preempted, requeued and resumed like a training job.
-LlamaGen's recipe: AdamW (0.9, 0.95), weight decay 0.05, constant learning rate after warm-up, clip 1.0.
+LlamaGen's recipe for both (SiT's differs only in its betas): AdamW (0.9, 0.95), weight decay 0.05, constant
+learning rate after warm-up, clip 1.0.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.distributed.fsdp import register_fsdp_forward_method
 
 from scaling.core import events
@@ -27,17 +28,17 @@ from scaling.core.train_state import ModuleState, resume, save, seed_everything
 from scaling.data.loader import endless
 from scaling.optim.optimizer import build_optimizer, clip_grad_norm
 from scaling.parallel.parallelize import parallelize_tokenizer
-from scaling.probe.gpt import ClassConditionalGPT, sequence_flops
+from scaling.probe.kinds import ProbeKind
 from scaling.probe.tokens import token_loader
 from scaling.tracking.mlflow_tracker import Tracker
 
 GRAD_CLIP = 1.0
 
 
-def build_gpt(cfg: Config, vocab: int, num_classes: int, seq_len: int, rt: Runtime) -> ClassConditionalGPT:
+def build_probe_model(cfg: Config, kind: ProbeKind, meta: dict[str, Any], rt: Runtime) -> torch.nn.Module:
     """Built on meta, initialised whole on the device from the run seed, then sharded like a tokenizer."""
     with torch.device("meta"):
-        model = ClassConditionalGPT(cfg.probe.size, vocab, num_classes, seq_len, cfg.probe.dropout)
+        model = kind.build(cfg, meta)
     model.to_empty(device=rt.device)
     torch.manual_seed(cfg.train.seed)
     with torch.no_grad():
@@ -49,14 +50,16 @@ def build_gpt(cfg: Config, vocab: int, num_classes: int, seq_len: int, rt: Runti
     return model
 
 
-def train_ar(cfg: Config, probe_dir: Path, meta: dict[str, Any], rt: Runtime, signals: StopSignals,
-             tracker: Tracker) -> ClassConditionalGPT:
+def train_probe(cfg: Config, kind: ProbeKind, probe_dir: Path, meta: dict[str, Any], rt: Runtime,
+                signals: StopSignals, tracker: Tracker) -> torch.nn.Module:
+    """The probe's generator trained for ``probe.steps`` on the split ``meta`` describes, resumed from its last
+    checkpoint; its metrics are logged under ``kind.prefix``."""
     p = cfg.probe
     if p.batch_size % rt.world_size:
         raise UserError(f"probe.batch_size: {p.batch_size} does not split over {rt.world_size} ranks")
     seed_everything(cfg.train.seed)
     autocast = runtime_autocast(cfg.train.precision, rt.device)
-    model = build_gpt(cfg, cfg.quantizer.codebook_size, meta["num_classes"], meta["seq_len"], rt)
+    model = build_probe_model(cfg, kind, meta, rt)
     optim = OptimConfig(lr=p.lr, min_lr=p.lr, betas=(0.9, 0.95), weight_decay=p.weight_decay, schedule="constant",
                         warmup_steps=p.warmup_steps, grad_clip=GRAD_CLIP)
     opt, sched = build_optimizer(model, optim, p.lr, p.steps, rt.device)
@@ -69,16 +72,15 @@ def train_ar(cfg: Config, probe_dir: Path, meta: dict[str, Any], rt: Runtime, si
     if rt.is_main:
         events.record(probe_dir, "start", step=step, world_size=rt.world_size)
 
-    per_sequence = sequence_flops(p.size, cfg.quantizer.codebook_size, meta["num_classes"], meta["seq_len"])
+    per_sequence = kind.flops(cfg, meta)
     batches, t0, step_at_t0 = endless(loader), time.perf_counter(), step
     while step < p.steps:
         tokens, labels, _ = next(batches)
         # Label dropout for classifier-free guidance, from the checkpointed global RNG (exact resume).
         labels = torch.where(torch.rand(labels.shape) < p.class_dropout, model.null_class, labels)
-        tokens, labels = tokens.to(rt.device), labels.to(rt.device)
+        inputs, labels = kind.inputs(tokens.to(rt.device), meta), labels.to(rt.device)
         with autocast:
-            logits = model(tokens, labels)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), tokens.flatten())
+            loss = kind.loss(model, inputs, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = clip_grad_norm(model, GRAD_CLIP)
@@ -89,9 +91,10 @@ def train_ar(cfg: Config, probe_dir: Path, meta: dict[str, Any], rt: Runtime, si
             scalars = global_mean({"loss": loss.detach(), "grad_norm": grad_norm}, rt)
             rate = (step - step_at_t0) * p.batch_size / max(time.perf_counter() - t0, 1e-9)
             # Its compute, apart from the tokenizer's train/flops: a function of the step, so a resume continues it.
-            spent = {"probe/images_per_s": rate, "probe/sequences_seen": step * p.batch_size,
-                     "probe/flops": per_sequence * p.batch_size * step}
-            tracker.log_metrics({f"probe/train_{k}": v for k, v in scalars.items()} | spent, step)
+            spent = {"images_per_s": rate, "sequences_seen": step * p.batch_size,
+                     "flops": per_sequence * p.batch_size * step}
+            logged = {f"train_{k}": v for k, v in scalars.items()} | spent
+            tracker.log_metrics({f"{kind.prefix}/{k}": v for k, v in logged.items()}, step)
         stop = signals.agreed()
         if stop or step % p.ckpt_every == 0 or step == p.steps:
             save(store, step, stateful, loader, tracker, rt)

@@ -27,6 +27,7 @@ METHODS = {
     "tokens": lambda probe: [probe.tokens(SPLIT)],
     "token_images": lambda probe: [probe.token_images(SPLIT)],
     "samples": lambda probe: [probe.samples(SCALE)],
+    "probe_dir": lambda run: [run.probe_dir("ar"), run.probe_dir("flow")],
 }
 READERS = {"run_id", "evaluations", "array_pointers"}  # methods that read the directory: they name nothing new
 
@@ -70,8 +71,11 @@ def test_the_layout_on_disk() -> None:
         "eval/step-00000007/code_distances.png", "eval/step-00000007-raw", "eval/step-00000007-raw/metrics.json",
         "eval/step-00000007-raw/reconstructions.png", "eval/step-00000007-raw/code_distances.png",
         "probe", "probe/probe.toml", "probe/tokens/SPLIT", "probe/tokens/cache/SPLIT", "probe/checkpoints",
-        "probe/events.jsonl", "probe/samples/cfg7.png", "probe/results.json"}
-    assert run.probe == ProbeDir(Path("RUN/probe")) and JobDir("RUN/probe").events == run.probe.events
+        "probe/events.jsonl", "probe/samples/cfg7.png", "probe/results.json",
+        "flow-probe", "flow-probe/probe.toml", "flow-probe/tokens/SPLIT", "flow-probe/tokens/cache/SPLIT",
+        "flow-probe/checkpoints", "flow-probe/events.jsonl", "flow-probe/samples/cfg7.png", "flow-probe/results.json"}
+    assert run.probe == run.probe_dir("ar") == ProbeDir(Path("RUN/probe"))
+    assert JobDir("RUN/probe").events == run.probe.events
 
 
 def test_readers(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
-"""``scaling probe RUN`` end to end on the synthetic data: a trained tokenizer against the same tokenizer
-before training, resume after a kill, a finished probe does no work, a missing Inception file stops it first."""
+"""``scaling probe RUN`` end to end on the synthetic data, both kinds (the AR probe over code ids, the flow probe
+over their code vectors): a trained tokenizer against the same tokenizer before training, resume after a kill in
+either, a finished probe does no work, a missing Inception file stops it first."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from mlflow.tracking import MlflowClient
 
 from scaling.core import events
 from scaling.core.config import read_config
-from scaling.probe.gpt import sequence_flops
+from scaling.probe import flow, gpt
 from tests.helpers import TINY_VIT, literal, run_cli, teacher_features, train_tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tokenizer_run")]  # trains tokenizers and probes (CLI)
 
 PROBE = {"probe.size": "tiny", "probe.steps": 150, "probe.batch_size": 32, "probe.lr": 1e-3, "probe.log_every": 50,
-         "probe.ckpt_every": 75, "probe.gfid_samples": 60, "probe.linear_probe_epochs": 30, "eval.num_images": 64}
+         "probe.ckpt_every": 75, "probe.gfid_samples": 60, "probe.linear_probe_epochs": 30, "eval.num_images": 64,
+         "probe.kinds": ["ar", "flow"], "probe.sample_steps": 25}
 MARGIN = 0.1  # the linear probe must beat chance (1 in 10 classes) by this much
 
 
@@ -46,7 +48,8 @@ def _history(run: Path, key: str) -> dict[int, float]:
 
 
 def _results(run: Path) -> dict[str, float]:
-    return json.loads((run / "probe" / "results.json").read_text())
+    """Both kinds' results."""
+    return {k: v for kind in ("probe", "flow-probe") for k, v in json.loads((run / kind / "results.json").read_text()).items()}
 
 
 @pytest.fixture(scope="module")
@@ -64,42 +67,56 @@ def test_probe_separates_a_trained_tokenizer_from_an_untrained_one(tokenizer_run
     proc = _teacher_probe(tokenizer_run, tmp_path / "fid", **{"probe.cfg_scales": [1.0, 2.0]})
     wall = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # Killed right after its step-75 checkpoint, the untrained probe resumes from it when re-run. Only its AR loss is
-    # compared: its gFID is measured at one CFG scale on fewer samples.
-    cheap = {"probe.cfg_scales": [1.0], "probe.gfid_samples": 20}
-    killed = _teacher_probe(untrained, tmp_path / "fid", fault="checkpoint-saved:75", **cheap)
+    # The untrained tokenizer's probes, the flow first: killed right after its step-75 checkpoint, it resumes from
+    # it when re-run (the kinds share that loop), then the AR probe runs. Their gFID is measured without guidance.
+    untrained_args = {"probe.cfg_scales": [1.0], "probe.kinds": ["flow", "ar"]}
+    killed = _teacher_probe(untrained, tmp_path / "fid", fault="checkpoint-saved:75", **untrained_args)
     assert killed.returncode == -9
-    assert _teacher_probe(untrained, tmp_path / "fid", **cheap).returncode == 0
-    starts = [e["step"] for e in events.read(untrained / "probe") if e["event"] == "start"]
-    assert starts == [0, 75]
+    assert not (untrained / "probe").exists()
+    assert _teacher_probe(untrained, tmp_path / "fid", **untrained_args).returncode == 0
+    for kind, starts in (("flow-probe", [0, 75]), ("probe", [0])):
+        assert [e["step"] for e in events.read(untrained / kind) if e["event"] == "start"] == starts, kind
 
     trained, base = _results(tokenizer_run), _results(untrained)
-    print(f"\nprobe wall time (tiny, CPU): {wall:.1f} s\ntrained:   {trained}\nuntrained: {base}")
+    print(f"\nprobe wall time (tiny, CPU, both kinds): {wall:.1f} s\ntrained:   {trained}\nuntrained: {base}")
     assert trained["probe/ar_val_loss"] < base["probe/ar_val_loss"] - 0.1
-    assert trained["probe/linear_acc"] > trained["probe/linear_chance"] + MARGIN
-    assert trained["probe/gfid"] > 0 and trained["probe/gfid_best_cfg"] > 0
+    assert trained["flow/val_loss"] < base["flow/val_loss"] - 0.1
+    assert trained["flow/gfid"] < base["flow/gfid"]  # the same samples, seed and features
+    for pre in ("probe", "flow"):
+        assert trained[f"{pre}/linear_acc"] > trained[f"{pre}/linear_chance"] + MARGIN, pre
+        assert trained[f"{pre}/gfid"] > 0 and trained[f"{pre}/gfid_best_cfg"] > 0
     assert trained["probe/cfg_scale_best"] == 2.0
 
     client = MlflowClient((tokenizer_run / "config.toml").read_text().split('uri = "')[1].split('"')[0])
     run = client.get_run((tokenizer_run / "mlflow_run_id").read_text().strip())
-    assert {"val/psnr", "probe/ar_val_loss", "probe/linear_acc", "probe/gfid", "probe/gfid_cfg2",
-            "probe/train_loss"} <= set(run.data.metrics)
-    assert run.data.params["probe.size"] == "tiny" and run.info.status == "FINISHED"
-    how = {k.removeprefix("provenance/probe/"): v for k, v in run.data.tags.items() if k.startswith("provenance/probe/")}
-    assert (how["fid_features"], how["gfid_samples"], how["cfg_scales"], how["fid_reference_images"]) == \
-        (f"teacher:{TINY_VIT}@64", "60", "1,2", "64")
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "probe/train_loss")] == [50, 100, 150]
-    # The probe's compute, its own: the tiny config's 8x8 codes from a 512-entry codebook, 10 classes; the killed and
-    # resumed probe logs the same totals.
-    per_step = sequence_flops("tiny", 512, 10, 64) * PROBE["probe.batch_size"]
+    assert {"val/psnr", "probe/ar_val_loss", "probe/linear_acc", "probe/gfid", "probe/gfid_cfg2", "probe/train_loss",
+            "flow/val_loss", "flow/linear_acc", "flow/gfid", "flow/gfid_cfg2", "flow/train_loss"} <= set(run.data.metrics)
+    params = run.data.params
+    assert params["probe.size"] == params["flow.size"] == "tiny" and run.info.status == "FINISHED"
+    assert params["flow.sample_steps"] == "25" and params["probe.top_k"] == "0"  # each kind its own keys
+    assert not {"probe.kinds", "probe.sample_steps", "flow.top_k"} & set(params)
+    for pre, sampling in (("probe", {"top_k": "0"}), ("flow", {"sample_steps": "25", "sampler": "euler"})):
+        how = {k.removeprefix(f"provenance/{pre}/"): v for k, v in run.data.tags.items()
+               if k.startswith(f"provenance/{pre}/")}
+        assert (how["fid_features"], how["gfid_samples"], how["cfg_scales"], how["fid_reference_images"]) == \
+            (f"teacher:{TINY_VIT}@64", "60", "1,2", "64")
+        assert sampling.items() <= how.items(), pre
+        assert [m.step for m in client.get_metric_history(run.info.run_id, f"{pre}/train_loss")] == [50, 100, 150]
+    # Each probe's compute, its own: the tiny config's 8x8 codes from a 512-entry codebook (8-dimensional code
+    # vectors for the flow), 10 classes; the killed and resumed probes log the same totals.
+    per_step = {"probe": gpt.sequence_flops("tiny", 512, 10, 64) * PROBE["probe.batch_size"],
+                "flow": flow.sequence_flops("tiny", 8, 10, 64) * PROBE["probe.batch_size"]}
     for probed in (tokenizer_run, untrained):
-        assert _history(probed, "probe/flops") == {s: s * per_step for s in (50, 100, 150)}, probed
+        for pre, flops in per_step.items():
+            assert _history(probed, f"{pre}/flops") == {s: s * flops for s in (50, 100, 150)}, (probed, pre)
 
     # Done once: a re-run returns the results without touching the checkpoints.
-    ckpt = next((tokenizer_run / "probe" / "checkpoints").iterdir()).stat().st_mtime_ns
+    ckpts = [next((tokenizer_run / kind / "checkpoints").iterdir()) for kind in ("probe", "flow-probe")]
+    stamps = [c.stat().st_mtime_ns for c in ckpts]
     again = _teacher_probe(tokenizer_run, tmp_path / "fid", **{"probe.cfg_scales": [1.0, 2.0]})
     assert again.returncode == 0 and _results(tokenizer_run) == trained
-    assert next((tokenizer_run / "probe" / "checkpoints").iterdir()).stat().st_mtime_ns == ckpt
+    assert [c.stat().st_mtime_ns for c in ckpts] == stamps
+    assert "ar probe: " in again.stdout and "flow probe: " in again.stdout
 
 
 def test_missing_inception_file_stops_the_probe_before_any_work(untrained: Path, tmp_path: Path) -> None:

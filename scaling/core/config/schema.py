@@ -360,14 +360,23 @@ class EvalConfig:
         return errs
 
 
-PROBE_SIZES: dict[str, tuple[int, int, int]] = {"tiny": (64, 4, 4), "B": (768, 12, 12), "L": (1024, 24, 16)}
+# (width, layers, heads): LlamaGen's GPT-B and -L for the AR probe; SiT's S, B and L for the flow probe
+PROBE_SIZES: dict[str, tuple[int, int, int]] = {"tiny": (64, 4, 4), "S": (384, 12, 6), "B": (768, 12, 12),
+                                                "L": (1024, 24, 16)}
+PROBE_KINDS = ("ar", "flow")
+SAMPLERS = ("euler", "heun")
 
 
 @dataclass
 class ProbeConfig:
-    """The AR probe (GigaTok's protocol): a class-conditional GPT on a tokenizer's cached tokens."""
+    """Generation probes of a trained tokenizer, each a class-conditional generator on its cached tokens: ``ar``
+    (GigaTok's protocol: a GPT over code ids) and ``flow`` (SiT-style rectified flow over the continuous latents,
+    or over the code vectors of a discrete tokenizer). They share these settings; each has its own directory,
+    checkpoints and MLflow keys."""
 
-    size: str = "B"  # a PROBE_SIZES name: LlamaGen GPT-B for studies, tiny for tests
+    # which probes a probe job runs; empty: the tokenizer's own (ar for code ids, flow for continuous tokens)
+    kinds: tuple[str, ...] = ()
+    size: str = "B"  # a PROBE_SIZES name: LlamaGen GPT-B / SiT-B for studies, tiny for tests
     steps: int = 250000  # GigaTok: 50 ImageNet epochs at batch 256
     batch_size: int = 256
     lr: float = 1e-4
@@ -379,18 +388,25 @@ class ProbeConfig:
     log_every: int = 100
     gfid_samples: int = 50000  # generated images for gFID (GigaTok: 50k)
     cfg_scales: tuple[float, ...] = (1.0, 1.5, 2.0)  # searched; 1.0 is no guidance
-    temperature: float = 1.0
-    top_k: int = 0  # 0: sample from the whole codebook
+    temperature: float = 1.0  # ar
+    top_k: int = 0  # ar; 0: sample from the whole codebook
+    sample_steps: int = 50  # flow: ODE steps from noise (t = 1) to data (t = 0)
+    sampler: str = "euler"  # flow: euler | heun (second order, two model calls a step)
     linear_probe_epochs: int = 30
     linear_probe_images: int = 50000  # training images whose features train the linear head (0: all)
     cache_part_images: int = 1024  # token caching works (and resumes) in parts of this many images
 
     def validate(self) -> list[str]:
         errs = []
+        unknown = [k for k in self.kinds if k not in PROBE_KINDS]
+        if unknown or len(set(self.kinds)) != len(self.kinds):
+            errs.append(f"probe.kinds: each of {', '.join(PROBE_KINDS)} at most once, got {list(self.kinds)}")
+        if self.sampler not in SAMPLERS:
+            errs.append(f"probe.sampler: must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         if self.size not in PROBE_SIZES:
             errs.append(f"probe.size: unknown size {self.size!r} (known: {', '.join(PROBE_SIZES)})")
         for key in ("steps", "batch_size", "ckpt_every", "log_every", "gfid_samples", "linear_probe_epochs",
-                    "cache_part_images"):
+                    "cache_part_images", "sample_steps"):
             if getattr(self, key) <= 0:
                 errs.append(f"probe.{key}: must be positive, got {getattr(self, key)}")
         if self.lr <= 0:
@@ -432,9 +448,17 @@ class Config:
                 f"data.image_size: {self.data.image_size} is not divisible by the model's downsampling "
                 f"factor {down} ({why})"
             )
+        if "ar" in self.probe.kinds and self.quantizer.kind in CONTINUOUS_KINDS:
+            errs.append(f"probe.kinds: the ar probe needs code ids; quantizer.kind {self.quantizer.kind!r} gives "
+                        "continuous tokens (probe them with 'flow')")
         if self.quantizer.kind in ("fsq",) + CONTINUOUS_KINDS and self.loss.entropy_weight:
             errs.append(f"loss.entropy_weight: must be 0 with quantizer.kind {self.quantizer.kind!r} (no codebook to "
                         "score codes against)")
         if self.optim.warmup_steps >= self.train.steps and self.optim.warmup_steps > 0:
             errs.append(f"optim.warmup_steps: {self.optim.warmup_steps} must be below train.steps {self.train.steps}")
         return errs
+
+
+def probe_kinds(cfg: Config) -> tuple[str, ...]:
+    """The probes a probe job of this run runs: ``probe.kinds``, or the tokenizer's own kind."""
+    return cfg.probe.kinds or (("flow",) if cfg.quantizer.kind in CONTINUOUS_KINDS else ("ar",))
