@@ -103,7 +103,8 @@ def compute_optimal_lines(compute_json: Path) -> list[str]:
     return lines
 
 
-EFFECT_METRICS = ("probe/gfid", "probe/ar_val_loss", "probe/linear_acc", "eval/rfid", "eval/psnr")
+EFFECT_METRICS = ("probe/gfid", "probe/ar_val_loss", "probe/linear_acc", "flow/gfid", "flow/val_loss",
+                  "flow/linear_acc", "eval/rfid", "eval/psnr")
 
 
 def semantic_effect(spec: SweepSpec, runs_csv: Path) -> list[str]:

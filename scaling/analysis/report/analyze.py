@@ -42,8 +42,14 @@ LABELS = {
     "probe/ar_val_loss": "AR val loss",
     "probe/linear_acc": "linear-probe acc.",
     "probe/linear_err": "linear-probe error",
+    "flow/gfid": "flow-probe gFID",
+    "flow/val_loss": "flow val loss",
+    "flow/linear_acc": "flow linear-probe acc.",
+    "flow/linear_err": "flow linear-probe error",
 }
-FITTED = ("eval/rfid", "eval/lpips", "val/recon_loss", "probe/gfid", "probe/ar_val_loss", "probe/linear_err")
+FITTED = ("eval/rfid", "eval/lpips", "val/recon_loss", "probe/gfid", "probe/ar_val_loss", "probe/linear_err",
+          "flow/gfid", "flow/val_loss", "flow/linear_err")
+LINEAR_ERROR = {"probe/linear_acc": "probe/linear_err", "flow/linear_acc": "flow/linear_err"}
 DATA_AXIS = "train/images_seen"
 # The metric that also gets the (N, images seen) Chinchilla fit, first one present.
 TWO_VARIABLE = ("val/recon_loss", "eval/rfid")
@@ -78,17 +84,17 @@ class _State:
 
 
 def with_linear_error(df: pd.DataFrame) -> pd.DataFrame:
-    """Add probe/linear_err = 1 - accuracy (or 100 - accuracy for percentages)."""
-    acc = pd.to_numeric(df["probe/linear_acc"], errors="coerce")
-    if acc.isna().all():
-        return df.assign(**{"probe/linear_err": np.nan})
-    full = 100.0 if acc.max() > 1 else 1.0
-    return df.assign(**{"probe/linear_err": full - acc})
+    """Add each probe's linear_err = 1 - accuracy (or 100 - accuracy for percentages)."""
+    for acc_key, err_key in LINEAR_ERROR.items():
+        acc = pd.to_numeric(df[acc_key], errors="coerce") if acc_key in df.columns else pd.Series(np.nan, df.index)
+        full = 100.0 if acc.max() > 1 else 1.0
+        df = df.assign(**{err_key: np.nan if acc.isna().all() else full - acc})
+    return df
 
 
 def _fit_column(metric: str) -> str:
     """The column fitted for ``metric``: accuracy is fitted as error so that it falls with scale."""
-    return "probe/linear_err" if metric == "probe/linear_acc" else metric
+    return LINEAR_ERROR.get(metric, metric)
 
 
 def _entry(state: _State, request: FitRequest, group: str, rows: pd.DataFrame, sensitivity: bool) -> FitEntry:
@@ -199,7 +205,7 @@ def _tradeoffs(state: _State, analysis: Analysis) -> list[plots.Figure]:
         figures.append(plots.dilemma_plot(table, size, metrics, LABELS, analysis.flags,
                                           state.plot_dir / "metrics_by_size"))
     grouped = runs.assign(**{tradeoff.GROUP: state.groups.to_numpy()})
-    for metric in ("probe/gfid", "eval/rfid"):
+    for metric in ("probe/gfid", "flow/gfid", "eval/rfid"):
         found = [
             r for group, rows in grouped.groupby(tradeoff.GROUP)
             if (r := tradeoff.encoder_decoder(rows, metric, str(group), opts.encoder, opts.decoder))

@@ -21,10 +21,10 @@ from scaling.analysis.tables.tradeoff import (
 )
 
 # Columns of the runs table shown in the report (when present), in this order.
-RUN_COLUMNS = ("run_name", "sweep", "params_total", "params_encoder", "params_decoder",
+RUN_COLUMNS = ("run_name", "sweep", "params_total", "params_encoder", "params_decoder", "quantizer.kind",
                "loss.semantic_weight", "train.flops_budget", "train/images_seen", "train/flops", "val/recon_loss",
                "eval/rfid", "eval/lpips", "eval/psnr", "probe/gfid", "probe/ar_val_loss",
-               "probe/linear_acc")
+               "probe/linear_acc", "flow/gfid", "flow/val_loss", "flow/linear_acc")
 STYLE = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;color:#222;margin:0;
  background:#fafafa;line-height:1.45}

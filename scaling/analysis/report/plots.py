@@ -29,7 +29,10 @@ from scaling.analysis.laws.words import plus_minus  # noqa: E402
 from scaling.analysis.tables.compute import BUDGET, ComputeOptimal  # noqa: E402
 from scaling.analysis.tables.tradeoff import GROUP, DilemmaFlag, pareto_front  # noqa: E402
 
-COLORS = {"with": "#1f77b4", "without": "#d62728", "all runs": "#2ca02c"}
+COLORS = {"with": "#1f77b4", "without": "#d62728", "all runs": "#2ca02c",
+          # runs with discrete and continuous tokenizers (tables.tradeoff.semantic_groups)
+          "discrete, with": "#1f77b4", "discrete, without": "#d62728", "discrete": "#1f77b4",
+          "continuous, with": "#9467bd", "continuous, without": "#ff7f0e", "continuous": "#9467bd"}
 FALLBACK = "#7f7f7f"
 FLAG_COLOR = "#d62728"
 BAND_LEVEL = 95
@@ -100,7 +103,8 @@ def _save(fig: plt.Figure, stem: Path, title: str, caption: str) -> Figure:
 
 
 def _group_label(group: str) -> str:
-    return {"with": "with semantic reg.", "without": "without semantic reg."}.get(group, group)
+    """'with' -> 'with semantic reg.'; 'continuous, with' -> 'continuous, with semantic reg.'."""
+    return group + " semantic reg." if group.split(", ")[-1] in ("with", "without") else group
 
 
 def _band(out: FitOutcome, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

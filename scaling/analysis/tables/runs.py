@@ -24,11 +24,12 @@ KNOWN_METRICS = (
     "train/loss", "train/recon", "train/images_seen", "train/flops",
     "val/psnr", "val/recon_loss", "val/codebook_usage", "val/perplexity",
     "eval/rfid", "eval/lpips", "eval/psnr", "eval/ssim",
-    "probe/ar_val_loss", "probe/gfid", "probe/linear_acc",
+    "probe/ar_val_loss", "probe/gfid", "probe/linear_acc", "flow/val_loss", "flow/gfid", "flow/linear_acc",
 )
 # Metrics where larger is better; every other metric is best at its minimum.
 HIGHER_IS_BETTER = frozenset(
-    {"val/psnr", "val/codebook_usage", "val/perplexity", "eval/psnr", "eval/ssim", "probe/linear_acc"}
+    {"val/psnr", "val/codebook_usage", "val/perplexity", "eval/psnr", "eval/ssim", "probe/linear_acc",
+     "flow/linear_acc"}
 )
 BEST_SUFFIX = "@best"
 # How evaluation and probe metrics were measured: the tags they write (tracking.mlflow_tracker.PROVENANCE),

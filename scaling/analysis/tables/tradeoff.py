@@ -4,6 +4,10 @@ encoder-vs-decoder scaling.
 GigaTok found that, without semantic regularisation, growing the tokenizer improves reconstruction
 (rFID falls) while the generation it enables worsens (AR-probe gFID and AR val loss rise, linear probe
 falls). ``dilemma`` flags exactly that between consecutive sizes, per regularisation group.
+
+Generation is measured by a probe of one kind per metric (``probe/``: the AR probe; ``flow/``: the flow probe),
+so no table or law mixes probes. Where the runs hold both discrete and continuous tokenizers, the groups split
+by that too ("continuous, with"), so that no law is fitted across bottleneck kinds either.
 """
 
 from __future__ import annotations
@@ -17,20 +21,36 @@ import pandas as pd
 from scaling.analysis.tables.runs import higher_is_better
 
 RECONSTRUCTION = ("eval/rfid", "eval/lpips", "eval/psnr")
-GENERATION = ("probe/gfid", "probe/ar_val_loss", "probe/linear_acc")
+GENERATION = ("probe/gfid", "probe/ar_val_loss", "probe/linear_acc", "flow/gfid", "flow/val_loss", "flow/linear_acc")
 SEMANTIC_WEIGHT = "loss.semantic_weight"
+QUANTIZER_KIND = "quantizer.kind"
+CONTINUOUS_KINDS = ("kl", "continuous")  # as scaling.core.config.schema says (the analysis does not import core)
 GROUP = "semantic reg"
 NO_SPLIT = "all runs"
 
 
 def semantic_groups(df: pd.DataFrame, column: str = SEMANTIC_WEIGHT) -> pd.Series:
-    """'with' / 'without' semantic regularisation per run (weight > 0), or one group if unknown."""
-    if column not in df.columns:
-        return pd.Series(NO_SPLIT, index=df.index)
-    weight = pd.to_numeric(df[column], errors="coerce")
-    if weight.isna().all():
-        return pd.Series(NO_SPLIT, index=df.index)
-    return pd.Series(np.where(weight.fillna(0) > 0, "with", "without"), index=df.index)
+    """'with' / 'without' semantic regularisation per run (weight > 0), or one group if unknown; prefixed by
+    'discrete, ' or 'continuous, ' where the runs hold tokenizers of both kinds."""
+    semantic = pd.Series(NO_SPLIT, index=df.index)
+    weight = pd.to_numeric(df[column], errors="coerce") if column in df.columns else None
+    if weight is not None and not weight.isna().all():
+        semantic = pd.Series(np.where(weight.fillna(0) > 0, "with", "without"), index=df.index)
+    kinds = bottleneck_kinds(df)
+    if kinds is None:
+        return semantic
+    return kinds.where(semantic == NO_SPLIT, kinds + ", " + semantic)
+
+
+def bottleneck_kinds(df: pd.DataFrame) -> pd.Series | None:
+    """'discrete' or 'continuous' per run, when the runs hold both (runs without the param count as discrete,
+    the default); None otherwise."""
+    if QUANTIZER_KIND not in df.columns:
+        return None
+    continuous = df[QUANTIZER_KIND].isin(CONTINUOUS_KINDS)
+    if continuous.all() or not continuous.any():
+        return None
+    return pd.Series(np.where(continuous, "continuous", "discrete"), index=df.index)
 
 
 def per_size(df: pd.DataFrame, size: str, metrics: list[str], groups: pd.Series) -> pd.DataFrame:

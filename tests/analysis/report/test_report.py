@@ -59,3 +59,14 @@ def test_fitted_parameters_csv_keeps_full_precision(report: Path) -> None:
     lo, hi = float(alpha["ci_low"]), float(alpha["ci_high"])
     assert lo < float(alpha["value"]) < hi
     assert {r["metric"] for r in rows} == {"eval/rfid", "probe/gfid", "probe/linear_err"}
+
+
+def test_each_probes_linear_accuracy_is_fitted_as_its_own_error() -> None:
+    import pandas as pd
+
+    from scaling.analysis.report.analyze import _fit_column, with_linear_error
+
+    out = with_linear_error(pd.DataFrame({"probe/linear_acc": [30.0, None], "flow/linear_acc": [0.5, 0.75]}))
+    assert out["probe/linear_err"].tolist()[0] == 70.0 and out["flow/linear_err"].tolist() == [0.5, 0.25]
+    assert with_linear_error(pd.DataFrame({"x": [1.0]}))["flow/linear_err"].isna().all()
+    assert (_fit_column("flow/linear_acc"), _fit_column("probe/linear_acc")) == ("flow/linear_err", "probe/linear_err")

@@ -79,3 +79,20 @@ def test_encoder_decoder_that_grew_together_are_not_separated(decoder: list[floa
 def test_runs_without_semantic_column_form_one_group() -> None:
     df = pd.DataFrame({"params_total": [1e8, 2e8]})
     assert set(tradeoff.semantic_groups(df)) == {tradeoff.NO_SPLIT}
+
+
+def test_discrete_and_continuous_tokenizers_never_share_a_group() -> None:
+    """Runs of both kinds split by kind (and semantic regularisation), so no table or law pools them; runs of one
+    kind keep the plain semantic groups."""
+    df = pd.DataFrame({"quantizer.kind": ["vq", "vq", "kl", "continuous", "fsq"],
+                       "loss.semantic_weight": [0.0, 0.5, 0.0, 0.5, 0.0]})
+    assert tradeoff.semantic_groups(df).tolist() == [
+        "discrete, without", "discrete, with", "continuous, without", "continuous, with", "discrete, without"]
+    assert tradeoff.semantic_groups(df.drop(columns="loss.semantic_weight")).tolist() == [
+        "discrete", "discrete", "continuous", "continuous", "discrete"]
+    one_kind = df[df["quantizer.kind"] != "kl"].assign(**{"quantizer.kind": "vq"})
+    assert tradeoff.semantic_groups(one_kind).tolist() == ["without", "with", "with", "without"]
+    table = tradeoff.per_size(df.assign(params_total=1e8, **{"flow/gfid": [5.0, 4.0, 3.0, 2.0, 1.0]}), "params_total",
+                              ["flow/gfid"], tradeoff.semantic_groups(df))
+    assert dict(zip(table[tradeoff.GROUP], table["flow/gfid"])) == {
+        "continuous, with": 2.0, "continuous, without": 3.0, "discrete, with": 4.0, "discrete, without": 3.0}
