@@ -89,6 +89,8 @@ def evaluate(run_dir: Path, overrides: list[str] | None = None, step: int | None
     reference, how = reference_stats(cfg, extractor)
     metrics, extras = reconstruct(model, cfg, extractor, perceptual, device)
     metrics = {"rfid": frechet_distance(FIDStats.from_features(extras.pop("features")), reference)} | metrics
+    for keep, feats in extras.pop("prefix_features").items():  # nested dropout: rFID of each prefix alone
+        metrics[f"rfid_keep{keep}"] = frechet_distance(FIDStats.from_features(feats), reference)
     metrics = {f"{target.prefix}/{k}": v for k, v in metrics.items()}
     how |= {"step": str(target.step), "ema": str(target.ema).lower()}
     files = save_outputs(target, metrics, extras, how)
@@ -136,10 +138,11 @@ def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures | Te
     dataset, n = eval_split(cfg)
     sums = {"psnr": 0.0, "ssim": 0.0} | ({"lpips": 0.0} if perceptual is not None else {})
     features, outs, first, per_image = [], [], None, 0.0
+    prefix_features: dict[int, list[np.ndarray]] = {k: [] for k in prefix_lengths(model)}
     for images, _ in validation_batches(dataset, n, cfg.eval.batch_size, cfg.data.image_size):
         x = to_float(images).to(device)
         with FlopCounterMode(display=False) if first is None else nullcontext() as counter:
-            recon, q = _measure_batch(model, x, extractor, perceptual, autocast, sums, features)
+            recon, q = _measure_batch(model, x, extractor, perceptual, autocast, sums, features, prefix_features)
         outs.append(q)
         if first is None:
             first, per_image = (x.cpu(), recon.cpu()), counter.get_total_flops() / len(x)
@@ -150,20 +153,24 @@ def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures | Te
         metrics |= {"code_distance_mean": float(dist.mean()), "code_distance_p50": float(p50),
                     "code_distance_p95": float(p95), "code_distance_max": float(dist.max())}
     metrics |= {"num_images": float(n), "flops": per_image * n}
-    return metrics, {"features": np.concatenate(features), "distances": dist, "first": first}
+    return metrics, {"features": np.concatenate(features), "distances": dist, "first": first,
+                     "prefix_features": {k: np.concatenate(v) for k, v in prefix_features.items()}}
 
 
 def _measure_batch(model: nn.Module, x: torch.Tensor, extractor: InceptionFeatures | TeacherFeatures,
                    perceptual: PerceptualLoss | None, autocast: Any, sums: dict[str, float],
-                   features: list[np.ndarray]) -> tuple[torch.Tensor, Any]:
-    """Reconstruct a batch, add its per-image metrics to ``sums`` and its FID features to ``features``."""
+                   features: list[np.ndarray], prefix_features: dict[int, list[np.ndarray]]
+                   ) -> tuple[torch.Tensor, Any]:
+    """Reconstruct a batch, add its per-image metrics to ``sums`` and its FID features to ``features`` (and each
+    prefix's to ``prefix_features``)."""
     with autocast:
         recon, q = model(x)
     recon = recon.float()
-    for keep in prefix_lengths(model):  # nested dropout: what the first ``keep`` tokens alone reconstruct
+    for keep in prefix_features:  # nested dropout: what the first ``keep`` tokens alone reconstruct
         with autocast:
             partial = model.decode(q.z_q, keep=keep).float()
         sums[f"psnr_keep{keep}"] = sums.get(f"psnr_keep{keep}", 0.0) + float(psnr(partial, x).sum())
+        prefix_features[keep].append(extractor(partial))
     sums["psnr"] += float(psnr(recon, x).sum())
     sums["ssim"] += float(ssim(recon, x).sum())
     if perceptual is not None:

@@ -32,6 +32,8 @@ MODEL_OPTIONS: Options = {
     "model.nested_dropout": (lambda cfg: cfg.model.nested_dropout,
                              "model.nested_dropout: applies to 1D tokens only (model.family 'titok', or 'gigatok' "
                              "with model.layout '1d')"),
+    "model.flow_decoder": (lambda cfg: cfg.model.flow_decoder,
+                           "model.flow_decoder: applies to model.family 'titok' only"),
 }
 TEACHER_OPTIONS: Options = {
     "loss.semantic_weight": (lambda cfg: bool(cfg.loss.semantic_weight),

@@ -78,28 +78,35 @@ class TokenTransformer(nn.Module):
     With ``joint`` the queries instead join the inputs in one self-attention sequence (TiTok's latent and
     mask tokens) and their outputs are the output. Without queries, ViT blocks run on the inputs themselves.
     ``out_dim`` (default ``dim``) is the output width; ``sizes`` the table ``size`` is looked up in.
+    ``query_dim`` (joint only) adds per-query inputs, projected, to the queries, and ``forward``'s ``query_cond``
+    one vector per image (a flow decoder's noisy patches and time).
     """
 
     def __init__(self, size: str, dim: int, num_inputs: int, num_queries: int = 0, causal: bool = False,
                  pool_grid: int = 0, unpool_grid: int = 0, joint: bool = False, out_dim: int = 0,
-                 sizes: Sizes = TRANSFORMER_SIZES):
+                 sizes: Sizes = TRANSFORMER_SIZES, query_dim: int = 0):
         super().__init__()
         self.width, layers, heads = sizes[size]
         self.pool_grid, self.unpool_grid, self.joint = pool_grid, unpool_grid, joint
         self.in_proj = nn.Linear(dim, self.width)
         self.pos = nn.Parameter(torch.empty(1, num_inputs, self.width))
         self.queries = nn.Parameter(torch.empty(1, num_queries, self.width)) if num_queries else None
+        self.query_proj = nn.Linear(query_dim, self.width) if query_dim else None
         cross = bool(num_queries) and not joint
         self.transformer = Transformer(self.width, layers, heads, cross=cross, causal=causal)
         self.out_proj = nn.Linear(self.width, out_dim or dim)
 
-    def forward(self, x: torch.Tensor, tap: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, tap: int = 0, query_inputs: torch.Tensor | None = None,
+                query_cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Output tokens, and the hidden states after block ``tap`` (1-based; 0: none)."""
         x = self.in_proj(x) + self.pos
         if self.queries is None:
             h, tapped = self.transformer(x, tap=tap)
         elif self.joint:
-            h, tapped = self.transformer(torch.cat([x, self.queries.expand(len(x), -1, -1)], dim=1), tap=tap)
+            queries = self.queries.expand(len(x), -1, -1)
+            if self.query_proj is not None:
+                queries = queries + self.query_proj(query_inputs) + query_cond[:, None]
+            h, tapped = self.transformer(torch.cat([x, queries], dim=1), tap=tap)
             h = h[:, x.shape[1]:]
         else:
             queries = self.queries.expand(len(x), -1, -1)
@@ -113,8 +120,9 @@ class TokenTransformer(nn.Module):
     def init_weights(self) -> None:
         # Projections keep PyTorch's fan-in init: from the narrow CNN/code widths a 0.02 init would leave
         # the image content ten times weaker than the position embeddings.
-        self.in_proj.reset_parameters()
-        self.out_proj.reset_parameters()
+        for linear in (self.in_proj, self.out_proj, self.query_proj):
+            if linear is not None:
+                linear.reset_parameters()
         for p in (self.pos, self.queries):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)

@@ -6,6 +6,13 @@ linear map). The decoder's per-patch queries play TiTok's mask token plus positi
 published models decode to proxy codes of a separate VQGAN decoder; here the decoder predicts the patches'
 pixels directly (a linear map, then depth-to-space), so there is no CNN and the counts are the two ViTs'.
 Sizes: ``TITOK_SIZES`` (S is 512 wide with 8 layers). Builds on the meta device; ``init_weights`` sets values.
+
+``model.flow_decoder`` makes the decoder a rectified-flow decoder conditioned on the tokens, as FlexTok's: its
+per-patch queries also take the patches of a noisy image x_t = (1 - t) x + t e and the time, and it predicts the
+velocity e - x. Decoding integrates from noise (t = 1, seeded: the same tokens decode to the same image) to t = 0
+in ``model.flow_decode_steps`` Euler steps, so a short prefix decodes to a plausible image rather than the
+average of the images it could be. Training returns the one-step estimate x_t - t v as the reconstruction, so
+the trainer's reconstruction loss is the flow loss weighted by t^2 (the x-prediction objective).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from scaling.models.family import Family, Sizes, always, encoder_decoder_summary
 from scaling.models.gigatok import TRANSFORMER_SIZES, TokenTransformer
 from scaling.models.nested import NestedDropout
 from scaling.models.quantizers import QuantOut, bottleneck_in_dim, build_quantizer
-from scaling.models.transformer import TransformerBlock
+from scaling.models.transformer import TimeEmbedding, TransformerBlock
 
 # TiTok's ViTs: GigaTok's table except S, which has 8 layers in TiTok (6 in GigaTok).
 TITOK_SIZES: Sizes = TRANSFORMER_SIZES | {"S": (512, 8, 8)}
@@ -41,13 +48,18 @@ class TiTok(nn.Module):
                                         out_dim=bottleneck_in_dim(quantizer), sizes=TITOK_SIZES)
         self.quantizer = build_quantizer(quantizer)
         self.nested = NestedDropout(quantizer.code_dim) if model.nested_dropout else None
+        self.flow_steps = model.flow_decode_steps if model.flow_decoder else 0
         self.decoder = TokenTransformer(model.decoder_size, quantizer.code_dim, self.num_tokens, num_queries=patches,
-                                        joint=True, out_dim=pixels, sizes=TITOK_SIZES)
+                                        joint=True, out_dim=pixels, sizes=TITOK_SIZES,
+                                        query_dim=pixels if self.flow_steps else 0)
+        self.time_emb = TimeEmbedding(self.decoder.width) if self.flow_steps else None
         self.init_weights()
 
     def init_weights(self) -> None:
         self.encoder.init_weights()
         self.decoder.init_weights()
+        if self.time_emb is not None:
+            self.time_emb.init_weights()
         self.quantizer.reset_parameters()
         if self.nested is not None:
             self.nested.reset_parameters()
@@ -55,7 +67,8 @@ class TiTok(nn.Module):
     def components(self) -> dict[str, list[nn.Module]]:
         """Parameter groups for counting: the ViTs are the encoder and decoder Transformers (no CNN)."""
         quantizer = [self.quantizer] + ([self.nested] if self.nested is not None else [])
-        return {"encoder_transformer": [self.encoder], "quantizer": quantizer, "decoder_transformer": [self.decoder]}
+        decoder = [self.decoder] + ([self.time_emb] if self.time_emb is not None else [])
+        return {"encoder_transformer": [self.encoder], "quantizer": quantizer, "decoder_transformer": decoder}
 
     def encode(self, x: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
         patches = F.pixel_unshuffle(x, self.patch).flatten(2).transpose(1, 2)  # (B, g*g, 3*p*p)
@@ -66,8 +79,29 @@ class TiTok(nn.Module):
         """Image from (B, code_dim, K) quantised tokens; ``keep``: the first ``keep`` only (nested dropout)."""
         if self.nested is not None:
             z_q = self.nested(z_q, keep)
-        patches, _ = self.decoder(z_q.transpose(1, 2))  # (B, g*g, 3*p*p)
+        if self.flow_steps:
+            return self._flow_decode(z_q)
+        return self._image(self.decoder(z_q.transpose(1, 2))[0])
+
+    def _image(self, patches: torch.Tensor) -> torch.Tensor:
+        """(B, g*g, 3*p*p) patches -> (B, 3, H, W)."""
         return F.pixel_shuffle(patches.transpose(1, 2).unflatten(2, (self.grid, self.grid)), self.patch)
+
+    def _velocity(self, z_q: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The flow decoder's velocity at the noisy image ``x_t``, times ``t`` (B,), given the tokens."""
+        noisy = F.pixel_unshuffle(x_t, self.patch).flatten(2).transpose(1, 2)
+        patches, _ = self.decoder(z_q.transpose(1, 2), query_inputs=noisy, query_cond=self.time_emb(t))
+        return self._image(patches)
+
+    def _flow_decode(self, z_q: torch.Tensor) -> torch.Tensor:
+        """Euler from seeded noise at t = 1 to the image at t = 0."""
+        side = self.grid * self.patch
+        noise = torch.Generator(z_q.device).manual_seed(0)
+        x = torch.randn((len(z_q), 3, side, side), generator=noise, device=z_q.device, dtype=z_q.dtype)
+        times = torch.linspace(1.0, 0.0, self.flow_steps + 1, device=z_q.device)
+        for t, t_next in zip(times[:-1], times[1:]):
+            x = x + (t_next - t) * self._velocity(z_q, x, t.expand(len(x)))
+        return x
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Image from ids; with nested dropout, (B, k) ids of a prefix decode too."""
@@ -75,8 +109,16 @@ class TiTok(nn.Module):
         return self.decode(z_q if self.nested is None else self.nested.complete(z_q, self.num_tokens))
 
     def forward(self, x: torch.Tensor, entropy_temperature: float | None = None) -> tuple[torch.Tensor, QuantOut]:
+        """(recon, QuantOut); with a flow decoder in training, recon is its one-step estimate x_t - t v at a
+        random time (from the global RNG, checkpointed like nested dropout's)."""
         q = self.encode(x, entropy_temperature)
-        return self.decode(q.z_q), q
+        if not (self.flow_steps and self.training):
+            return self.decode(q.z_q), q
+        z_q = self.nested(q.z_q) if self.nested is not None else q.z_q
+        t = torch.rand(len(x), device=x.device)
+        tb = t.to(x.dtype)[:, None, None, None]
+        x_t = (1 - tb) * x + tb * torch.randn_like(x)
+        return x_t - tb * self._velocity(z_q, x_t, t), q
 
 
 def build(cfg: Config) -> TiTok:
@@ -91,4 +133,4 @@ def describe(cfg: Config) -> str:
 
 
 FAMILY = Family(name="titok", build=build, describe=describe, sizes=TITOK_SIZES,
-                options={"model.nested_dropout": always})
+                options={"model.nested_dropout": always, "model.flow_decoder": always})

@@ -6,11 +6,37 @@ tensor beyond its parameters, so a model builds on the meta device; ``init_weigh
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 MLP_RATIO = 4  # GigaTok's encoder and decoder blocks
+TIME_FEATURES = 256  # sinusoidal features of a flow time before its MLP (DiT's frequency embedding size)
+
+
+def time_features(t: torch.Tensor, dim: int = TIME_FEATURES) -> torch.Tensor:
+    """(B,) times in [0, 1] -> (B, dim) cosines and sines at geometric frequencies (t scaled by 1000)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = 1000.0 * t.float()[:, None] * freqs[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+
+class TimeEmbedding(nn.Module):
+    """A flow time as a ``width`` vector: sinusoidal features through a two-layer MLP (DiT's)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(TIME_FEATURES, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(time_features(t).to(self.mlp[0].weight.dtype))
+
+    def init_weights(self) -> None:
+        init_linear(self.mlp[0])
+        init_linear(self.mlp[2])
 
 
 def init_linear(module: nn.Linear, std: float = 0.02) -> None:

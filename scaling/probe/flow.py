@@ -11,7 +11,6 @@ output layer starts at zero: the untrained model predicts no motion.
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import torch
@@ -19,21 +18,12 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from scaling.core.config.schema import PROBE_SIZES
-from scaling.models.transformer import Transformer, TransformerBlock, init_linear
+from scaling.models.transformer import TimeEmbedding, Transformer, TransformerBlock, init_linear
 
-TIME_FEATURES = 256  # sinusoidal features of t before the time MLP (DiT's frequency embedding size)
 PREFIX = 2  # the time and class tokens in front of the latents
 # Fixed times of the validation loss: the midpoints of four equal steps of the path, so that the loss weighs
 # every noise level alike and depends on nothing random but the (seeded) noise.
 VAL_TIMES = (0.125, 0.375, 0.625, 0.875)
-
-
-def time_features(t: torch.Tensor, dim: int = TIME_FEATURES) -> torch.Tensor:
-    """(B,) times in [0, 1] -> (B, dim) sines and cosines at geometric frequencies (t scaled by 1000)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    angles = 1000.0 * t.float()[:, None] * freqs[None]
-    return torch.cat([angles.cos(), angles.sin()], dim=1)
 
 
 class FlowTransformer(nn.Module):
@@ -44,7 +34,7 @@ class FlowTransformer(nn.Module):
         dim, layers, heads = PROBE_SIZES[size]
         self.channels, self.num_classes, self.seq_len, self.depth = channels, num_classes, seq_len, layers
         self.in_proj = nn.Linear(channels, dim)
-        self.time_mlp = nn.Sequential(nn.Linear(TIME_FEATURES, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_emb = TimeEmbedding(dim)
         self.cls_emb = nn.Embedding(num_classes + 1, dim)  # the last id: no class (CFG)
         self.pos_emb = nn.Parameter(torch.empty(1, PREFIX + seq_len, dim))
         self.drop = nn.Dropout(dropout)
@@ -58,15 +48,14 @@ class FlowTransformer(nn.Module):
     def init_weights(self) -> None:
         nn.init.normal_(self.cls_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb, std=0.02)
-        for linear in (self.in_proj, self.time_mlp[0], self.time_mlp[2]):
-            init_linear(linear)
+        init_linear(self.in_proj)
+        self.time_emb.init_weights()
         self.transformer.init_weights()
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def _inputs(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        prefix = torch.stack([self.time_mlp(time_features(t).to(self.in_proj.weight.dtype)), self.cls_emb(labels)],
-                             dim=1)
+        prefix = torch.stack([self.time_emb(t), self.cls_emb(labels)], dim=1)
         return self.drop(torch.cat([prefix, self.in_proj(x)], dim=1) + self.pos_emb)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

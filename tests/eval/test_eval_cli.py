@@ -140,10 +140,12 @@ def test_nested_dropout_tokenizers_are_evaluated_at_every_prefix_length(synth_da
     cfg = load_config("titok-tiny", overrides | {"model": {"nested_dropout": True}})
     torch.manual_seed(0)
     model = build_tokenizer(cfg).eval()
-    metrics, _ = reconstruct(model, cfg, no_features, None, torch.device("cpu"))
+    metrics, extras = reconstruct(model, cfg, no_features, None, torch.device("cpu"))
     n = cfg.model.num_tokens
     keeps = [k for k in (1, 2, 4, 8, 16, 32, 64) if k < n]
     assert sorted(int(k[len("psnr_keep"):]) for k in metrics if k.startswith("psnr_keep")) == keeps
+    # each prefix's FID features, for its rFID (rfid_keepK)
+    assert {k: v.shape for k, v in extras["prefix_features"].items()} == {k: (6, 2048) for k in keeps}
     assert len({round(metrics[f"psnr_keep{k}"], 6) for k in keeps} | {round(metrics["psnr"], 6)}) == len(keeps) + 1
     plain = load_config("titok-tiny", overrides)
     metrics, _ = reconstruct(build_tokenizer(plain).eval(), plain, no_features, None, torch.device("cpu"))

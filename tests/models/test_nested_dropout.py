@@ -102,3 +102,29 @@ def test_nested_dropout_training_improves_every_prefix(synth_data: Path, tmp_pat
     # ordered tokens: each longer prefix at least as good, the first token alone clearly worse than all 16
     assert all(a >= b - 1e-4 for a, b in zip(after, after[1:])) and after[0] > 1.08 * after[-1], after
     assert all(a < w for a, w in zip(after[:4], without[:4])), (after, without)  # prefixes of 1-8: nested is better
+
+
+FLOW = NESTED + ["--model.flow_decoder", "true", "--model.flow_decode_steps", "8"]
+
+
+def test_the_flow_decoder_decodes_every_prefix_from_seeded_noise() -> None:
+    torch.manual_seed(0)
+    model = build_tokenizer(load_config("titok-tiny", FLOW))
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    recon, q = model(x)  # training: the one-step estimate at a random time, every parameter in the graph
+    (recon.square().mean() + q.codebook_loss + q.commit_loss).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():
+        images = [model.decode(q.z_q, keep=k) for k in range(1, 17)]
+        assert all(image.shape == x.shape and torch.isfinite(image).all() for image in images)
+        assert torch.equal(model.decode(q.z_q, keep=3), images[2])  # the same tokens, the same image
+        assert torch.allclose(model.decode_indices(q.indices[:, :5]), images[4], atol=1e-4)  # ids of a prefix too
+        assert not torch.allclose(images[0], images[-1])
+        # Euler's direction: one step from the noise x_1 is x_1 - v(x_1, 1)
+        model.flow_steps = 1
+        noise = torch.randn((2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+        expected = noise - model._velocity(model.nested(q.z_q, 16), noise, torch.ones(2))
+        assert torch.allclose(model.decode(q.z_q, keep=16), expected, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"model\.flow_decoder: applies to model\.family 'titok' only"):
+        load_config("gigatok-tiny", ["--model.flow_decoder", "true"])

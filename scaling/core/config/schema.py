@@ -29,6 +29,10 @@ class ModelConfig:
     num_tokens: int = 256  # 1D tokens per image (layout 1d, titok)
     causal: bool = False  # 1D queries attend only to earlier ones (SEED)
     nested_dropout: bool = False  # 1D tokens: train on random prefixes, the tail masked (FlexTok): any prefix decodes
+    # titok: decode with a rectified-flow decoder conditioned on the tokens (FlexTok), from noise in this many
+    # Euler steps; trained on its one-step estimate of the image
+    flow_decoder: bool = False
+    flow_decode_steps: int = 25
     patch_size: int = 16  # titok: ViT patch side (no CNN)
     # tokenflow: cnn = ViT blocks on the shared CNN grid; teacher = TokenFlow's own semantic encoder, a timm ViT of
     # loss.semantic_teacher's architecture initialised from loss.semantic_teacher_weights, then trained
@@ -48,6 +52,8 @@ class ModelConfig:
             errs.append(f"model.semantic_encoder: must be 'cnn' or 'teacher', got {self.semantic_encoder!r}")
         if self.patch_size <= 0:
             errs.append(f"model.patch_size: must be positive, got {self.patch_size}")
+        if self.flow_decode_steps <= 0:
+            errs.append(f"model.flow_decode_steps: must be positive, got {self.flow_decode_steps}")
         if not self.channel_mult:
             errs.append("model.channel_mult: must not be empty")
         if any(m <= 0 for m in self.channel_mult):
