@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import math
+
 import torch.nn as nn
 
 from scaling.core.config import Config
+from scaling.core.config.schema import DISCRETE_KINDS
 from scaling.core.config.loader import raise_problems, read_config
 from scaling.models import gigatok, titok, tokenflow, vqgan
 from scaling.models.family import Family, Sizes, no_problems
@@ -79,6 +82,21 @@ def build_tokenizer(cfg: Config) -> nn.Module:
     if family is None:
         raise ValueError(f"model.family {cfg.model.family!r}")  # check_config rejects it before this
     return family.build(cfg)
+
+
+def bottleneck(cfg: Config, model: nn.Module) -> dict[str, int]:
+    """What an image becomes between encoder and decoder (ViTok's bottleneck axis): ``bottleneck_tokens``,
+    ``bottleneck_channels`` (a token's decoder input), ``bottleneck_floats`` (their product) and, for code ids,
+    ``bottleneck_bits`` (tokens x log2 codebook size). Models of 1D tokens say how many (``num_tokens``); the
+    others keep one token per cell of their downsampled grid."""
+    grid = cfg.data.image_size // cfg.model.downsample
+    tokens = int(getattr(model, "num_tokens", grid * grid))
+    q = cfg.quantizer
+    channels = q.code_dim + (q.semantic_code_dim if cfg.model.family == "tokenflow" else 0)
+    out = {"bottleneck_tokens": tokens, "bottleneck_channels": channels, "bottleneck_floats": tokens * channels}
+    if q.kind in DISCRETE_KINDS:
+        out["bottleneck_bits"] = round(tokens * math.log2(q.codebook_size))
+    return out
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:

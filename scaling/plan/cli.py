@@ -36,7 +36,7 @@ def _plan(args: argparse.Namespace) -> int:
     from scaling.core.startup import preload
 
     preload("scaling.models.factory", "scaling.plan.count", "scaling.plan.memory")
-    from scaling.models.factory import FAMILIES, load_config
+    from scaling.models.factory import FAMILIES, bottleneck, load_config
 
     cfg = load_config(args.config, args.overrides)
     from scaling.plan.cost import planned_run
@@ -51,15 +51,19 @@ def _plan(args: argparse.Namespace) -> int:
     memory = plan_memory(cfg, result.model, args.gpus, args.gpu_mem, micro_batch)
     check_fits(memory)
     run_steps, run_total = planned_run(cfg, result.flops_by_part)
+    latent = bottleneck(cfg, result.model)
     if args.json:
         print(json.dumps({"config": args.config, "family": cfg.model.family, "image_size": cfg.data.image_size,
                           "params_total": params["total"], "params": params,
                           "flops_forward_per_image": result.flops_forward, "flops_per_image": result.flops_per_image,
                           "flops_per_training_image": result.flops_per_training_image,
                           "flops_by_part": result.flops_by_part, "run_steps": run_steps, "run_flops": run_total,
-                          "memory": memory.to_dict()}))
+                          "memory": memory.to_dict(), "bottleneck": latent}))
         return 0
     print(f"config      {args.config}: {FAMILIES[cfg.model.family].describe(cfg)}")
+    bits = f", {latent['bottleneck_bits']} bits" if "bottleneck_bits" in latent else ""
+    print(f"bottleneck  {latent['bottleneck_tokens']} tokens x {latent['bottleneck_channels']} channels "
+          f"({latent['bottleneck_floats']} floats{bits}) per image")
     print("parameters")
     for key, label in LABELS.items():
         print(f"  {label:<22}{human(params[key]):>10}")

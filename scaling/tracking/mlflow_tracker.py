@@ -151,6 +151,12 @@ class Tracker:
                 history = client.get_metric_history(self.run_id, key)
                 self._last_logged[key] = max(max((m.step for m in history), default=-1),
                                              self._last_logged.get(key, -1))
+            # A start killed after naming its run but before sending its params: the resume sends them (only
+            # the missing keys: a param's value never changes)
+            missing = {k: v for k, v in params.items() if k not in run.data.params}
+            if missing:
+                with self._cond:
+                    self._ops.insert(0, ("params", missing))
         else:
             exp = client.get_experiment_by_name(self.cfg.experiment)
             exp_id = exp.experiment_id if exp else client.create_experiment(self.cfg.experiment)

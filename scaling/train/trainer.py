@@ -36,7 +36,7 @@ from scaling.core.train_state import branch, resume, save, seed_everything
 from scaling.data.loader import augment, endless, sample_seeds, to_float, train_loader, validation_images
 from scaling.metrics.grids import save_recon_grid
 from scaling.metrics.pixel import psnr
-from scaling.models.factory import parameter_counts
+from scaling.models.factory import bottleneck, parameter_counts
 from scaling.models.quantizers import bottleneck_stats
 from scaling.parallel.batch import batch_split
 from scaling.parallel.parallelize import memory_format
@@ -120,7 +120,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
         return seconds_before + time.perf_counter() - started
 
     tracker = Tracker(cfg.tracking, run_dir, enabled=rt.is_main, background=True)  # never waits on the server
-    params = training_params(cfg) | parameter_counts(model) | {"world_size": rt.world_size}
+    params = training_params(cfg) | parameter_counts(model) | bottleneck(cfg, model) | {"world_size": rt.world_size}
     tracker.start(params, run_name=run_dir.name)
     if train_state is not None:
         tracker.restore_pending(train_state["tracker_pending"])

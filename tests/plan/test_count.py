@@ -26,6 +26,31 @@ def test_plan_json_totals_match_the_model(capsys: pytest.CaptureFixture) -> None
     parts = ("encoder_cnn", "encoder_transformer", "quantizer", "decoder_transformer", "decoder_cnn", "semantic_mlp")
     assert sum(out["params"][k] for k in parts) == out["params_total"]
     assert out["flops_per_image"] == pytest.approx(FLOP_ANCHORS["gigatok-s-s"], rel=0.05)
+    # GigaTok S-S: 256 1D tokens of a 16384-entry codebook of 8-dimensional codes
+    assert out["bottleneck"] == {"bottleneck_tokens": 256, "bottleneck_channels": 8, "bottleneck_floats": 2048,
+                                 "bottleneck_bits": 256 * 14}
+
+
+@pytest.mark.parametrize("config, overrides, expected", [
+    ("tiny", [], (64, 8, 9)),  # an 8x8 grid of 512-entry codes
+    ("gigatok-tiny", ["--model.layout", "2d"], (64, 8, 9)),
+    ("gigatok-tiny", [], (32, 8, 9)),  # 1D: model.num_tokens
+    ("titok-tiny", ["--quantizer.kind", "lfq", "--quantizer.code_dim", "6", "--quantizer.codebook_size", "64"],
+     (16, 6, 6)),
+    ("tokenflow-tiny", [], (64, 16 + 8, 9)),  # a token's decoder input: semantic and pixel codes
+    ("flowtok-tiny", [], (16, 8, None)),  # continuous: floats, no bits
+])
+def test_the_bottleneck_is_tokens_times_channels_and_bits(config: str, overrides: list[str], expected: tuple) -> None:
+    from scaling.models.factory import bottleneck
+
+    cfg = load_config(config, overrides)
+    with torch.device("meta"):
+        model = build_tokenizer(cfg)
+    tokens, channels, bits_per_token = expected
+    got = bottleneck(cfg, model)
+    assert (got["bottleneck_tokens"], got["bottleneck_channels"], got["bottleneck_floats"]) == \
+        (tokens, channels, tokens * channels)
+    assert got.get("bottleneck_bits") == (tokens * bits_per_token if bits_per_token else None)
 
 
 @pytest.mark.parametrize("preset", ["gigatok-b-l", "gigatok-xl-xxl"])

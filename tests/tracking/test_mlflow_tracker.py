@@ -104,6 +104,20 @@ def test_resumed_tracker_skips_steps_already_logged(tmp_path: Path) -> None:
     assert [m.step for m in history] == list(range(1, 9))
 
 
+def test_a_start_killed_before_its_params_were_sent_gets_them_on_resume(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    first = Tracker(TrackingConfig(uri=uri), tmp_path)
+    run_id = first.start({"a": 1}, run_name="r")
+    first.finish()
+    client.log_param(run_id, "b", "2")  # (as a probe adds its own)
+    # the run as a start leaves it when killed after naming its run and before its params went out: no "c"
+    second = Tracker(TrackingConfig(uri=uri), tmp_path)
+    assert second.start({"a": 1, "b": 2, "c": 3}, run_name="r") == run_id
+    second.finish()
+    assert client.get_run(run_id).data.params == {"a": "1", "b": "2", "c": "3"}
+
+
 def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A sweep driver SIGKILLed while MLflow migrated its new sqlite store left one that every later driver failed
     on ("table _alembic_tmp_latest_metrics already exists"). A store whose creation dies, in building the migrated

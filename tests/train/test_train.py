@@ -214,6 +214,7 @@ def test_a_continuous_tokenizer_resumes_bitwise_exports_and_evaluates(synth_data
     run, kl = history(uris["killed"], "train/kl")
     assert sorted(kl) == [3, 6] and all(v > 0 for v in kl.values())
     assert "val/latent_std" in run.data.metrics and "val/codebook_usage" not in run.data.metrics
+    assert (run.data.params["bottleneck_floats"], run.data.params.get("bottleneck_bits")) == ("256", None)
 
     out = tmp_path / "g.safetensors"
     assert run_main(capsys, "export", str(tmp_path / "killed"), "--out", str(out)).returncode == 0

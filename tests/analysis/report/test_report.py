@@ -70,3 +70,16 @@ def test_each_probes_linear_accuracy_is_fitted_as_its_own_error() -> None:
     assert out["probe/linear_err"].tolist()[0] == 70.0 and out["flow/linear_err"].tolist() == [0.5, 0.25]
     assert with_linear_error(pd.DataFrame({"x": [1.0]}))["flow/linear_err"].isna().all()
     assert (_fit_column("flow/linear_acc"), _fit_column("probe/linear_acc")) == ("flow/linear_err", "probe/linear_err")
+
+
+def test_any_size_column_is_an_axis_such_as_the_bottleneck(tmp_path: Path, cli) -> None:
+    """ViTok's axis: the laws against a run's bottleneck size instead of its parameter count."""
+    runs = demo_runs(seeds=1)
+    runs["bottleneck_floats"] = (runs["params_total"] / 1000).round()
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    code, _, err = cli(["analyze", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "out"), "--bootstrap", "10",
+                        "--size", "bottleneck_floats", "--metrics", "eval/rfid"])
+    assert code == 0, err
+    fits = json.loads((tmp_path / "out" / "fits.json").read_text())
+    axes = {f["x"] for f in fits if f["form"] == "power" and f["y"] == "eval/rfid"}
+    assert "bottleneck_floats" in axes and "params_total" not in axes  # (and train/flops: the law against compute)
