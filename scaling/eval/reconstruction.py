@@ -12,11 +12,13 @@ memory is one copy of the weights, not the whole training state.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from scaling.core.config import Config
+from scaling.core.config import Config, ModelConfig
 from scaling.data.loader import to_float, validation_batches
 from scaling.core.runtime import autocast as runtime_autocast
 from scaling.core.runtime import resolve_device
@@ -37,7 +39,8 @@ from scaling.metrics.pixel import psnr, ssim
 from scaling.export.generator import load_trained
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.models.factory import check_config
-from scaling.models.quantizers import bottleneck_stats
+from scaling.models.nested import coarse_targets
+from scaling.models.quantizers import MultiScaleQuantizer, QuantOut, bottleneck_stats
 from scaling.tracking.mlflow_tracker import PROVENANCE, tracking_uri
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.run_dir import EvalDir, RunDir, load_run_config
@@ -89,8 +92,11 @@ def evaluate(run_dir: Path, overrides: list[str] | None = None, step: int | None
     reference, how = reference_stats(cfg, extractor)
     metrics, extras = reconstruct(model, cfg, extractor, perceptual, device)
     metrics = {"rfid": frechet_distance(FIDStats.from_features(extras.pop("features")), reference)} | metrics
-    for keep, feats in extras.pop("prefix_features").items():  # nested dropout: rFID of each prefix alone
-        metrics[f"rfid_keep{keep}"] = frechet_distance(FIDStats.from_features(feats), reference)
+    for name, feats in extras["prefix_features"].items():  # rFID of each prefix alone (keepK, scalesK)
+        metrics[f"rfid_{name}"] = frechet_distance(FIDStats.from_features(feats), reference)
+    for name, feats in extras.pop("target_features").items():  # coarse to fine: against the prefix's own target
+        metrics[f"rfid_{name}_target"] = frechet_distance(FIDStats.from_features(extras["prefix_features"][name]),
+                                                          FIDStats.from_features(feats))
     metrics = {f"{target.prefix}/{k}": v for k, v in metrics.items()}
     how |= {"step": str(target.step), "ema": str(target.ema).lower()}
     files = save_outputs(target, metrics, extras, how)
@@ -138,15 +144,18 @@ def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures | Te
     dataset, n = eval_split(cfg)
     sums = {"psnr": 0.0, "ssim": 0.0} | ({"lpips": 0.0} if perceptual is not None else {})
     features, outs, first, per_image = [], [], None, 0.0
-    prefix_features: dict[int, list[np.ndarray]] = {k: [] for k in prefix_lengths(model)}
+    prefixes = prefix_decoders(model, cfg)
+    prefix_features: dict[str, list[np.ndarray]] = {name: [] for name in prefixes}
+    target_features: dict[str, list[np.ndarray]] = {name: [] for name, p in prefixes.items() if p.target}
     for images, _ in validation_batches(dataset, n, cfg.eval.batch_size, cfg.data.image_size):
         x = to_float(images).to(device)
         with FlopCounterMode(display=False) if first is None else nullcontext() as counter:
-            recon, q = _measure_batch(model, x, extractor, perceptual, autocast, sums, features, prefix_features)
+            recon, q = _measure_batch(model, x, extractor, perceptual, autocast, sums, features, prefixes,
+                                      prefix_features, target_features)
         outs.append(q)
         if first is None:
             first, per_image = (x.cpu(), recon.cpu()), counter.get_total_flops() / len(x)
-    metrics = {k: v / n for k, v in sums.items()} | bottleneck_stats(outs, cfg.quantizer.codebook_size)
+    metrics = {k: v / n for k, v in sums.items()} | bottleneck_stats(outs, cfg.quantizer)
     dist = torch.cat([q.distance.flatten().float().cpu() for q in outs]).numpy() if outs[0].discrete else None
     if dist is not None:  # how far quantisation moved the encoder outputs (continuous tokens are not moved)
         p50, p95 = np.percentile(dist, [50, 95])
@@ -154,23 +163,28 @@ def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures | Te
                     "code_distance_p95": float(p95), "code_distance_max": float(dist.max())}
     metrics |= {"num_images": float(n), "flops": per_image * n}
     return metrics, {"features": np.concatenate(features), "distances": dist, "first": first,
-                     "prefix_features": {k: np.concatenate(v) for k, v in prefix_features.items()}}
+                     "prefix_features": {k: np.concatenate(v) for k, v in prefix_features.items()},
+                     "target_features": {k: np.concatenate(v) for k, v in target_features.items()}}
 
 
 def _measure_batch(model: nn.Module, x: torch.Tensor, extractor: InceptionFeatures | TeacherFeatures,
                    perceptual: PerceptualLoss | None, autocast: Any, sums: dict[str, float],
-                   features: list[np.ndarray], prefix_features: dict[int, list[np.ndarray]]
-                   ) -> tuple[torch.Tensor, Any]:
+                   features: list[np.ndarray], prefixes: dict[str, Prefix], prefix_features: dict[str, list[np.ndarray]],
+                   target_features: dict[str, list[np.ndarray]]) -> tuple[torch.Tensor, Any]:
     """Reconstruct a batch, add its per-image metrics to ``sums`` and its FID features to ``features`` (and each
-    prefix's to ``prefix_features``)."""
+    prefix's to ``prefix_features``, its target's to ``target_features``)."""
     with autocast:
         recon, q = model(x)
     recon = recon.float()
-    for keep in prefix_features:  # nested dropout: what the first ``keep`` tokens alone reconstruct
+    for name, prefix in prefixes.items():  # what part of the tokens alone reconstructs
         with autocast:
-            partial = model.decode(q.z_q, keep=keep).float()
-        sums[f"psnr_keep{keep}"] = sums.get(f"psnr_keep{keep}", 0.0) + float(psnr(partial, x).sum())
-        prefix_features[keep].append(extractor(partial))
+            partial = prefix.decode(q).float()
+        sums[f"psnr_{name}"] = sums.get(f"psnr_{name}", 0.0) + float(psnr(partial, x).sum())
+        prefix_features[name].append(extractor(partial))
+        if prefix.target is not None:
+            target = prefix.target(x)
+            sums[f"psnr_{name}_target"] = sums.get(f"psnr_{name}_target", 0.0) + float(psnr(partial, target).sum())
+            target_features[name].append(extractor(target))
     sums["psnr"] += float(psnr(recon, x).sum())
     sums["ssim"] += float(ssim(recon, x).sum())
     if perceptual is not None:
@@ -179,12 +193,40 @@ def _measure_batch(model: nn.Module, x: torch.Tensor, extractor: InceptionFeatur
     return recon, q
 
 
-def prefix_lengths(model: nn.Module) -> list[int]:
-    """Token counts 1, 2, 4, ... below the model's full count, for a 1D tokenizer trained with nested dropout
-    (any prefix decodes); none otherwise."""
-    if getattr(model, "nested", None) is None:
-        return []
-    return [2**i for i in range(model.num_tokens.bit_length()) if 2**i < model.num_tokens]
+@dataclass(frozen=True)
+class Prefix:
+    """A prefix of a tokenizer's sequence that decodes alone."""
+
+    decode: Callable[[QuantOut], torch.Tensor]  # the batch's QuantOut -> that prefix's image
+    target: Callable[[torch.Tensor], torch.Tensor] | None = None  # coarse to fine: images -> what it trained to give
+
+
+def prefix_decoders(model: nn.Module, cfg: Config) -> dict[str, Prefix]:
+    """The prefixes of a tokenizer's sequence that decode alone, by metric suffix: ``keepK``, the first K = 1, 2,
+    4, ... 1D tokens of a tokenizer trained with nested dropout (coarse to fine: with their degraded targets);
+    ``scalesK``, the first K scales of multi-scale quantisation; none otherwise."""
+    if getattr(model, "nested", None) is not None:
+        keeps = [2**i for i in range(model.num_tokens.bit_length()) if 2**i < model.num_tokens]
+        m = cfg.model
+        return {f"keep{k}": Prefix(functools.partial(_decode_kept, model, k),
+                                   functools.partial(_coarse_target, k, m)
+                                   if m.coarse_to_fine else None) for k in keeps}
+    if isinstance(model.quantizer, MultiScaleQuantizer):
+        ends = model.quantizer.scale_boundaries()[:-1]
+        return {f"scales{i + 1}": Prefix(functools.partial(_decode_ids, model, end)) for i, end in enumerate(ends)}
+    return {}
+
+
+def _coarse_target(keep: int, m: ModelConfig, x: torch.Tensor) -> torch.Tensor:
+    return coarse_targets(x, torch.full((len(x),), keep), m.num_tokens, m.coarse_power, m.coarse_min_side)
+
+
+def _decode_kept(model: nn.Module, keep: int, q: QuantOut) -> torch.Tensor:
+    return model.decode(q.z_q, keep=keep)
+
+
+def _decode_ids(model: nn.Module, end: int, q: QuantOut) -> torch.Tensor:
+    return model.decode_indices(q.indices[:, :end])
 
 
 def save_outputs(target: Target, metrics: dict[str, float], extras: dict[str, Any], how: dict[str, str]

@@ -37,11 +37,19 @@ MODEL_OPTIONS: Options = {
                              "with model.layout '1d')"),
     "model.flow_decoder": (lambda cfg: cfg.model.flow_decoder,
                            "model.flow_decoder: applies to model.family 'titok' only"),
+    "quantizer.scales": (lambda cfg: bool(cfg.quantizer.scales),
+                         "quantizer.scales: multi-scale quantisation applies to 2D tokens only (model.family 'vqgan', "
+                         "'tokenflow', or 'gigatok' with model.layout '2d')"),
+    "quantizer.parts": (lambda cfg: cfg.quantizer.parts > 1,
+                        "quantizer.parts: product quantisation does not apply to model.family 'tokenflow' (its dual "
+                        "codebook splits a token already)"),
 }
 TEACHER_OPTIONS: Options = {
     "loss.semantic_weight": (lambda cfg: bool(cfg.loss.semantic_weight),
                              "loss.semantic_weight: semantic regularisation needs model.family 'gigatok' or "
                              "'tokenflow'"),
+    "quantizer.semantic_part": (lambda cfg: cfg.quantizer.semantic_part >= 0,
+                                "quantizer.semantic_part: applies to model.family 'gigatok' only"),
     "model.semantic_encoder": (lambda cfg: cfg.model.semantic_encoder == "teacher",
                                "model.semantic_encoder: 'teacher' applies to model.family 'tokenflow' only"),
 }
@@ -87,15 +95,14 @@ def build_tokenizer(cfg: Config) -> nn.Module:
 def bottleneck(cfg: Config, model: nn.Module) -> dict[str, int]:
     """What an image becomes between encoder and decoder (ViTok's bottleneck axis): ``bottleneck_tokens``,
     ``bottleneck_channels`` (a token's decoder input), ``bottleneck_floats`` (their product) and, for code ids,
-    ``bottleneck_bits`` (tokens x log2 codebook size). Models of 1D tokens say how many (``num_tokens``); the
-    others keep one token per cell of their downsampled grid."""
-    grid = cfg.data.image_size // cfg.model.downsample
-    tokens = int(getattr(model, "num_tokens", grid * grid))
-    q = cfg.quantizer
+    ``bottleneck_bits`` (tokens x parts x log2 codebook size). Models of 1D tokens say how many (``num_tokens``);
+    multi-scale quantisation has every scale's grid; the others one token per cell of their downsampled grid."""
+    grid, q = cfg.data.image_size // cfg.model.downsample, cfg.quantizer
+    tokens = sum(s * s for s in q.scales) if q.scales else int(getattr(model, "num_tokens", grid * grid))
     channels = q.code_dim + (q.semantic_code_dim if cfg.model.family == "tokenflow" else 0)
     out = {"bottleneck_tokens": tokens, "bottleneck_channels": channels, "bottleneck_floats": tokens * channels}
     if q.kind in DISCRETE_KINDS:
-        out["bottleneck_bits"] = round(tokens * math.log2(q.codebook_size))
+        out["bottleneck_bits"] = round(tokens * q.parts * math.log2(q.codebook_size))
     return out
 
 

@@ -9,7 +9,7 @@ read from the model.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch.nn as nn
 
@@ -42,7 +42,13 @@ def always(cfg: Config) -> bool:
 
 
 def quantizer_summary(q: QuantizerConfig) -> str:
-    """The bottleneck in a few words: ``VQ 512 x 8``, ``FSQ 8x5x5 (200 codes)``, ``KL 8 channels (weight 1e-06)``."""
+    """The bottleneck in a few words: ``VQ 512 x 8``, ``FSQ 8x5x5 (200 codes)``, ``KL 8 channels (weight 1e-06)``,
+    ``VQ 2 parts of 512 x 4``, ``VQ 512 x 8 at scales 1/2/4 (shared codebook)``."""
+    if q.scales:
+        shared = "shared codebook" if q.shared_codebook else "a codebook per scale"
+        return f"{quantizer_summary(replace(q, scales=()))} at scales {'/'.join(map(str, q.scales))} ({shared})"
+    if q.parts > 1:
+        return f"VQ {q.parts} parts of {q.codebook_size} x {q.code_dim // q.parts}"
     if q.kind == "fsq":
         return f"FSQ {'x'.join(map(str, q.levels))} ({q.codebook_size} codes)"
     if q.kind == "lfq":

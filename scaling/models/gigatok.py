@@ -14,6 +14,7 @@ can be called again after ``to_empty``.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -214,11 +215,12 @@ class AdaptiveCNNDecoder(nn.Module):
 
 
 class SemanticHead(nn.Sequential):
-    """Decoder features -> the teacher's feature space: width -> 4w -> 4w -> out, SiLU (GigaTok)."""
+    """Decoder features -> the teacher's feature space: width -> 4w -> 4w -> out, SiLU (GigaTok). ``in_dim``: the
+    input's width when it is not ``width`` (a part of the quantised tokens, ImageFolder)."""
 
-    def __init__(self, width: int, out: int):
-        super().__init__(nn.Linear(width, 4 * width), nn.SiLU(), nn.Linear(4 * width, 4 * width), nn.SiLU(),
-                         nn.Linear(4 * width, out))
+    def __init__(self, width: int, out: int, in_dim: int = 0):
+        super().__init__(nn.Linear(in_dim or width, 4 * width), nn.SiLU(), nn.Linear(4 * width, 4 * width),
+                         nn.SiLU(), nn.Linear(4 * width, out))
 
     def init_weights(self) -> None:
         for m in self:
@@ -236,7 +238,8 @@ class GigaTok(nn.Module):
     """Image -> (B, num_tokens) ids (layout 1d) or (B, g, g) ids (layout 2d) -> image.
 
     ``semantic_dim > 0`` adds the semantic-regularisation MLP on the output of decoder block
-    ``semantic_layer``; ``forward(..., semantic=True)`` then also returns its per-token predictions.
+    ``semantic_layer`` or, with ``quantizer.semantic_part``, on that part of the quantised tokens (ImageFolder);
+    ``forward(..., semantic=True)`` then also returns its per-token predictions.
     ``model.nested_dropout`` (layout 1d) trains on random token prefixes; ``decode(z_q, keep=k)`` and
     ``decode_indices`` of a (B, k) prefix decode the first k tokens.
     """
@@ -263,7 +266,10 @@ class GigaTok(nn.Module):
             unpool_grid=grid if self.one_d else 0)
         self.decoder_cnn = AdaptiveCNNDecoder(model)
         self.semantic_layer = semantic_layer
-        self.semantic_head = SemanticHead(self.decoder_transformer.width, semantic_dim) if semantic_dim else None
+        self.parts, self.semantic_part = quantizer.parts, quantizer.semantic_part
+        in_dim = quantizer.code_dim // quantizer.parts if self.semantic_part >= 0 else 0
+        self.semantic_head = SemanticHead(self.decoder_transformer.width, semantic_dim, in_dim) if semantic_dim \
+            else None
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -294,7 +300,7 @@ class GigaTok(nn.Module):
             z = z.unflatten(2, (self.grid, self.grid))
         return self.quantizer(z, entropy_temperature)
 
-    def _decode(self, z_q: torch.Tensor, tap: int = 0, keep: int | None = None
+    def _decode(self, z_q: torch.Tensor, tap: int = 0, keep: int | torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.nested is not None:
             z_q = self.nested(z_q, keep)
@@ -303,7 +309,7 @@ class GigaTok(nn.Module):
         h = h.transpose(1, 2).unflatten(2, (self.grid, self.grid))
         return self.decoder_cnn(h, token_stats(tokens)), tapped
 
-    def decode(self, z_q: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+    def decode(self, z_q: torch.Tensor, keep: int | torch.Tensor | None = None) -> torch.Tensor:
         """Image from quantised tokens; ``keep``: the first ``keep`` tokens only (nested dropout)."""
         return self._decode(z_q, keep=keep)[0]
 
@@ -314,13 +320,19 @@ class GigaTok(nn.Module):
 
     def forward(self, x: torch.Tensor, entropy_temperature: float | None = None,
                 semantic: bool = False) -> tuple[torch.Tensor, ...]:
-        """(recon, QuantOut); with ``semantic``, also the semantic MLP's (B, g*g, semantic_dim) predictions."""
+        """(recon, QuantOut); with ``semantic``, also the semantic MLP's (B, g*g, semantic_dim) predictions. With
+        nested dropout in training, ``QuantOut.kept`` is each image's prefix."""
         q = self.encode(x, entropy_temperature)
+        if self.nested is not None and self.training:
+            q.kept = self.nested.sample(len(x), self.num_tokens, x.device)
         if not semantic:
-            return self.decode(q.z_q), q
+            return self.decode(q.z_q, keep=q.kept), q
         if self.semantic_head is None:
             raise ValueError("semantic=True needs a model built with semantic_dim > 0")
-        recon, hidden = self._decode(q.z_q, tap=self.semantic_layer)
+        if self.semantic_part >= 0:
+            part = q.z_q.chunk(self.parts, dim=1)[self.semantic_part]
+            return self.decode(q.z_q, keep=q.kept), q, self.semantic_head(part.flatten(2).transpose(1, 2))
+        recon, hidden = self._decode(q.z_q, tap=self.semantic_layer, keep=q.kept)
         return recon, q, self.semantic_head(hidden)
 
 
@@ -336,7 +348,10 @@ def check(cfg: Config) -> list[str]:
     grid = cfg.data.image_size // m.downsample
     if m.layout == "1d" and m.num_tokens > grid * grid:
         errs.append(f"model.num_tokens: {m.num_tokens} is more than the {grid}x{grid} CNN grid it summarises")
-    if m.decoder_size in TRANSFORMER_SIZES and lc.semantic_weight:
+    if cfg.quantizer.semantic_part >= 0 and m.layout == "1d" and math.isqrt(m.num_tokens) ** 2 != m.num_tokens:
+        errs.append(f"quantizer.semantic_part: its tokens are resampled to the teacher's patch grid, so "
+                    f"model.num_tokens must be a square, got {m.num_tokens}")
+    if m.decoder_size in TRANSFORMER_SIZES and lc.semantic_weight and cfg.quantizer.semantic_part < 0:
         layers = TRANSFORMER_SIZES[m.decoder_size][1]
         if lc.semantic_layer > layers:
             errs.append(f"loss.semantic_layer: {lc.semantic_layer} is beyond the {layers} layers of "
@@ -348,6 +363,8 @@ def describe(cfg: Config) -> str:
     m = cfg.model
     tokens = f"{m.num_tokens} 1D tokens{' (causal)' if m.causal else ''}" if m.layout == "1d" else "2D tokens"
     nested = ", nested dropout" if m.nested_dropout else ""
+    if cfg.quantizer.scales:
+        tokens = f"2D tokens at scales {'/'.join(map(str, cfg.quantizer.scales))}"
     return (f"gigatok {m.layout}, {encoder_decoder_summary(TRANSFORMER_SIZES, cfg)}, {tokens}{nested}, "
             f"{quantizer_summary(cfg.quantizer)}")
 
@@ -356,5 +373,10 @@ def _one_d(cfg: Config) -> bool:
     return cfg.model.layout == "1d"
 
 
+def _two_d(cfg: Config) -> bool:
+    return cfg.model.layout == "2d"
+
+
 FAMILY = Family(name="gigatok", build=build, describe=describe, sizes=TRANSFORMER_SIZES, check=check,
-                options={"model.causal": _one_d, "model.nested_dropout": _one_d, "loss.semantic_weight": always})
+                options={"model.causal": _one_d, "model.nested_dropout": _one_d, "loss.semantic_weight": always,
+                         "quantizer.scales": _two_d, "quantizer.parts": always, "quantizer.semantic_part": always})

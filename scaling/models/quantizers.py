@@ -3,8 +3,10 @@ normalised tokens). Each returns a ``QuantOut`` with its losses; the discrete on
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
@@ -26,6 +28,8 @@ class QuantOut:
     # None for continuous tokens
     distance: torch.Tensor | None
     kl_loss: torch.Tensor | None = None  # kl: the weighted KL to N(0, I); zero for the others
+    # nested dropout in training: the prefix length each image's decoder saw, (B,); set by the model, None otherwise
+    kept: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.kl_loss is None:
@@ -49,13 +53,20 @@ def codebook_stats(indices: torch.Tensor, codebook_size: int) -> tuple[float, fl
     return float((counts > 0).float().mean()), float(entropy.exp())
 
 
-def bottleneck_stats(outs: list[QuantOut], codebook_size: int) -> dict[str, float]:
+def bottleneck_stats(outs: list[QuantOut], cfg: QuantizerConfig) -> dict[str, float]:
     """What the bottleneck did over these batches: for codes, the share of the codebook used and the
-    perplexity of the assignments; for continuous tokens, the standard deviation of the latents (the scale a
-    generator on them sees) and the mean over channels of each channel's variance across tokens."""
+    perplexity of the assignments (with ``parts``, each part's as ``..._part{p}`` and their means); for continuous
+    tokens, the standard deviation of the latents (the scale a generator on them sees) and the mean over channels
+    of each channel's variance across tokens."""
     if outs[0].discrete:
-        usage, perplexity = codebook_stats(torch.cat([q.indices.flatten() for q in outs]), codebook_size)
-        return {"codebook_usage": usage, "perplexity": perplexity}
+        ids = torch.cat([q.indices.flatten() for q in outs])
+        per_part = [codebook_stats(d, cfg.codebook_size) for d in part_ids(ids, cfg.codebook_size, cfg.parts)]
+        out = {"codebook_usage": sum(u for u, _ in per_part) / cfg.parts,
+               "perplexity": sum(p for _, p in per_part) / cfg.parts}
+        if cfg.parts > 1:
+            out |= {f"{key}_part{p}": stats[i] for p, stats in enumerate(per_part)
+                    for i, key in enumerate(("codebook_usage", "perplexity"))}
+        return out
     rows = torch.cat([_to_rows(q.z_q.detach()) for q in outs])
     return {"latent_std": float(rows.std()), "latent_channel_var": float(rows.var(0).mean())}
 
@@ -278,9 +289,115 @@ def bottleneck_in_dim(cfg: QuantizerConfig) -> int:
     return 2 * cfg.code_dim if cfg.kind == "kl" else cfg.code_dim
 
 
-def build_quantizer(cfg: QuantizerConfig) -> nn.Module:
+def fold_ids(digits: list[torch.Tensor], base: int) -> torch.Tensor:
+    """The parts' ids of each token as one id: part p's digit weighs ``base ** p``."""
+    return sum(d.long() * base**p for p, d in enumerate(digits))
+
+
+def part_ids(indices: torch.Tensor, base: int, parts: int) -> list[torch.Tensor]:
+    """``fold_ids`` undone: each part's ids."""
+    return [(indices // base**p) % base for p in range(parts)]
+
+
+def _mean_of(outs: list[QuantOut], name: str) -> torch.Tensor:
+    return torch.stack([getattr(o, name) for o in outs]).mean()
+
+
+class ProductQuantizer(nn.Module):
+    """ImageFolder's product quantisation: a token's ``code_dim`` channels are cut into ``parts`` equal slices,
+    each quantised by its own codebook (with its own entropy loss); the token's id folds the parts' ids
+    (``fold_ids``), so a token stays one position of the sequence with ``codebook_size ** parts`` possible ids.
+    Losses are the parts' means, so a token's loss weighs as one VQ token's."""
+
+    def __init__(self, cfg: QuantizerConfig, part: Callable[[QuantizerConfig], nn.Module] = VectorQuantizer):
+        super().__init__()
+        self.cfg = cfg
+        sub = replace(cfg, code_dim=cfg.code_dim // cfg.parts, parts=1)
+        self.quantizers = nn.ModuleList(part(sub) for _ in range(cfg.parts))
+
+    def reset_parameters(self) -> None:
+        for q in self.quantizers:
+            q.reset_parameters()
+
+    def forward(self, z: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
+        outs = [q(chunk, entropy_temperature) for q, chunk in zip(self.quantizers, z.chunk(self.cfg.parts, dim=1))]
+        indices = fold_ids([o.indices for o in outs], self.cfg.codebook_size)
+        distance = torch.stack([o.distance for o in outs]).square().sum(0).sqrt()  # l2 over the whole token
+        return QuantOut(torch.cat([o.z_q for o in outs], dim=1), indices, _mean_of(outs, "codebook_loss"),
+                        _mean_of(outs, "commit_loss"), _mean_of(outs, "entropy_loss"), distance)
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        digits = part_ids(indices, self.cfg.codebook_size, self.cfg.parts)
+        return torch.cat([q.lookup(d) for q, d in zip(self.quantizers, digits)], dim=1)
+
+
+def _resize(x: torch.Tensor, side: int) -> torch.Tensor:
+    """A (B, C, h, h) grid at side ``side``: area-averaged down, bilinear up."""
+    if x.shape[-1] == side:
+        return x
+    if side < x.shape[-1]:
+        return F.interpolate(x, size=(side, side), mode="area")
+    return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+
+
+class MultiScaleQuantizer(nn.Module):
+    """Multi-scale residual quantisation (VAR; TokenFlow quantises so through its dual codebook): scale by scale,
+    coarse to fine, the residual the coarser scales left is area-downsampled to that scale's grid and quantised,
+    and its codes, upsampled bilinearly to the latent grid, join the running sum. The sum is the decoder's input
+    (straight through to the encoder). Ids are every scale's grid flattened, coarsest first, so a prefix of whole
+    scales is a coarser image (``lookup``). Losses are the scales' means."""
+
+    def __init__(self, cfg: QuantizerConfig, level: Callable[[QuantizerConfig], nn.Module]):
+        super().__init__()
+        self.cfg = cfg
+        sub = replace(cfg, scales=())
+        self.levels = nn.ModuleList(level(sub) for _ in range(1 if cfg.shared_codebook else len(cfg.scales)))
+
+    def reset_parameters(self) -> None:
+        for q in self.levels:
+            q.reset_parameters()
+
+    def _level(self, i: int) -> nn.Module:
+        return self.levels[0 if self.cfg.shared_codebook else i]
+
+    def forward(self, z: torch.Tensor, entropy_temperature: float | None = None) -> QuantOut:
+        """``z``: (B, C, S, S) with S the last scale."""
+        side, total, outs = z.shape[-1], torch.zeros_like(z), []
+        for i, s in enumerate(self.cfg.scales):
+            out = self._level(i)(_resize(z - total, s), entropy_temperature)
+            total = total + _resize(out.z_q.detach(), side)  # the codes' values: z_q is straight through
+            outs.append(out)
+        indices = torch.cat([o.indices.flatten(1) for o in outs], dim=1)
+        distance = torch.cat([o.distance.flatten(1) for o in outs], dim=1)
+        return QuantOut(z + (total - z).detach(), indices, _mean_of(outs, "codebook_loss"),
+                        _mean_of(outs, "commit_loss"), _mean_of(outs, "entropy_loss"), distance)
+
+    def scale_boundaries(self) -> list[int]:
+        """Ids in the first 1, 2, ... scales."""
+        return list(itertools.accumulate(s * s for s in self.cfg.scales))
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids of the first k scales (L one of ``scale_boundaries``) -> (B, C, S, S): their codes' sum."""
+        if indices.shape[1] not in self.scale_boundaries():
+            raise ValueError(f"{indices.shape[1]} ids are not whole scales of {list(self.cfg.scales)} "
+                             f"(prefixes: {self.scale_boundaries()})")
+        side, total, start = self.cfg.scales[-1], None, 0
+        for i, s in enumerate(self.cfg.scales):
+            if start == indices.shape[1]:
+                break
+            codes = _resize(self._level(i).lookup(indices[:, start:start + s * s].unflatten(1, (s, s))), side)
+            total, start = codes if total is None else total + codes, start + s * s
+        return total
+
+
+def build_quantizer(cfg: QuantizerConfig, single: Callable[[QuantizerConfig], nn.Module] | None = None
+                    ) -> nn.Module:
+    """The bottleneck ``cfg`` describes. ``single``: what quantises one token whole (a family's own VQ, as
+    TokenFlow's dual codebook), which product and multi-scale quantisation then compose."""
     kinds = {"vq": VectorQuantizer, "fsq": FSQ, "lfq": LFQ, "kl": ContinuousBottleneck,
              "continuous": ContinuousBottleneck}
     if cfg.kind not in kinds:
         raise ValueError(f"quantizer.kind {cfg.kind!r}")  # validate() rejects it before this
-    return kinds[cfg.kind](cfg)
+    one = single or kinds[cfg.kind]
+    token = (lambda c: ProductQuantizer(c, one)) if cfg.parts > 1 else one
+    return MultiScaleQuantizer(cfg, token) if cfg.scales else token(cfg)

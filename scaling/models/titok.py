@@ -75,7 +75,7 @@ class TiTok(nn.Module):
         latents, _ = self.encoder(patches)
         return self.quantizer(latents.transpose(1, 2), entropy_temperature)  # (B, code_dim, K)
 
-    def decode(self, z_q: torch.Tensor, keep: int | None = None) -> torch.Tensor:
+    def decode(self, z_q: torch.Tensor, keep: int | torch.Tensor | None = None) -> torch.Tensor:
         """Image from (B, code_dim, K) quantised tokens; ``keep``: the first ``keep`` only (nested dropout)."""
         if self.nested is not None:
             z_q = self.nested(z_q, keep)
@@ -109,12 +109,15 @@ class TiTok(nn.Module):
         return self.decode(z_q if self.nested is None else self.nested.complete(z_q, self.num_tokens))
 
     def forward(self, x: torch.Tensor, entropy_temperature: float | None = None) -> tuple[torch.Tensor, QuantOut]:
-        """(recon, QuantOut); with a flow decoder in training, recon is its one-step estimate x_t - t v at a
-        random time (from the global RNG, checkpointed like nested dropout's)."""
+        """(recon, QuantOut); with nested dropout in training, ``QuantOut.kept`` is each image's prefix. With a flow
+        decoder in training, recon is its one-step estimate x_t - t v at a random time (from the global RNG,
+        checkpointed like nested dropout's)."""
         q = self.encode(x, entropy_temperature)
+        if self.nested is not None and self.training:
+            q.kept = self.nested.sample(len(x), self.num_tokens, x.device)
         if not (self.flow_steps and self.training):
-            return self.decode(q.z_q), q
-        z_q = self.nested(q.z_q) if self.nested is not None else q.z_q
+            return self.decode(q.z_q, keep=q.kept), q
+        z_q = self.nested(q.z_q, q.kept) if self.nested is not None else q.z_q
         t = torch.rand(len(x), device=x.device)
         tb = t.to(x.dtype)[:, None, None, None]
         x_t = (1 - tb) * x + tb * torch.randn_like(x)
@@ -133,4 +136,5 @@ def describe(cfg: Config) -> str:
 
 
 FAMILY = Family(name="titok", build=build, describe=describe, sizes=TITOK_SIZES,
-                options={"model.nested_dropout": always, "model.flow_decoder": always})
+                options={"model.nested_dropout": always, "model.flow_decoder": always,
+                         "quantizer.parts": always})

@@ -21,7 +21,7 @@ import torch.nn as nn
 from scaling.core.config import Config, LossConfig, ModelConfig, QuantizerConfig
 from scaling.models.family import Family, always, encoder_decoder_summary, transformer_summary
 from scaling.models.gigatok import TRANSFORMER_SIZES, TokenTransformer
-from scaling.models.quantizers import DualCodebookVQ, QuantOut
+from scaling.models.quantizers import DualCodebookVQ, QuantOut, build_quantizer
 from scaling.models.transformer import TransformerBlock, init_linear
 from scaling.models.vqgan import Decoder, Encoder, ResBlock
 
@@ -78,7 +78,7 @@ class TokenFlow(nn.Module):
         self.semantic_encoder = TeacherInitViT(loss or LossConfig(), grid, sem) if self.own_semantic_encoder \
             else TokenTransformer(model.encoder_size, z, grid * grid, out_dim=sem)
         self.pixel_proj = nn.Conv2d(z, pix, 1)
-        self.quantizer = DualCodebookVQ(quantizer)
+        self.quantizer = build_quantizer(quantizer, single=DualCodebookVQ)  # multi-scale composes it
         self.post_quant_conv = nn.Conv2d(sem + pix, z, 1)
         self.decoder = Decoder(model)
         self.semantic_decoder = (TokenTransformer(model.decoder_size, sem, grid * grid, out_dim=semantic_dim)
@@ -151,8 +151,10 @@ def describe(cfg: Config) -> str:
         vits = (f"encoder {cfg.loss.semantic_teacher} (from the teacher's weights), decoder "
                 f"{transformer_summary(TRANSFORMER_SIZES, m.decoder_size)} (width x layers)")
     return (f"tokenflow, {m.downsample}x CNN, semantic {vits}, VQ {q.codebook_size} x ({q.semantic_code_dim} "
-            f"semantic + {q.code_dim} pixel) with one index (w = {q.pixel_distance_weight})")
+            f"semantic + {q.code_dim} pixel) with one index (w = {q.pixel_distance_weight})"
+            + (f", at scales {'/'.join(map(str, q.scales))}" if q.scales else ""))
 
 
 FAMILY = Family(name="tokenflow", build=build, describe=describe, sizes=TRANSFORMER_SIZES, check=check,
-                options={"loss.semantic_weight": always, "model.semantic_encoder": always})
+                options={"loss.semantic_weight": always, "model.semantic_encoder": always,
+                         "quantizer.scales": always})

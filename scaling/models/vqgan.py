@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scaling.core.config import Config, ModelConfig, QuantizerConfig
-from scaling.models.family import Family, quantizer_summary
+from scaling.models.family import Family, always, quantizer_summary
 from scaling.models.quantizers import QuantOut, bottleneck_in_dim, build_quantizer
 
 
@@ -141,4 +141,5 @@ def describe(cfg: Config) -> str:
     return f"{cfg.model.family}, {cfg.model.downsample}x downsampling, {quantizer_summary(cfg.quantizer)}"
 
 
-FAMILY = Family(name="vqgan", build=build, describe=describe)
+FAMILY = Family(name="vqgan", build=build, describe=describe,
+                options={"quantizer.scales": always, "quantizer.parts": always})

@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from scaling.core.config import Config
 from scaling.core.config.schema import DISCRETE_KINDS
@@ -49,17 +48,17 @@ class ProbeKind:
 def _ar_build(cfg: Config, meta: dict[str, Any]) -> nn.Module:
     p = cfg.probe
     return gpt.ClassConditionalGPT(p.size, cfg.quantizer.codebook_size, meta["num_classes"], meta["seq_len"],
-                                   p.dropout)
+                                   p.dropout, cfg.quantizer.parts)
 
 
 def _ar_loss(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(model(tokens, labels).float().flatten(0, 1), tokens.flatten())
+    return gpt.token_nll(model(tokens, labels), tokens).mean()
 
 
 def _ar_val_loss(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
                  cfg: Config) -> torch.Tensor:
     """Next-token cross-entropy in nats per token, per image, of the true-class model."""
-    return F.cross_entropy(model(tokens, labels).float().transpose(1, 2), tokens, reduction="none").mean(1)
+    return gpt.token_nll(model(tokens, labels), tokens).mean(1)
 
 
 def _ar_sample(model: nn.Module, tokenizer: nn.Module, labels: torch.Tensor, scale: float, cfg: Config,
@@ -70,7 +69,8 @@ def _ar_sample(model: nn.Module, tokenizer: nn.Module, labels: torch.Tensor, sca
 
 
 def _ar_flops(cfg: Config, meta: dict[str, Any]) -> int:
-    return gpt.sequence_flops(cfg.probe.size, cfg.quantizer.codebook_size, meta["num_classes"], meta["seq_len"])
+    return gpt.sequence_flops(cfg.probe.size, cfg.quantizer.codebook_size, meta["num_classes"], meta["seq_len"],
+                              cfg.quantizer.parts)
 
 
 def _ar_how(cfg: Config) -> dict[str, str]:

@@ -19,6 +19,7 @@ from scaling.losses.gan import PatchDiscriminator, build_discriminator, hinge_d_
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.losses.semantic import SemanticLoss
 from scaling.models.factory import build_tokenizer
+from scaling.models.nested import coarse_targets
 from scaling.optim.ema import EMA
 from scaling.optim.optimizer import build_optimizer, clip_grad_norm
 from scaling.parallel.parallelize import memory_format, parallelize_tokenizer, set_gradient_sync, shard
@@ -134,9 +135,13 @@ def generator_losses(cfg: Config, x: torch.Tensor, recon: torch.Tensor, q: Any,
                      perceptual: PerceptualLoss | None, disc: PatchDiscriminator | None,
                      semantic: SemanticLoss | None = None, student: torch.Tensor | None = None,
                      ) -> dict[str, torch.Tensor]:
-    """Weighted generator objective; a zero weight skips its computation entirely."""
-    lc = cfg.loss
-    rec = F.l1_loss(recon.float(), x) if lc.recon == "l1" else F.mse_loss(recon.float(), x)
+    """Weighted generator objective; a zero weight skips its computation entirely. Reconstruction and perceptual
+    losses compare with the image, or with coarse-to-fine tokens with each prefix's degraded image."""
+    lc, target = cfg.loss, x
+    if cfg.model.coarse_to_fine and q.kept is not None:  # DetailFlow: each prefix against its degraded image
+        m = cfg.model
+        target = coarse_targets(x, q.kept, m.num_tokens, m.coarse_power, m.coarse_min_side)
+    rec = F.l1_loss(recon.float(), target) if lc.recon == "l1" else F.mse_loss(recon.float(), target)
     out = {"recon": rec, "codebook": q.codebook_loss, "commit": q.commit_loss}
     total = lc.recon_weight * rec + lc.codebook_weight * (q.codebook_loss + q.commit_loss)
     if cfg.quantizer.kind == "kl":  # already weighted by quantizer.kl_weight
@@ -146,7 +151,7 @@ def generator_losses(cfg: Config, x: torch.Tensor, recon: torch.Tensor, q: Any,
         out["entropy"] = q.entropy_loss
         total = total + lc.entropy_weight * q.entropy_loss
     if perceptual is not None:
-        out["perceptual"] = perceptual(recon, x)
+        out["perceptual"] = perceptual(recon, target)
         total = total + lc.perceptual_weight * out["perceptual"]
     if disc is not None:
         out["gan"] = hinge_g_loss(disc(recon))

@@ -152,7 +152,7 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
             elapsed = time.perf_counter() - t0
             scalars = {f"train/{k}": v for k, v in global_mean(sums, rt).items()}
             images_per_s = (step - step_at_t0) * cfg.train.batch_size / max(elapsed, 1e-9)
-            scalars |= {f"train/{k}": v for k, v in bottleneck_stats([q], cfg.quantizer.codebook_size).items()}
+            scalars |= {f"train/{k}": v for k, v in bottleneck_stats([q], cfg.quantizer).items()}
             scalars |= {"train/lr": sched_g.schedulers[0].get_last_lr()[0],
                         "train/images_seen": step * cfg.train.batch_size, "train/images_per_s": images_per_s,
                         "train/flops": step_flops_done(flops_parts, step, cfg.train.batch_size, cfg.loss.gan_start),
@@ -246,5 +246,5 @@ def validate(model: torch.nn.Module, val_x: torch.Tensor, chunk: int, cfg: Confi
         grid = save_recon_grid(*first, run.reconstruction(step))
         tracker.log_artifact(grid, run.reconstructions.name)  # MLflow's artifact folder mirrors the run's
     return {"val/recon_loss": float(torch.cat(mse).mean()), "val/psnr": float(torch.cat(psnrs).mean())
-            } | {f"val/{k}": v for k, v in bottleneck_stats(outs, cfg.quantizer.codebook_size).items()}
+            } | {f"val/{k}": v for k, v in bottleneck_stats(outs, cfg.quantizer).items()}
 

@@ -145,8 +145,26 @@ def test_nested_dropout_tokenizers_are_evaluated_at_every_prefix_length(synth_da
     keeps = [k for k in (1, 2, 4, 8, 16, 32, 64) if k < n]
     assert sorted(int(k[len("psnr_keep"):]) for k in metrics if k.startswith("psnr_keep")) == keeps
     # each prefix's FID features, for its rFID (rfid_keepK)
-    assert {k: v.shape for k, v in extras["prefix_features"].items()} == {k: (6, 2048) for k in keeps}
+    assert {k: v.shape for k, v in extras["prefix_features"].items()} == {f"keep{k}": (6, 2048) for k in keeps}
     assert len({round(metrics[f"psnr_keep{k}"], 6) for k in keeps} | {round(metrics["psnr"], 6)}) == len(keeps) + 1
     plain = load_config("titok-tiny", overrides)
     metrics, _ = reconstruct(build_tokenizer(plain).eval(), plain, no_features, None, torch.device("cpu"))
     assert not any(k.startswith("psnr_keep") for k in metrics)
+
+
+def test_coarse_to_fine_prefixes_are_also_measured_against_their_own_targets(synth_data: Path, tmp_path: Path) -> None:
+    """DetailFlow: each prefix's PSNR against the whole image and against its degraded target, and the targets'
+    features for the prefix's rFID against them; multi-scale quantisation: PSNR per number of scales."""
+    overrides = {"data": {"train": str(synth_data / "train"), "val": str(synth_data / "val")},
+                 "train": {"run_dir": str(tmp_path)}, "eval": {"num_images": 6, "batch_size": 4}}
+    features = lambda x: x.flatten(1)[:, :16].numpy()  # noqa: E731
+    cfg = load_config("titok-tiny", overrides | {"model": {"nested_dropout": True, "coarse_to_fine": True}})
+    torch.manual_seed(0)
+    metrics, extras = reconstruct(build_tokenizer(cfg).eval(), cfg, features, None, torch.device("cpu"))
+    keeps = ("keep1", "keep2", "keep4", "keep8")
+    assert set(extras["target_features"]) == set(keeps) and extras["target_features"]["keep1"].shape == (6, 16)
+    assert all(metrics[f"psnr_{k}_target"] != metrics[f"psnr_{k}"] for k in keeps)
+    cfg = load_config("tiny", overrides | {"quantizer": {"scales": [1, 2, 4, 8], "l2_norm": False}})
+    metrics, extras = reconstruct(build_tokenizer(cfg).eval(), cfg, features, None, torch.device("cpu"))
+    assert sorted(k for k in metrics if k.startswith("psnr_")) == ["psnr_scales1", "psnr_scales2", "psnr_scales3"]
+    assert extras["target_features"] == {}

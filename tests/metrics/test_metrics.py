@@ -36,6 +36,7 @@ def write_pngs(images: torch.Tensor, folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # about 30 s: Inception at 299x299 on the CPU, twice
 def test_fid_matches_torch_fidelity(random_inception: Path, tmp_path: Path) -> None:
     import torch_fidelity
 

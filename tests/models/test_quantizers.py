@@ -117,7 +117,7 @@ def test_continuous_tokens_are_normalised_per_token_and_keep_their_direction() -
     assert torch.allclose(q.z_q.var(1, unbiased=False), torch.ones(2, 10), atol=1e-3)
     centred = z - z.mean(1, keepdim=True)
     assert torch.allclose(torch.nn.functional.cosine_similarity(q.z_q, centred, dim=1), torch.ones(2, 10), atol=1e-5)
-    assert bottleneck_stats([q], 512) == pytest.approx({"latent_std": 1.0, "latent_channel_var": float(
+    assert bottleneck_stats([q], QuantizerConfig(kind="continuous", code_dim=6)) == pytest.approx({"latent_std": 1.0, "latent_channel_var": float(
         q.z_q.movedim(1, -1).reshape(-1, 6).var(0).mean())}, abs=1e-2)
 
 
@@ -138,7 +138,7 @@ def test_every_family_takes_every_quantizer(config: str, args: tuple[str, ...]) 
         recon, q = model(x)
         assert torch.equal(model(x)[0], recon)  # deterministic in eval (kl: the mean, not a sample)
         assert torch.allclose(model.decode(q.z_q), recon, atol=1e-5)
-    stats = bottleneck_stats([q], cfg.quantizer.codebook_size)
+    stats = bottleneck_stats([q], cfg.quantizer)
     if not q.discrete:
         assert set(stats) == {"latent_std", "latent_channel_var"}
         return

@@ -33,6 +33,12 @@ class ModelConfig:
     # Euler steps; trained on its one-step estimate of the image
     flow_decoder: bool = False
     flow_decode_steps: int = 25
+    # nested dropout, DetailFlow's coarse-to-fine tokens: a prefix of k of K tokens is trained against the image
+    # degraded to side S - (S - 1) ((K - k) / (K - 1)) ** coarse_power, at least coarse_min_side
+    # (``models.nested.target_side``; DetailFlow's power 1.5), not against the image itself
+    coarse_to_fine: bool = False
+    coarse_power: float = 1.5
+    coarse_min_side: int = 1
     patch_size: int = 16  # titok: ViT patch side (no CNN)
     # tokenflow: cnn = ViT blocks on the shared CNN grid; teacher = TokenFlow's own semantic encoder, a timm ViT of
     # loss.semantic_teacher's architecture initialised from loss.semantic_teacher_weights, then trained
@@ -52,6 +58,15 @@ class ModelConfig:
             errs.append(f"model.semantic_encoder: must be 'cnn' or 'teacher', got {self.semantic_encoder!r}")
         if self.patch_size <= 0:
             errs.append(f"model.patch_size: must be positive, got {self.patch_size}")
+        if self.coarse_to_fine and not self.nested_dropout:
+            errs.append("model.coarse_to_fine: needs model.nested_dropout (it sets the targets of the prefixes nested "
+                        "dropout trains)")
+        if self.coarse_to_fine and self.flow_decoder:
+            errs.append("model.coarse_to_fine: not with model.flow_decoder (its decoder samples full images)")
+        if self.coarse_power <= 0:
+            errs.append(f"model.coarse_power: must be > 0, got {self.coarse_power}")
+        if self.coarse_min_side <= 0:
+            errs.append(f"model.coarse_min_side: must be positive, got {self.coarse_min_side}")
         if self.flow_decode_steps <= 0:
             errs.append(f"model.flow_decode_steps: must be positive, got {self.flow_decode_steps}")
         if not self.channel_mult:
@@ -88,6 +103,18 @@ class QuantizerConfig:
     # tokenflow: a semantic codebook beside the code_dim one (pixel), one index: argmin d_sem + w * d_pix
     semantic_code_dim: int = 32
     pixel_distance_weight: float = 1.0  # w
+    # vq, product quantisation (ImageFolder): each token's code_dim channels split into this many equal parts, each
+    # quantised by its own codebook of codebook_size codes (and its own entropy loss); the token's id folds the
+    # parts' ids into one number, part p's digit weighing codebook_size ** p
+    parts: int = 1
+    # gigatok with loss.semantic_weight > 0: the part whose quantised tokens are semantically regularised
+    # (ImageFolder; 0 with one part: the whole token), instead of a decoder layer (GigaTok); -1: the decoder layer
+    semantic_part: int = -1
+    # vq on a 2D grid, multi-scale residual quantisation (VAR; TokenFlow's dual codebook as well): the side of each
+    # scale's grid, coarse to fine, the last the latent grid's; each scale quantises what the coarser ones left
+    # (area-downsampled), its codes upsampled bilinearly and summed. Ids: every scale's grid, coarse first. ()=one
+    scales: tuple[int, ...] = ()
+    shared_codebook: bool = True  # scales: one codebook for every scale (VAR), else one per scale
 
     def validate(self) -> list[str]:
         errs = []
@@ -113,6 +140,36 @@ class QuantizerConfig:
             errs.append(f"quantizer.semantic_code_dim: must be positive, got {self.semantic_code_dim}")
         if self.pixel_distance_weight < 0:
             errs.append(f"quantizer.pixel_distance_weight: must be >= 0, got {self.pixel_distance_weight}")
+        return errs + self._structure_errors()
+
+    def _structure_errors(self) -> list[str]:
+        """Product and multi-scale quantisation: the vq kind only, and sizes that fit."""
+        errs = []
+        if self.parts < 1:
+            errs.append(f"quantizer.parts: must be >= 1, got {self.parts}")
+        elif self.parts > 1 and self.kind != "vq":
+            errs.append(f"quantizer.parts: product quantisation applies to quantizer.kind 'vq' only, got {self.kind!r}")
+        elif self.code_dim % self.parts:
+            errs.append(f"quantizer.parts: {self.parts} parts do not divide quantizer.code_dim {self.code_dim}")
+        elif self.codebook_size ** self.parts > 2**31:
+            errs.append(f"quantizer.parts: {self.parts} parts of {self.codebook_size} codes give more ids than int32 "
+                        "holds (at most 2**31)")
+        if not -1 <= self.semantic_part < self.parts:
+            errs.append(f"quantizer.semantic_part: must be -1 (none) or a part below quantizer.parts {self.parts}, "
+                        f"got {self.semantic_part}")
+        if not self.scales:
+            return errs
+        if self.kind != "vq":
+            errs.append(f"quantizer.scales: multi-scale quantisation applies to quantizer.kind 'vq' only, "
+                        f"got {self.kind!r}")
+        if any(s <= 0 for s in self.scales) or list(self.scales) != sorted(set(self.scales)):
+            errs.append(f"quantizer.scales: positive sides, coarse to fine, each once, got {list(self.scales)}")
+        if self.l2_norm:
+            errs.append("quantizer.l2_norm: must be false with quantizer.scales (residuals shrink scale by scale; "
+                        "unit-norm codes cannot follow them)")
+        if self.rotation_trick:
+            errs.append("quantizer.rotation_trick: not with quantizer.scales (their sum passes gradients straight "
+                        "through)")
         return errs
 
     def _fsq_errors(self) -> list[str]:
@@ -460,6 +517,12 @@ class Config:
         if self.quantizer.kind in ("fsq",) + CONTINUOUS_KINDS and self.loss.entropy_weight:
             errs.append(f"loss.entropy_weight: must be 0 with quantizer.kind {self.quantizer.kind!r} (no codebook to "
                         "score codes against)")
+        grid = self.data.image_size // down
+        if self.quantizer.scales and self.quantizer.scales[-1] != grid:
+            errs.append(f"quantizer.scales: the last scale must be the latent grid's side {grid} "
+                        f"(data.image_size / {down}), got {self.quantizer.scales[-1]}")
+        if self.quantizer.semantic_part >= 0 and not self.loss.semantic_weight:
+            errs.append("quantizer.semantic_part: needs loss.semantic_weight > 0 (it names the regularised part)")
         if self.optim.warmup_steps >= self.train.steps and self.optim.warmup_steps > 0:
             errs.append(f"optim.warmup_steps: {self.optim.warmup_steps} must be below train.steps {self.train.steps}")
         return errs

@@ -19,6 +19,8 @@ from scaling.analysis.laws.forms import CHINCHILLA
 from scaling.analysis.laws.optimize import fit
 from scaling.analysis.laws.sensitivity import grid_refit
 
+pytestmark = pytest.mark.xdist_group("chinchilla_fit")  # one worker fits once for all (the fixture takes ~20 s)
+
 GRID_FIT = {"E": 1.8172, "A": 477.8, "B": 2143.9, "alpha": 0.3473, "beta": 0.3672}
 TOLERANCE = {"E": 0.005, "A": 0.05, "B": 0.05, "alpha": 0.01, "beta": 0.01}
 EPOCH_SE = {"A": 124.5, "B": 1293.0, "E": 0.026, "alpha": 0.015, "beta": 0.021}

@@ -14,6 +14,9 @@ from tests.helpers import ISOFLOP_BUDGETS as BUDGETS, ISOFLOP_EXPONENT as EXPONE
 from tests.helpers import isoflop_runs
 
 
+pytestmark = pytest.mark.xdist_group("compute_report_fixture")  # one worker builds the module's report once
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, cli) -> Path:
     root = tmp_path_factory.mktemp("compute")

@@ -12,6 +12,9 @@ import pytest
 from scaling.analysis.tables.demo import demo_runs
 
 
+pytestmark = pytest.mark.xdist_group("report_fixture")  # one worker builds the module's report once
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, cli) -> Path:
     """One analyze run for every test here: 12 runs (6 sizes, with and without semantic reg.)."""
