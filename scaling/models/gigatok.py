@@ -362,9 +362,7 @@ def check(cfg: Config) -> list[str]:
 def describe(cfg: Config) -> str:
     m = cfg.model
     tokens = f"{m.num_tokens} 1D tokens{' (causal)' if m.causal else ''}" if m.layout == "1d" else "2D tokens"
-    nested = ", nested dropout" if m.nested_dropout else ""
-    if cfg.quantizer.scales:
-        tokens = f"2D tokens at scales {'/'.join(map(str, cfg.quantizer.scales))}"
+    nested = (", nested dropout" + (", coarse to fine" if m.coarse_to_fine else "")) if m.nested_dropout else ""
     return (f"gigatok {m.layout}, {encoder_decoder_summary(TRANSFORMER_SIZES, cfg)}, {tokens}{nested}, "
             f"{quantizer_summary(cfg.quantizer)}")
 

