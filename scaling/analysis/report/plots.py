@@ -33,7 +33,11 @@ COLORS = {"with": "#1f77b4", "without": "#d62728", "all runs": "#2ca02c",
           # runs with discrete and continuous tokenizers (tables.tradeoff.semantic_groups)
           "discrete, with": "#1f77b4", "discrete, without": "#d62728", "discrete": "#1f77b4",
           "continuous, with": "#9467bd", "continuous, without": "#ff7f0e", "continuous": "#9467bd"}
-FALLBACK = "#7f7f7f"
+# other groups (token structures, tables.tradeoff.token_structures): the next free colour of this palette, in the
+# order they are first drawn, so that one report's plots agree
+PALETTE = ("#2ca02c", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#ff7f0e", "#9467bd", "#7f7f7f", "#aec7e8",
+           "#98df8a")
+_ASSIGNED: dict[str, str] = {}
 FLAG_COLOR = "#d62728"
 BAND_LEVEL = 95
 GRID_POINTS = 200
@@ -102,6 +106,17 @@ def _save(fig: plt.Figure, stem: Path, title: str, caption: str) -> Figure:
     return Figure(title, caption, png, svg)
 
 
+def group_color(group: object) -> str:
+    """A group's colour: its own (COLORS), else the one PALETTE gave it when first drawn (the next free one)."""
+    name = str(group)
+    if name in COLORS:
+        return COLORS[name]
+    if name not in _ASSIGNED:
+        free = [c for c in PALETTE if c not in _ASSIGNED.values()] or list(PALETTE)
+        _ASSIGNED[name] = free[0]
+    return _ASSIGNED[name]
+
+
 def _group_label(group: str) -> str:
     """'with' -> 'with semantic reg.'; 'continuous, with' -> 'continuous, with semantic reg.'."""
     return group + " semantic reg." if group.split(", ")[-1] in ("with", "without") else group
@@ -162,7 +177,7 @@ def scaling_plot(
     # extrapolated would otherwise flatten everything else.
     shown = [points[metric].to_numpy(dtype=float)]
     for group, rows in points.groupby(GROUP):
-        color = COLORS.get(str(group), FALLBACK)
+        color = group_color(group)
         ax.scatter(rows[size], rows[metric], color=color, s=28, zorder=3,
                    label=f"{_group_label(str(group))} runs")
         if str(group) in fits:
@@ -207,8 +222,8 @@ def tradeoff_plot(
     for ax, gen in zip(axes[0], gens):
         data = table.dropna(subset=[recon, gen])
         for group, rows in data.groupby(GROUP):
-            _annotated_path(ax, rows, recon, gen, size, COLORS.get(str(group), FALLBACK))
-            ax.plot([], [], "-o", color=COLORS.get(str(group), FALLBACK), label=_group_label(str(group)))
+            _annotated_path(ax, rows, recon, gen, size, group_color(group))
+            ax.plot([], [], "-o", color=group_color(group), label=_group_label(str(group)))
         front = data[pareto_front(data, [recon, gen])].sort_values(recon)
         ax.scatter(front[recon], front[gen], s=140, facecolors="none", edgecolors="black", lw=1.2,
                    label="Pareto front", zorder=4)
@@ -233,7 +248,7 @@ def dilemma_plot(
     for ax, metric in zip(axes.flat, metrics):
         for group, rows in table.dropna(subset=[metric]).groupby(GROUP):
             rows = rows.sort_values(size)
-            ax.plot(rows[size], rows[metric], "-o", ms=4, color=COLORS.get(str(group), FALLBACK),
+            ax.plot(rows[size], rows[metric], "-o", ms=4, color=group_color(group),
                     label=_group_label(str(group)))
         for f in flags:
             if f.gen_metric == metric:

@@ -7,7 +7,9 @@ falls). ``dilemma`` flags exactly that between consecutive sizes, per regularisa
 
 Generation is measured by a probe of one kind per metric (``probe/``: the AR probe; ``flow/``: the flow probe),
 so no table or law mixes probes. Where the runs hold both discrete and continuous tokenizers, the groups split
-by that too ("continuous, with"), so that no law is fitted across bottleneck kinds either.
+by that too ("continuous, with"), and where they hold tokens of different structures (multi-scale, product,
+coarse-to-fine, nested; "plain" for none), by those ("multi-scale, without"), so that no law is fitted, and no two
+runs of one size averaged, across bottleneck kinds or token structures either.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ RECONSTRUCTION = ("eval/rfid", "eval/lpips", "eval/psnr")
 GENERATION = ("probe/gfid", "probe/ar_val_loss", "probe/linear_acc", "flow/gfid", "flow/val_loss", "flow/linear_acc")
 SEMANTIC_WEIGHT = "loss.semantic_weight"
 QUANTIZER_KIND = "quantizer.kind"
+# the params that structure a run's tokens (as scaling.core.config.schema names them)
+STRUCTURE_PARAMS = {"product": "quantizer.parts", "multi-scale": "quantizer.scales",
+                    "coarse-to-fine": "model.coarse_to_fine", "nested": "model.nested_dropout"}
 CONTINUOUS_KINDS = ("kl", "continuous")  # as scaling.core.config.schema says (the analysis does not import core)
 GROUP = "semantic reg"
 NO_SPLIT = "all runs"
@@ -31,15 +36,17 @@ NO_SPLIT = "all runs"
 
 def semantic_groups(df: pd.DataFrame, column: str = SEMANTIC_WEIGHT) -> pd.Series:
     """'with' / 'without' semantic regularisation per run (weight > 0), or one group if unknown; prefixed by
-    'discrete, ' or 'continuous, ' where the runs hold tokenizers of both kinds."""
+    'discrete, ' or 'continuous, ' where the runs hold tokenizers of both kinds, and by the token structure
+    ('multi-scale, ', ...) where they hold more than one."""
     semantic = pd.Series(NO_SPLIT, index=df.index)
     weight = pd.to_numeric(df[column], errors="coerce") if column in df.columns else None
     if weight is not None and not weight.isna().all():
         semantic = pd.Series(np.where(weight.fillna(0) > 0, "with", "without"), index=df.index)
-    kinds = bottleneck_kinds(df)
-    if kinds is None:
+    splits = [s for s in (bottleneck_kinds(df), token_structures(df)) if s is not None]
+    if not splits:
         return semantic
-    return kinds.where(semantic == NO_SPLIT, kinds + ", " + semantic)
+    prefix = splits[0] if len(splits) == 1 else splits[0] + ", " + splits[1]
+    return prefix.where(semantic == NO_SPLIT, prefix + ", " + semantic)
 
 
 def bottleneck_kinds(df: pd.DataFrame) -> pd.Series | None:
@@ -51,6 +58,27 @@ def bottleneck_kinds(df: pd.DataFrame) -> pd.Series | None:
     if continuous.all() or not continuous.any():
         return None
     return pd.Series(np.where(continuous, "continuous", "discrete"), index=df.index)
+
+
+def token_structures(df: pd.DataFrame) -> pd.Series | None:
+    """How each run's tokens are structured: 'multi-scale', 'product', 'coarse-to-fine' (which implies nested
+    dropout), 'nested', joined ('product, multi-scale'), or 'plain'; when the runs hold more than one structure
+    (runs without the params count as plain, the default); None otherwise."""
+    flags = {name: df[col].map(_structured) if col in df.columns else pd.Series(False, index=df.index)
+             for name, col in STRUCTURE_PARAMS.items()}
+    flags["nested"] = flags["nested"] & ~flags["coarse-to-fine"]
+    labels = pd.Series([", ".join(name for name, on in flags.items() if on[i]) or "plain" for i in df.index],
+                       index=df.index)
+    return labels if labels.nunique() > 1 else None
+
+
+def _structured(value: object) -> bool:
+    """Whether a structure param's value (as MLflow logged it, or as a CSV or pandas holds it) turns it on:
+    true, more than one part, a non-empty list of scales."""
+    text = str(value).strip().lower()
+    if text in ("", "nan", "none", "false", "0", "1", "[]", "()"):
+        return False
+    return text == "true" or text.startswith(("[", "(")) or (text.replace(".", "", 1).isdigit() and float(text) > 1)
 
 
 def per_size(df: pd.DataFrame, size: str, metrics: list[str], groups: pd.Series) -> pd.DataFrame:

@@ -96,3 +96,24 @@ def test_discrete_and_continuous_tokenizers_never_share_a_group() -> None:
                               ["flow/gfid"], tradeoff.semantic_groups(df))
     assert dict(zip(table[tradeoff.GROUP], table["flow/gfid"])) == {
         "continuous, with": 2.0, "continuous, without": 3.0, "discrete, with": 4.0, "discrete, without": 3.0}
+
+
+def test_runs_of_different_token_structures_never_share_a_group() -> None:
+    """The structures sweep's five runs, as MLflow logged their params: each structure its own group (two runs of
+    one size are never averaged across structures); runs that all share one structure keep the plain groups."""
+    df = pd.DataFrame({"quantizer.parts": ["1", "1", "2", "1", "1"],
+                       "quantizer.scales": ["[]", "[1, 2, 4, 8]", "[1, 2, 4, 8]", "[]", "[]"],
+                       "model.nested_dropout": ["False", "False", "False", "True", "True"],
+                       "model.coarse_to_fine": ["False", "False", "False", "False", "True"],
+                       "loss.semantic_weight": [0.0, 0.0, 0.5, 0.0, 0.0], "params_total": [253e3] * 5})
+    assert tradeoff.semantic_groups(df).tolist() == [
+        "plain, without", "multi-scale, without", "product, multi-scale, with", "nested, without",
+        "coarse-to-fine, without"]
+    both = df.assign(**{"quantizer.kind": ["vq", "vq", "vq", "kl", "kl"]})
+    assert tradeoff.semantic_groups(both).tolist()[3:] == ["continuous, nested, without",
+                                                          "continuous, coarse-to-fine, without"]
+    same = df.iloc[[1, 2]].assign(**{"quantizer.parts": "2"})
+    assert tradeoff.semantic_groups(same).tolist() == ["without", "with"]
+    table = tradeoff.per_size(df.assign(**{"probe/gfid": [1.0, 2.0, 3.0, 4.0, 5.0]}), "params_total",
+                              ["probe/gfid"], tradeoff.semantic_groups(df))
+    assert len(table) == 5 and table["runs"].tolist() == [1] * 5
