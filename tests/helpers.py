@@ -179,3 +179,29 @@ def isoflop_runs(one_sided: float | None = None) -> Any:
             rows.append({"run_name": f"C{c:.0e}-N{n:.3g}", "params_total": n, "train.flops_budget": c,
                          "train/flops": c, "val/recon_loss": loss, "loss.semantic_weight": 0.0})
     return pd.DataFrame(rows)
+
+
+def cap_vectors(n: int, dim: int) -> torch.Tensor:
+    """``n`` unit vectors on one side of the sphere (first coordinate negative): data no code starting in the
+    opposite cap (``start_in_cap``) is near, so only the codes on the cap's rim are ever assigned."""
+    data = torch.nn.functional.normalize(torch.randn(n, dim), dim=1)
+    data[:, 0] = -data[:, 0].abs()
+    return data
+
+
+@torch.no_grad()
+def start_in_cap(vq: torch.nn.Module) -> None:
+    """Every code of a VectorQuantizer in a narrow cap around the first axis."""
+    size, dim = vq.codebook.weight.shape
+    vq.codebook.weight.copy_(torch.eye(dim)[0] + 0.05 * torch.randn(size, dim))
+
+
+def fit_codebooks(quantizer: torch.nn.Module, data: torch.Tensor, entropy_weight: float, steps: int = 200) -> None:
+    """Fit a quantiser's codebooks to (N, C) rows by their codebook loss (plus the entropy loss at GigaTok's
+    temperature 0.01, weighted): Adam, 1e-2, batches of 256."""
+    opt = torch.optim.Adam(quantizer.parameters(), lr=1e-2)
+    for _ in range(steps):
+        q = quantizer(data[torch.randint(0, len(data), (256,))][:, :, None], 0.01 if entropy_weight else None)
+        opt.zero_grad()
+        (q.codebook_loss + entropy_weight * q.entropy_loss).backward()
+        opt.step()

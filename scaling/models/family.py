@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import torch.nn as nn
 
-from scaling.core.config import Config, QuantizerConfig
+from scaling.core.config import Config, ModelConfig, QuantizerConfig
 
 # name -> (width, layers, heads)
 Sizes = Mapping[str, tuple[int, int, int]]
@@ -58,6 +58,13 @@ def quantizer_summary(q: QuantizerConfig) -> str:
     if q.kind == "continuous":
         return f"continuous {q.code_dim} channels (normalised)"
     return f"VQ {q.codebook_size} x {q.code_dim}"
+
+
+def nested_summary(m: ModelConfig) -> str:
+    """``, nested dropout`` (and ``, coarse to fine``) for a 1D family's summary; empty without."""
+    if not m.nested_dropout:
+        return ""
+    return ", nested dropout" + (", coarse to fine" if m.coarse_to_fine else "")
 
 
 def transformer_summary(sizes: Sizes, size: str) -> str:

@@ -22,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scaling.core.config import Config, ModelConfig, QuantizerConfig
-from scaling.models.family import Family, Sizes, always, encoder_decoder_summary, quantizer_summary
+from scaling.models.family import (Family, Sizes, always, encoder_decoder_summary, nested_summary,
+                                   quantizer_summary)
 from scaling.models.nested import NestedDropout
 from scaling.models.quantizers import QuantOut, bottleneck_in_dim, build_quantizer
 from scaling.models.transformer import Transformer, TransformerBlock, init_linear
@@ -362,8 +363,7 @@ def check(cfg: Config) -> list[str]:
 def describe(cfg: Config) -> str:
     m = cfg.model
     tokens = f"{m.num_tokens} 1D tokens{' (causal)' if m.causal else ''}" if m.layout == "1d" else "2D tokens"
-    nested = (", nested dropout" + (", coarse to fine" if m.coarse_to_fine else "")) if m.nested_dropout else ""
-    return (f"gigatok {m.layout}, {encoder_decoder_summary(TRANSFORMER_SIZES, cfg)}, {tokens}{nested}, "
+    return (f"gigatok {m.layout}, {encoder_decoder_summary(TRANSFORMER_SIZES, cfg)}, {tokens}{nested_summary(m)}, "
             f"{quantizer_summary(cfg.quantizer)}")
 
 

@@ -24,7 +24,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from scaling.core.config import Config, ModelConfig, QuantizerConfig
-from scaling.models.family import Family, Sizes, always, encoder_decoder_summary, quantizer_summary
+from scaling.models.family import (Family, Sizes, always, encoder_decoder_summary, nested_summary,
+                                   quantizer_summary)
 from scaling.models.gigatok import TRANSFORMER_SIZES, TokenTransformer
 from scaling.models.nested import NestedDropout
 from scaling.models.quantizers import QuantOut, bottleneck_in_dim, build_quantizer
@@ -130,9 +131,8 @@ def build(cfg: Config) -> TiTok:
 
 def describe(cfg: Config) -> str:
     m = cfg.model
-    nested = (", nested dropout" + (", coarse to fine" if m.coarse_to_fine else "")) if m.nested_dropout else ""
     return (f"titok, {m.patch_size}x{m.patch_size} patches, {encoder_decoder_summary(TITOK_SIZES, cfg)}, "
-            f"{m.num_tokens} 1D tokens{nested}, {quantizer_summary(cfg.quantizer)}")
+            f"{m.num_tokens} 1D tokens{nested_summary(m)}, {quantizer_summary(cfg.quantizer)}")
 
 
 FAMILY = Family(name="titok", build=build, describe=describe, sizes=TITOK_SIZES,

@@ -4,8 +4,9 @@ The class embedding is the first position (a prefix), positions are learned 1D e
 id is the "no class" of classifier-free guidance: training replaces the label by it with probability
 ``class_dropout``. A product-quantised tokenizer's folded token (``parts`` codes at one position, ImageFolder) is
 embedded as the sum of its parts' embeddings and predicted by one head per part, all from the same position, so
-the sequence is no longer than the token grid; its loss is the parts' cross-entropies summed (nats per token). The blocks are the project's pre-norm Transformer blocks, so the probe is sharded,
-checkpointed and compiled by the same ``parallelize`` code as the tokenizers.
+the sequence is no longer than the token grid; its loss is the parts' cross-entropies summed (nats per token).
+The blocks are the project's pre-norm Transformer blocks, so the probe is sharded, checkpointed and compiled by
+the same ``parallelize`` code as the tokenizers.
 """
 
 from __future__ import annotations

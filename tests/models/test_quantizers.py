@@ -12,6 +12,7 @@ from scaling.models.factory import load_config
 from scaling.models.factory import build_tokenizer
 from scaling.models.quantizers import (FSQ, LFQ, ContinuousBottleneck, VectorQuantizer, bottleneck_stats,
                                        codebook_stats, entropy_loss, rotate_to)
+from tests.helpers import cap_vectors, fit_codebooks, start_in_cap
 
 FSQ_ARGS = ("--quantizer.kind", "fsq", "--quantizer.levels", "[8, 5, 5]", "--quantizer.code_dim", "3",
             "--quantizer.codebook_size", "200", "--loss.entropy_weight", "0")
@@ -117,7 +118,8 @@ def test_continuous_tokens_are_normalised_per_token_and_keep_their_direction() -
     assert torch.allclose(q.z_q.var(1, unbiased=False), torch.ones(2, 10), atol=1e-3)
     centred = z - z.mean(1, keepdim=True)
     assert torch.allclose(torch.nn.functional.cosine_similarity(q.z_q, centred, dim=1), torch.ones(2, 10), atol=1e-5)
-    assert bottleneck_stats([q], QuantizerConfig(kind="continuous", code_dim=6)) == pytest.approx({"latent_std": 1.0, "latent_channel_var": float(
+    stats = bottleneck_stats([q], QuantizerConfig(kind="continuous", code_dim=6))
+    assert stats == pytest.approx({"latent_std": 1.0, "latent_channel_var": float(
         q.z_q.movedim(1, -1).reshape(-1, 6).var(0).mean())}, abs=1e-2)
 
 
@@ -199,16 +201,9 @@ def _train_codebook(entropy_weight: float, seed: int) -> float:
     and the rest stay dead."""
     torch.manual_seed(seed)
     vq = VectorQuantizer(QuantizerConfig(codebook_size=64, code_dim=8))
-    data = torch.nn.functional.normalize(torch.randn(4096, 8), dim=1)
-    data[:, 0] = -data[:, 0].abs()
-    with torch.no_grad():
-        vq.codebook.weight.copy_(torch.eye(8)[0] + 0.05 * torch.randn(64, 8))
-    opt = torch.optim.Adam(vq.parameters(), lr=1e-2)
-    for _ in range(200):
-        q = vq(data[torch.randint(0, len(data), (256,))][:, :, None], 0.01 if entropy_weight else None)
-        opt.zero_grad()
-        (q.codebook_loss + entropy_weight * q.entropy_loss).backward()
-        opt.step()
+    data = cap_vectors(4096, 8)
+    start_in_cap(vq)
+    fit_codebooks(vq, data, entropy_weight)
     with torch.no_grad():
         return vq(data[:, :, None]).usage(64)[0]
 

@@ -13,6 +13,7 @@ from scaling.models.factory import bottleneck, build_tokenizer, load_config
 from scaling.models.gigatok import GigaTok
 from scaling.models.quantizers import (MultiScaleQuantizer, ProductQuantizer, VectorQuantizer, bottleneck_stats,
                                        build_quantizer, fold_ids, part_ids)
+from tests.helpers import cap_vectors, fit_codebooks, start_in_cap
 
 PARTS = ("--quantizer.parts", "2")
 SCALES = ("--quantizer.scales", "[1, 2, 4, 8]", "--quantizer.l2_norm", "false")
@@ -38,19 +39,10 @@ def _train_parts(entropy_weight: float) -> dict[str, float]:
     torch.manual_seed(0)
     cfg = QuantizerConfig(codebook_size=64, code_dim=16, parts=2)
     pq = ProductQuantizer(cfg)
-    halves = [F.normalize(torch.randn(4096, 8), dim=1) for _ in range(2)]
-    for h in halves:
-        h[:, 0] = -h[:, 0].abs()
-    data = torch.cat(halves, dim=1)
-    with torch.no_grad():
-        for q in pq.quantizers:
-            q.codebook.weight.copy_(torch.eye(8)[0] + 0.05 * torch.randn(64, 8))
-    opt = torch.optim.Adam(pq.parameters(), lr=1e-2)
-    for _ in range(200):
-        q = pq(data[torch.randint(0, len(data), (256,))][:, :, None], 0.01 if entropy_weight else None)
-        opt.zero_grad()
-        (q.codebook_loss + entropy_weight * q.entropy_loss).backward()
-        opt.step()
+    data = torch.cat([cap_vectors(4096, 8) for _ in range(2)], dim=1)
+    for q in pq.quantizers:
+        start_in_cap(q)
+    fit_codebooks(pq, data, entropy_weight)
     with torch.no_grad():
         return bottleneck_stats([pq(data[:, :, None])], cfg)
 
@@ -61,7 +53,8 @@ def test_each_parts_usage_is_reported_and_the_entropy_loss_raises_it() -> None:
     for p in (0, 1):
         assert spread[f"codebook_usage_part{p}"] > plain[f"codebook_usage_part{p}"] + 0.3, (plain, spread)
         assert spread[f"perplexity_part{p}"] > plain[f"perplexity_part{p}"]
-    assert spread["codebook_usage"] == pytest.approx((spread["codebook_usage_part0"] + spread["codebook_usage_part1"]) / 2)
+    parts = (spread["codebook_usage_part0"] + spread["codebook_usage_part1"]) / 2
+    assert spread["codebook_usage"] == pytest.approx(parts)
 
 
 def _fit_scales(shared: bool) -> tuple[MultiScaleQuantizer, torch.Tensor]:
@@ -145,7 +138,8 @@ def test_a_trained_multi_scale_tokenizer_reconstructs_better_with_each_scale() -
     ("tiny", PARTS, 64), ("tiny", PARTS + SCALES, 85), ("titok-tiny", PARTS, 16),
     ("tokenflow-tiny", SCALES, 85),
     ("gigatok-tiny", ("--model.layout", '"2d"', "--quantizer.scales", "[1, 2, 8]", "--quantizer.l2_norm", "false"), 69),
-], ids=["vqgan-scales", "vqgan-repeated-scales", "vqgan-parts", "vqgan-both", "titok-parts", "tokenflow-scales", "gigatok-2d-scales"])
+], ids=["vqgan-scales", "vqgan-repeated-scales", "vqgan-parts", "vqgan-both", "titok-parts", "tokenflow-scales",
+        "gigatok-2d-scales"])
 def test_every_family_that_takes_a_structure_trains_and_decodes_its_ids(config: str, args: tuple[str, ...],
                                                                       tokens: int) -> None:
     torch.manual_seed(0)

@@ -76,7 +76,7 @@ def _structured(value: object) -> bool:
     """Whether a structure param's value (as MLflow logged it, or as a CSV or pandas holds it) turns it on:
     true, more than one part, a non-empty list of scales."""
     text = str(value).strip().lower()
-    if text in ("", "nan", "none", "false", "0", "1", "[]", "()"):
+    if text in ("", "nan", "none", "false", "[]", "()"):
         return False
     return text == "true" or text.startswith(("[", "(")) or (text.replace(".", "", 1).isdigit() and float(text) > 1)
 
