@@ -37,6 +37,18 @@ def run_flops(cfg: Config) -> int:
     return planned_run(cfg)[1]
 
 
+def own_flops(cfg: Config) -> int:
+    """FLOPs a run spends itself: a cooldown branch's whole-run count (what it logs) less its trunk's share."""
+    return run_flops(cfg) - trunk_flops(cfg)
+
+
+def trunk_flops(cfg: Config) -> int:
+    """A cooldown branch's FLOPs before its branch step, which its trunk spent; 0 for any other run."""
+    if not cfg.train.branch_from:
+        return 0
+    return step_flops_done(step_flops(cfg), cfg.train.branch_step, cfg.train.batch_size, cfg.loss.gan_start)
+
+
 def with_budget_steps(cfg: Config) -> Config:
     """``cfg`` with ``train.steps`` those its ``train.flops_budget`` buys (``planned_run``); unchanged without a
     budget."""

@@ -1,14 +1,15 @@
 """A sweep's planned cost (``scaling sweep run --dry-run``) and its budget: FLOPs per trial from the planner
 (``plan.cost.run_flops``: what each run will log as ``train/flops``), GPU-hours at the budget's GPU and MFU.
 A sweep planned over its budget is refused before anything is queued; while it runs, no trial that would cross
-the budget is queued. The AR probe's cost is not counted."""
+the budget is queued. A cooldown branch costs its own steps (those before its branch step were its trunk's).
+The AR probe's cost is not counted."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from scaling.core.errors import UserError
-from scaling.plan.cost import gpu_hours, peak_tflops, planned_run
+from scaling.plan.cost import gpu_hours, own_flops, peak_tflops, planned_run
 from scaling.sweep.search import describe
 from scaling.sweep.spec import SweepSpec, space_corners
 
@@ -22,14 +23,19 @@ class TrialPlan:
 
 
 def forecast(spec: SweepSpec) -> list[TrialPlan]:
-    """A grid: every point's cost. A search: ``n_trials`` trials at the costliest corner of its space (an upper
-    bound: Optuna chooses the points as it goes)."""
+    """A grid: every point's cost, then each cooldown branch's. A search: ``n_trials`` trials at the costliest
+    corner of its space (an upper bound: Optuna chooses the points as it goes)."""
     def cost(point: dict) -> TrialPlan:
         steps, flops = planned_run(spec.trial_config(point, spec.run_dir(0)))
         return TrialPlan(describe(point), flops, steps)
 
+    def branch_cost(point: dict, at: int) -> TrialPlan:
+        cfg = spec.trial_config(point, spec.run_dir(1), branch=(spec.run_dir(0), at))
+        return TrialPlan(describe(point, at), own_flops(cfg), cfg.train.steps - at)
+
     if spec.is_grid:
-        return [cost(point) for point in spec.grid_points()]
+        points = spec.grid_points()
+        return [cost(p) for p in points] + [branch_cost(p, at) for at in sorted(spec.branches.at) for p in points]
     corners = [dict(p) for p in spec.search.enqueue] + space_corners(spec.search.space)
     costly = max((cost(point) for point in corners), key=lambda plan: plan.flops)  # each point counted once
     return [TrialPlan(f"each at most (at {costly.label})", costly.flops, costly.steps, spec.search.n_trials)]

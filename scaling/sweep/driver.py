@@ -31,11 +31,12 @@ from scaling.launch.status import cancel as cancel_run
 from scaling.launch.submit import Prepared, drop_array_pointers, queue, record_job
 from scaling.launch.submit import prepare as prepare_run
 from scaling.launch.status import job_state, read_jobs, scancel, slurm_states, unrecorded_jobs
-from scaling.plan.cost import run_flops
+from scaling.core.config import Config
+from scaling.plan.cost import own_flops, trunk_flops
 from scaling.sweep.budget import limit_flops
 from scaling.sweep.spec import SweepSpec, sweep_params
-from scaling.sweep.search import (TrialReporter, describe, distributions, enqueue_points, open_study, to_ask,
-                                 trial_params)
+from scaling.sweep.search import (BRANCH_ATTR, TrialReporter, describe, distributions, enqueue_points, open_study,
+                                 to_ask, trial_params, trunk_of)
 from scaling.core import events
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.config import TrackingConfig
@@ -88,9 +89,10 @@ def run_sweep(spec: SweepSpec, poll_s: float = 2.0) -> optuna.Study:
         trials = study.get_trials(deepcopy=False)  # one read of the storage per poll (0.3 s at 100 trials)
         in_flight = sum(supervise(sweep, t, states) for t in trials if t.state == TrialState.RUNNING)
         left = 0 if study.user_attrs.get(BUDGET_ATTR) else to_ask(spec, trials)
+        waiting = sorted((t for t in trials if t.state == TrialState.WAITING), key=lambda t: t.number)
         asked = []
-        for _ in range(min(max(spec.max_concurrent - in_flight, 0), left)):
-            if study.user_attrs.get(CANCEL_ATTR):
+        for i in range(min(max(spec.max_concurrent - in_flight, 0), left)):  # Optuna asks the oldest waiting first
+            if study.user_attrs.get(CANCEL_ATTR) or (i < len(waiting) and not ready(spec, waiting[i], trials)):
                 break
             asked.append(study.ask(distributions(spec)))
             left -= 1
@@ -100,6 +102,26 @@ def run_sweep(spec: SweepSpec, poll_s: float = 2.0) -> optuna.Study:
         time.sleep(poll_s)
     finish_parent(sweep)
     return study
+
+
+def ready(spec: SweepSpec, t: FrozenTrial, trials: list[FrozenTrial]) -> bool:
+    """A waiting trial may be asked, unless it is a cooldown branch whose trunk is unfinished and has no
+    checkpoint at the branch's step yet (a trunk that ended without one fails its branch in pre-flight)."""
+    trunk = trunk_of(t, trials)
+    if trunk is None or trunk.state.is_finished():
+        return True
+    return t.user_attrs[BRANCH_ATTR] in CheckpointStore(RunDir(spec.run_dir(trunk.number)).checkpoints).steps()
+
+
+def trial_config(spec: SweepSpec, t: FrozenTrial, parent_run_id: str = "",
+                 trials: list[FrozenTrial] | None = None) -> Config:
+    """The trial's config. A cooldown branch's starts from its trunk's run directory at its step, and its MLflow
+    run is a child of the trunk's (``train.branch.with_trunk_parent``), not of the sweep's."""
+    run_dir, at = spec.run_dir(t.number), t.user_attrs.get(BRANCH_ATTR)
+    if not at:
+        return spec.trial_config(trial_params(t), run_dir, parent_run_id)
+    trunk = trunk_of(t, trials if trials is not None else [])
+    return spec.trial_config(trial_params(t), run_dir, branch=(spec.run_dir(trunk.number), at))
 
 
 def supervise(sweep: Sweep, t: FrozenTrial, states: dict[str, str] | None) -> bool:
@@ -151,7 +173,7 @@ def within_budget(sweep: Sweep, ready: list[tuple[FrozenTrial, Prepared]]) -> li
     planned = sum(t.user_attrs.get(PLANNED_ATTR, 0) for t in sweep.study.get_trials(deepcopy=False))
     out = []
     for t, run in ready:
-        flops = run_flops(run.cfg)
+        flops = own_flops(run.cfg)
         if planned + flops > limit or sweep.study.user_attrs.get(BUDGET_ATTR):
             sweep.study.set_user_attr(BUDGET_ATTR, True)
             tell(sweep, t, TrialState.FAIL, run.run_dir,
@@ -190,7 +212,7 @@ def prepare(sweep: Sweep, t: FrozenTrial) -> tuple[FrozenTrial, Prepared] | None
     if spec.pruner.kind != "none":
         reporter = TrialReporter(spec.storage_url(), spec.name, t._trial_id, spec.pruner.metric, sweep.study.pruner)
     try:
-        cfg = spec.trial_config(trial_params(t), run_dir, sweep.parent_run_id)
+        cfg = trial_config(spec, t, sweep.parent_run_id, sweep.study.get_trials(deepcopy=False))
         prepare_run(cfg, sweep.profile, spec.probe)
     except UserError as e:
         tell(sweep, t, TrialState.FAIL, run_dir, error=str(e))
@@ -203,7 +225,7 @@ def launched(sweep: Sweep, t: FrozenTrial, job: Any) -> None:
     sweep.study._storage.set_trial_user_attr(t._trial_id, "job_id", str(job.job_id))
     run_dir = sweep.spec.run_dir(t.number)
     log(f"trial {t.number} {'relaunched' if launches(run_dir) > 1 else 'launched'}: job {job.job_id}, "
-        f"{describe(trial_params(t))}, {run_dir}")
+        f"{describe(trial_params(t), t.user_attrs.get(BRANCH_ATTR))}, {run_dir}")
 
 
 def scheduler_states(executor: str) -> dict[str, str] | None:
@@ -305,8 +327,8 @@ def finish_parent(sweep: Sweep) -> None:
     trials = sweep.study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     metrics = {f"sweep/{key}": n for key, n in counts.items()}
-    spent = [run_metric(sweep.spec, sweep.spec.run_dir(t.number), FLOPS_METRIC) for t in trials]
-    metrics["sweep/train_flops"] = sum(f for f in spent if f is not None)  # what every trial's run logged
+    spent = [spent_flops(sweep.spec, t, trials) for t in trials]
+    metrics["sweep/train_flops"] = sum(f for f in spent if f is not None)  # what every trial's run spent itself
     done = [t for t in trials if t.state == TrialState.COMPLETE]
     if done:
         best = sweep.study.best_trial
@@ -318,6 +340,15 @@ def finish_parent(sweep: Sweep) -> None:
         + (f"; best trial {best.number}: {best.value:.4g}" if done else ""))
 
 
+def spent_flops(spec: SweepSpec, t: FrozenTrial, trials: list[FrozenTrial]) -> float | None:
+    """The training FLOPs the trial's run logged, less, for a cooldown branch, its trunk's share (counted once,
+    in the trunk's trial); None before its run logged any."""
+    logged = run_metric(spec, spec.run_dir(t.number), FLOPS_METRIC) if spec.run_dir(t.number).is_dir() else None
+    if logged is None or not t.user_attrs.get(BRANCH_ATTR):
+        return logged
+    return logged - trunk_flops(trial_config(spec, t, trials=trials))
+
+
 @dataclass
 class TrialRow:
     number: int
@@ -326,7 +357,7 @@ class TrialRow:
     step: int | None
     value: float | None
     job_id: str
-    flops: float | None  # training FLOPs so far: the last train/flops its run logged
+    flops: float | None  # training FLOPs so far: the last train/flops its run logged (a branch: less its trunk's)
 
 
 def trial_rows(spec: SweepSpec) -> list[TrialRow]:
@@ -334,15 +365,16 @@ def trial_rows(spec: SweepSpec) -> list[TrialRow]:
     study = open_study(spec, create=False)
     states = scheduler_states(load_profile(spec.profile).executor)
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
         run_dir = spec.run_dir(t.number)
         state = "CANCELLED" if t.user_attrs.get(CANCEL_ATTR) else t.state.name
         jobs = read_jobs(run_dir)
         if t.state == TrialState.RUNNING:
             state = job_state(jobs[-1], states) if jobs else "LAUNCHING"
         step = CheckpointStore(RunDir(run_dir).checkpoints).latest() if run_dir.is_dir() else None
-        flops = run_metric(spec, run_dir, FLOPS_METRIC) if run_dir.is_dir() else None
-        rows.append(TrialRow(t.number, describe(trial_params(t)), state, step if step is not None else t.last_step,
+        flops = spent_flops(spec, t, trials)
+        rows.append(TrialRow(t.number, describe(trial_params(t), t.user_attrs.get(BRANCH_ATTR)), state, step if step is not None else t.last_step,
                              t.value, t.user_attrs.get("job_id", jobs[-1]["job_id"] if jobs else "-"), flops))
     return rows
 

@@ -11,6 +11,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from scaling.sweep.spec import BASE_AXIS, Distribution, Pruner, SweepSpec
 
+BRANCH_ATTR = "branch_step"  # a cooldown branch's trial: the step of its trunk (the trial of the same point) it starts at
+
 
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """``journal:PATH`` (a file, for shared filesystems without reliable locks) or an RDB URL."""
@@ -47,13 +49,25 @@ def open_study(spec: SweepSpec, create: bool = True) -> optuna.Study:
 
 
 def enqueue_points(spec: SweepSpec, study: optuna.Study) -> None:
-    """Every grid point (or the search's first points) as a WAITING trial, unless a trial already has it, so a
-    driver killed half-way through enqueues only what is missing. (Optuna's ``skip_if_exists`` does this
-    check by reading every trial for every point: 24 s for 200 points; here they are read once.)"""
-    seen = [t.system_attrs.get("fixed_params", t.params) for t in study.get_trials(deepcopy=False)]
-    for point in spec.grid_points() if spec.is_grid else spec.search.enqueue:
-        if point not in seen:
-            study.enqueue_trial(point)
+    """Every grid point (or the search's first points) as a WAITING trial, then each cooldown branch of every point
+    (earliest branch step first), unless a trial already has it, so a driver killed half-way through enqueues only
+    what is missing. (Optuna's ``skip_if_exists`` does this check by reading every trial for every point: 24 s
+    for 200 points; here they are read once.)"""
+    seen = [(t.system_attrs.get("fixed_params", t.params), t.user_attrs.get(BRANCH_ATTR))
+            for t in study.get_trials(deepcopy=False)]
+    points = spec.grid_points() if spec.is_grid else spec.search.enqueue
+    wanted = [(p, None) for p in points] + [(p, at) for at in sorted(spec.branches.at) for p in points]
+    for point, at in wanted:
+        if (point, at) not in seen:
+            study.enqueue_trial(point, user_attrs={BRANCH_ATTR: at} if at else None)
+
+
+def trunk_of(t: FrozenTrial, trials: list[FrozenTrial]) -> FrozenTrial | None:
+    """A branch's trunk: the trial of its grid point that is no branch; None for a trial that is no branch."""
+    if t.user_attrs.get(BRANCH_ATTR) is None:
+        return None
+    point = trial_params(t)
+    return next(u for u in trials if u.user_attrs.get(BRANCH_ATTR) is None and trial_params(u) == point)
 
 
 def to_ask(spec: SweepSpec, trials: list[FrozenTrial]) -> int:
@@ -97,8 +111,9 @@ def trial_params(trial: optuna.trial.FrozenTrial | optuna.Trial) -> dict[str, An
     return dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
 
 
-def describe(params: dict[str, Any]) -> str:
-    return " ".join(f"{k.rsplit('.', 1)[-1] if k != BASE_AXIS else k}={_short(v)}" for k, v in params.items())
+def describe(params: dict[str, Any], branch_step: int | None = None) -> str:
+    words = " ".join(f"{k.rsplit('.', 1)[-1] if k != BASE_AXIS else k}={_short(v)}" for k, v in params.items())
+    return words + (f" branch@{branch_step}" if branch_step else "")
 
 
 def _short(v: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from scaling.core.errors import UserError
 from scaling.core.paths import check_dir_path
 from scaling.core.config.loader import config_to_dict, flatten, from_dict, read_toml, set_dotted
 from scaling.models.factory import load_config
+from scaling.train.branch import lr_departure
 
 BASE_AXIS = "base"  # a grid axis over shipped configs (e.g. the GigaTok sizes), beside config keys
 CONFIG_KEYS = tuple(flatten(config_to_dict(Config())))
@@ -118,6 +120,16 @@ class Budget:
 
 
 @dataclass
+class Branches:
+    """Cooldown branches (``train.branch``): each grid point's run is a trunk, and at every step of ``at`` (in its
+    stable phase) a branch starts from the trunk's checkpoint there and decays over ``decay_steps``: several data
+    budgets per size, each at the cost of its decay alone."""
+
+    at: list[int] = field(default_factory=list)  # trunk steps; each a multiple of train.ckpt_every
+    decay_steps: int = 0  # each branch's decay (optim.decay_steps); it ends at its step + decay_steps
+
+
+@dataclass
 class SweepSpec:
     base: str = ""  # a shipped config name or a config file
     name: str = ""  # the Optuna study name; empty: the sweep file's stem
@@ -136,6 +148,7 @@ class SweepSpec:
     tracking: Tracking = field(default_factory=Tracking)
     study: Study = field(default_factory=Study)
     budget: Budget = field(default_factory=Budget)
+    branches: Branches = field(default_factory=Branches)
 
     @property
     def is_grid(self) -> bool:
@@ -176,10 +189,19 @@ class SweepSpec:
         combos = zip(*values) if self.grid.mode == "zip" else itertools.product(*values)
         return [dict(zip(keys, combo)) for combo in combos]
 
-    def trial_config(self, params: dict[str, Any], run_dir: Path, parent_run_id: str = "") -> Config:
-        """The base config with the sweep's overrides, the trial's values and the sweep's own keys."""
+    def trial_config(self, params: dict[str, Any], run_dir: Path, parent_run_id: str = "",
+                     branch: tuple[Path, int] | None = None) -> Config:
+        """The base config with the sweep's overrides, the trial's values and the sweep's own keys. ``branch``:
+        (trunk's run directory, step) for a cooldown branch of the trunk at ``params``."""
         tree: dict[str, Any] = {}
-        for key, value in {**self.study_overrides(), **self.overrides, **params}.items():
+        keys = {**self.study_overrides(), **self.overrides, **params}
+        if self.branches.at and branch is None:  # a trunk keeps its checkpoints at the branch steps
+            keys = {"train.milestone_every": math.gcd(*self.branches.at)} | keys
+        if branch is not None:
+            keys |= {"train.branch_from": str(branch[0]), "train.branch_step": branch[1], "train.flops_budget": 0,
+                     "train.steps": branch[1] + self.branches.decay_steps,
+                     "optim.decay_steps": self.branches.decay_steps}
+        for key, value in keys.items():
             if key != BASE_AXIS:
                 set_dotted(tree, key, value)
         owned = {"train.run_dir": str(run_dir), "tracking.experiment": self.tracking.experiment,
@@ -244,6 +266,8 @@ def validate(spec: SweepSpec) -> None:
         points = [dict(p) for p in spec.search.enqueue] + space_corners(spec.search.space)
     for point in points:  # every trial's config must load: keys, types and values
         spec.trial_config(point, spec.run_dir(0))
+    if spec.branches.at or spec.branches.decay_steps:
+        _check_branches(spec, points)
 
 
 def check_key(key: str, prefix: str) -> None:
@@ -278,7 +302,44 @@ def _check_grid(grid: Grid) -> None:
     if grid.mode == "zip" and (i := _repeat(points)) is not None:
         first = points.index(points[i])
         raise ConfigError(f"grid.axes: zip point {i + 1} repeats point {first + 1} "
-                          f"({', '.join(f'{k} = {v!r}' for k, v in zip(grid.axes, points[i]))}): it would run twice")
+                          f"({describe_point(dict(zip(grid.axes, points[i])))}): it would run twice")
+
+
+def _check_branches(spec: SweepSpec, points: list[dict[str, Any]]) -> None:
+    """Each grid point's trunk can give every branch: a wsd schedule still stable before each branch step, a
+    checkpoint kept there."""
+    b = spec.branches
+    if not spec.is_grid:
+        raise ConfigError("branches: need a grid (grid.axes); a search's trials have no trunks")
+    if not b.at or not all(isinstance(s, int) and s > 0 for s in b.at):
+        raise ConfigError(f"branches.at: must be a non-empty list of positive step counts, got {b.at!r}")
+    if (i := _repeat(b.at)) is not None:
+        raise ConfigError(f"branches.at: step {b.at[i]} is listed twice (its branch would run twice)")
+    if b.decay_steps <= 0:
+        raise ConfigError(f"branches.decay_steps: must be positive, got {b.decay_steps}")
+    from scaling.plan.cost import with_budget_steps  # builds the model on the meta device: only where needed
+
+    for point in points:
+        trunk = spec.trial_config(point, spec.run_dir(0))
+        where = f"branches ({describe_point(point)})" if point else "branches"
+        if trunk.optim.schedule != "wsd":
+            raise ConfigError(f"{where}: the trunk needs optim.schedule = \"wsd\" (a stable phase to branch from), "
+                              f"got {trunk.optim.schedule!r}")
+        trunk = with_budget_steps(trunk)
+        for at in b.at:
+            if at % trunk.train.ckpt_every or (trunk.train.milestone_every and at % trunk.train.milestone_every):
+                raise ConfigError(f"{where}: step {at} is not a kept checkpoint of the trunk (train.ckpt_every = "
+                                  f"{trunk.train.ckpt_every}, train.milestone_every = {trunk.train.milestone_every})")
+            if at >= trunk.train.steps:
+                raise ConfigError(f"{where}: step {at} is not below the trunk's {trunk.train.steps} steps")
+            moved = lr_departure(trunk, spec.trial_config(point, spec.run_dir(1), branch=(spec.run_dir(0), at)), at)
+            if moved is not None:
+                raise ConfigError(f"{where}: at step {at} the trunk is no longer in its stable phase (its learning "
+                                  f"rate at step {moved} is not the branch's)")
+
+
+def describe_point(point: dict[str, Any]) -> str:
+    return ", ".join(f"{k} = {v!r}" for k, v in point.items())
 
 
 def _repeat(values: list) -> int | None:

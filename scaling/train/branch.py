@@ -45,12 +45,16 @@ def check_branch(cfg: Config) -> None:
         key, old, new = changed
         raise UserError(f"train.branch_from: the trunk {trunk.root} was trained with {key} = {old!r}, not {new!r}; "
                         "a branch changes only where and how it decays")
-    trunk_cfg = check_config(load_run_config(trunk.root, [], ()))
-    theirs, ours = lr_multiplier(trunk_cfg.optim, trunk_cfg.train.steps), lr_multiplier(cfg.optim, cfg.train.steps)
-    moved = next((s for s in range(at) if theirs(s) != ours(s)), None)
+    moved = lr_departure(check_config(load_run_config(trunk.root, [], ())), cfg, at)
     if moved is not None:
         raise UserError(f"train.branch_step: the trunk's learning rate at step {moved} is not the branch's; branch "
                         f"at a step where the trunk is still in its stable phase (optim.schedule = \"wsd\")")
+
+
+def lr_departure(trunk: Config, branch: Config, at: int) -> int | None:
+    """The first step before ``at`` where the branch's learning rate is not the trunk's; None if they agree."""
+    theirs, ours = lr_multiplier(trunk.optim, trunk.train.steps), lr_multiplier(branch.optim, branch.train.steps)
+    return next((s for s in range(at) if theirs(s) != ours(s)), None)
 
 
 def with_trunk_parent(cfg: Config) -> Config:

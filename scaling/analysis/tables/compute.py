@@ -94,6 +94,7 @@ def compute_optimal(rows: pd.DataFrame, metric: str, size: str, group: str, *, b
     """Each budget's parabola in log N, its minimum with a ``bootstrap`` interval, and the law through the minima
     (a budget whose minimum lies at an edge of its sizes is left out, named; ``strict``: refused)."""
     data = read.numeric(rows, [size, metric, BUDGET], dropna=True)
+    data = data[data[BUDGET] > 0]  # runs outside the grid (a cooldown branch sets no budget)
     n, y, c = (data[col].to_numpy(dtype=float) for col in (size, metric, BUDGET))
     kept, skipped = profiles(n, y, c, strict=strict)
     by_budget = {p.budget: p for p in kept}
