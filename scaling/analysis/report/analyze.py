@@ -28,6 +28,7 @@ from scaling.analysis.tables import tradeoff
 from scaling.analysis.tables.compute import BUDGET, FLOPS, OPTIMAL_METRICS, compute_optimal, frontier
 from scaling.analysis.tables.fit import fit_table
 from scaling.analysis.tables.provenance import mixed_measurements
+from scaling.analysis.tables.repeats import DATA_AXIS, longest_trained, repeats
 from scaling.analysis.tables.runs import load_runs
 from scaling.core.errors import UserError
 from scaling.core.paths import check_dir_path
@@ -50,7 +51,6 @@ LABELS = {
 FITTED = ("eval/rfid", "eval/lpips", "val/recon_loss", "probe/gfid", "probe/ar_val_loss", "probe/linear_err",
           "flow/gfid", "flow/val_loss", "flow/linear_err")
 LINEAR_ERROR = {"probe/linear_acc": "probe/linear_err", "flow/linear_acc": "flow/linear_err"}
-DATA_AXIS = "train/images_seen"
 # The metric that also gets the (N, images seen) Chinchilla fit, first one present.
 TWO_VARIABLE = ("val/recon_loss", "eval/rfid")
 MIN_TWO_VARIABLE_RUNS = 9
@@ -79,6 +79,7 @@ class _State:
     groups: pd.Series
     opts: AnalyzeOptions
     plot_dir: Path
+    longest: pd.Series  # the runs that saw the most images of their size and group (``tables.repeats``)
     entries: list[FitEntry] = field(default_factory=list)
     compute_entries: list[FitEntry] = field(default_factory=list)
 
@@ -114,9 +115,9 @@ def _entry(state: _State, request: FitRequest, group: str, rows: pd.DataFrame, s
 def _scaling(state: _State) -> list[plots.Figure]:
     """Power-law fits and one figure per metric that has data."""
     figures = []
-    size = state.opts.size
+    size, runs, groups = state.opts.size, state.runs[state.longest], state.groups[state.longest]
     for metric in state.opts.metrics or FITTED:
-        data = state.runs[[size, metric]].assign(**{tradeoff.GROUP: state.groups.to_numpy()})
+        data = runs[[size, metric]].assign(**{tradeoff.GROUP: groups.to_numpy()})
         data = data.dropna()
         if data.empty:
             continue
@@ -130,20 +131,27 @@ def _scaling(state: _State) -> list[plots.Figure]:
                 fits[str(group)] = entry.outcome
         stem = state.plot_dir / f"scaling_{metric.replace('/', '_')}"
         figures.append(plots.scaling_plot(data, metric, LABELS.get(metric, metric), size, fits,
-                                          state.opts.target_scale, stem))
+                                          state.opts.target_scale, stem, repeats(runs, size, [metric], groups)))
     return figures
 
 
-def _two_variable(state: _State) -> None:
-    """Chinchilla fit in (N, images seen) for the reconstruction loss when both vary."""
+def _two_variable(state: _State) -> list[plots.Figure]:
+    """Chinchilla fit in (N, images seen) for the reconstruction loss when both vary (cooldown branches give
+    several data budgets per size), and its loss surface."""
     size, runs = state.opts.size, state.runs
     chosen = [m for m in TWO_VARIABLE if not state.opts.metrics or m in state.opts.metrics]
     metric = next((m for m in chosen if runs[m].notna().sum() >= MIN_TWO_VARIABLE_RUNS), None)
     if metric is None or runs[DATA_AXIS].nunique() < 3:
-        return
+        return []
     request = FitRequest(form="chinchilla", x=size, x2=DATA_AXIS, y=metric)
+    figures = []
     for group, rows in runs.assign(**{tradeoff.GROUP: state.groups.to_numpy()}).groupby(tradeoff.GROUP):
-        state.entries.append(_entry(state, request, str(group), rows, sensitivity=False))
+        entry = _entry(state, request, str(group), rows, sensitivity=False)
+        state.entries.append(entry)
+        if entry.outcome is not None and entry.outcome.no_law is None:
+            stem = state.plot_dir / f"surface_{metric.replace('/', '_')}_{str(group).replace(' ', '_')}"
+            figures.append(plots.surface_plot(entry.outcome, str(group), LABELS.get(metric, metric), size, stem))
+    return figures
 
 
 def _against_compute(state: _State) -> list[plots.Figure]:
@@ -191,7 +199,7 @@ def _compute_optimal(state: _State, analysis: Analysis) -> list[plots.Figure]:
 def _tradeoffs(state: _State, analysis: Analysis) -> list[plots.Figure]:
     size, runs, opts = state.opts.size, state.runs, state.opts
     metrics = [m for m in tradeoff.RECONSTRUCTION + tradeoff.GENERATION if runs[m].notna().any()]
-    table = tradeoff.per_size(runs, size, metrics, state.groups)
+    table = tradeoff.per_size(runs[state.longest], size, metrics, state.groups[state.longest])
     analysis.per_size = table
     figures = []
     gens = [g for g in tradeoff.GENERATION if g in table.columns]
@@ -255,11 +263,15 @@ def analyze(
         if missing:
             raise UserError(f"no column {missing[0]!r} among the runs (for --metrics)")
     out.mkdir(parents=True, exist_ok=True)
-    state = _State(runs, tradeoff.semantic_groups(runs, options.semantic), options, out / "plots")
+    groups = tradeoff.semantic_groups(runs, options.semantic)
+    state = _State(runs, groups, options, out / "plots", longest_trained(runs, options.size, groups))
     analysis = Analysis(source=source, runs=runs, size=options.size, target=options.target_scale,
-                        bootstrap=options.bootstrap)
+                        bootstrap=options.bootstrap, shorter_runs=int((~state.longest).sum()))
     analysis.figures["scaling"] = _scaling(state)
-    _two_variable(state)
+    analysis.figures["surface"] = _two_variable(state)
+    shown = [m for m in (options.metrics or FITTED) + tradeoff.RECONSTRUCTION + tradeoff.GENERATION
+             if m in runs.columns and runs[m].notna().any()]
+    analysis.repeats = repeats(runs, options.size, list(dict.fromkeys(shown)), groups)
     analysis.figures["compute"] = _against_compute(state) + _compute_optimal(state, analysis)
     analysis.figures["tradeoff"] = _tradeoffs(state, analysis)
     analysis.measurement_warnings = [w for m in LABELS for w in mixed_measurements(runs, m)]

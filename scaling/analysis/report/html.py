@@ -79,6 +79,8 @@ class Analysis:
     compute_fits: list[FitEntry] = field(default_factory=list)  # each metric against training FLOPs
     compute_optimal: list[ComputeOptimal] = field(default_factory=list)  # an isoFLOP grid's optimal sizes
     measurement_warnings: list[str] = field(default_factory=list)  # metrics measured differently across runs
+    shorter_runs: int = 0  # runs left out of the laws against size: others of their size saw more images
+    repeats: pd.DataFrame | None = None  # grid points run more than once (``tables.repeats.repeats``)
 
 
 def esc(text: object) -> str:
@@ -276,8 +278,33 @@ def _compute(a: Analysis, labels: dict[str, str], base: Path) -> str:
              "(tokenizer, and LPIPS, discriminator and teacher where on) times images seen. Each metric's law "
              "against C is fitted over its compute-efficient runs, those better than every cheaper run.</p>")
     parts = [intro, _laws(a.compute_fits), _figures(a.figures.get("compute", []), base), _fit_table(a.compute_fits)]
+    if a.figures.get("surface"):
+        parts += ["<h3>Over size and data</h3><p>The (N, D) law L = E + A N^-alpha + B D^-beta over runs of each "
+                  "size trained on several amounts of data (a sweep's cooldown branches, or budgets).</p>",
+                  _figures(a.figures["surface"], base)]
     parts += [_compute_optimal(co, labels) for co in a.compute_optimal]
     return "".join(parts)
+
+
+def _shorter(a: Analysis) -> str:
+    if not a.shorter_runs:
+        return ""
+    return (f"<p>Against size, each size's runs that saw the most images are fitted; {a.shorter_runs} run(s) that "
+            "saw fewer (cooldown branches, smaller budgets) are in the (N, D) law and the laws against compute.</p>")
+
+
+def _repeats(a: Analysis, labels: dict[str, str]) -> str:
+    """Grid points run more than once: the mean of their runs and its 95% interval, per metric."""
+    if a.repeats is None or a.repeats.empty:
+        return ""
+    rows = [{"group": _group_name(r["group"]), "N": size_label(r[a.size]),
+             "images seen": f"{r['train/images_seen']:.3g}" if pd.notna(r["train/images_seen"]) else "",
+             "metric": labels.get(r["metric"], r["metric"]), "runs": int(r["runs"]),
+             "mean (95% interval)": f"{num(r['mean'])} [{num(r['low'])}, {num(r['high'])}]"}
+            for _, r in a.repeats.iterrows()]
+    return ("<h3>Repeated runs</h3><p>Grid points run more than once (seeds): the mean of their runs and the "
+            "mean's 95% Student-t interval; the plots draw them as a bar over the runs.</p>"
+            + _table(pd.DataFrame(rows), left=("group", "metric")))
 
 
 def _runs(a: Analysis) -> str:
@@ -312,7 +339,8 @@ def write_report(a: Analysis, path: Path, labels: dict[str, str]) -> Path:
         f"{len(a.runs)} runs &middot; {a.bootstrap} bootstrap replicates per fit{target} &middot; {when}</div>",
         "<h2>Fitted laws</h2>" + "".join(f'<div class="flag">{esc(w)}.</div>' for w in a.measurement_warnings)
         + _laws(a.fits),
-        "<h2>Scaling with tokenizer size</h2>" + _figures(a.figures.get("scaling", []), base) + _fit_table(a.fits),
+        "<h2>Scaling with tokenizer size</h2>" + _shorter(a) + _figures(a.figures.get("scaling", []), base)
+        + _fit_table(a.fits) + _repeats(a, labels),
         "<h2>Scaling with compute</h2>" + _compute(a, labels, base),
         "<h2>Reconstruction vs generation</h2>" + _tradeoff_text(a, labels)
         + _figures(a.figures.get("tradeoff", []), base, wide=True)

@@ -6,7 +6,8 @@
 - dilemma: every metric against size, with and without semantic regularisation, flagged steps in red;
 - encoder/decoder: sizes of both halves coloured by a metric;
 - isoFLOP: a metric against size per compute budget with each budget's parabola and optimum, and the
-  optimal size against compute with the fitted law, its band and its extrapolation.
+  optimal size against compute with the fitted law, its band and its extrapolation;
+- surface: the (N, D) law's contours with the runs (trunks and cooldown branches) on them.
 """
 
 from __future__ import annotations
@@ -168,18 +169,22 @@ def scaling_plot(
     fits: dict[str, FitOutcome],
     target: float | None,
     stem: Path,
+    repeated: pd.DataFrame | None = None,
     compute: bool = False,
 ) -> Figure:
-    """``label`` against ``size`` per group (points), with each group's fitted law and band; ``compute``: against
-    training FLOPs (``size`` is their column), the laws fitted over the compute-efficient runs."""
+    """``label`` against ``size`` per group (points), with each group's fitted law and band; ``repeated``
+    (``tables.repeats.repeats``): grid points run more than once, drawn as their mean and its interval;
+    ``compute``: against training FLOPs (``size`` is their column), the laws fitted over the compute-efficient
+    runs."""
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     # Limits come from the runs and the central curves: a band that widens without bound when
     # extrapolated would otherwise flatten everything else.
     shown = [points[metric].to_numpy(dtype=float)]
     for group, rows in points.groupby(GROUP):
         color = group_color(group)
-        ax.scatter(rows[size], rows[metric], color=color, s=28, zorder=3,
-                   label=f"{_group_label(str(group))} runs")
+        ax.scatter(rows[size], rows[metric], color=color, s=28, zorder=3, alpha=0.45 if repeated is not None
+                   and not repeated.empty else 1.0, label=f"{_group_label(str(group))} runs")
+        _draw_repeats(ax, repeated, str(group), size, color)
         if str(group) in fits:
             shown.append(_draw_fit(ax, fits[str(group)], color, target, "C" if compute else "N"))
     values = np.concatenate(shown)
@@ -204,6 +209,43 @@ def scaling_plot(
         + ("; dashed: extrapolation, diamond: prediction at the target size." if target else ".")
     )
     return _save(fig, stem, f"{label} vs size", caption)
+
+
+def _draw_repeats(ax: plt.Axes, repeated: pd.DataFrame | None, group: str, size: str, color: str) -> None:
+    """A group's repeated grid points: the mean of their runs and its 95% interval."""
+    if repeated is None or repeated.empty:
+        return
+    rows = repeated[repeated["group"] == group]
+    if rows.empty:
+        return
+    mean = rows["mean"].to_numpy(dtype=float)
+    err = np.vstack([mean - rows["low"].to_numpy(dtype=float), rows["high"].to_numpy(dtype=float) - mean])
+    ax.errorbar(rows[size].to_numpy(dtype=float), mean, yerr=err, fmt="_", ms=14, mew=2, capsize=4, color=color, zorder=4,
+                label=f"mean of seeds, {BAND_LEVEL}% interval")
+
+
+def surface_plot(out: FitOutcome, group: str, label: str, size: str, stem: Path) -> Figure:
+    """The (N, D) law's contours over the sampled sizes and images seen, the runs on them in the same colours."""
+    n, d = out.xs[0], out.xs[1]
+    pad = 1.15  # the runs at the edges drawn whole
+    grid_n, grid_d = np.meshgrid(np.geomspace(n.min() / pad, n.max() * pad, 80),
+                                 np.geomspace(d.min() / pad, d.max() * pad, 80))
+    form = out.result.form  # type: ignore[union-attr]
+    law = form.predict(out.params, np.stack([grid_n.ravel(), grid_d.ravel()])).reshape(grid_n.shape)
+    levels = np.quantile(np.concatenate([law.ravel(), out.y]), np.linspace(0, 1, 12))
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    filled = ax.contourf(grid_n, grid_d, law, levels=levels, cmap="viridis", alpha=0.8)
+    ax.contour(grid_n, grid_d, law, levels=levels, colors="white", linewidths=0.5)
+    ax.scatter(n, d, c=out.y, cmap="viridis", norm=filled.norm, edgecolors="black", s=40, zorder=3)
+    fig.colorbar(filled, ax=ax, label=label, format="%.3g")
+    size_axis(ax)
+    size_axis(ax, which="y")
+    ax.set_xlabel(f"tokenizer parameters N ({size})")
+    ax.set_ylabel("images seen D")
+    ax.set_title(f"{label} over size and data, {_group_label(group)}")
+    caption = (f"Contours: the fitted law {out.law}; points: runs (a trunk and its cooldown branches share a size), "
+               "coloured on the same scale, so a point that stands out from its contour is a run the law misses.")
+    return _save(fig, stem, f"{label} over (N, D), {_group_label(group)}", caption)
 
 
 def _annotated_path(ax: plt.Axes, rows: pd.DataFrame, x: str, y: str, size: str, color: str) -> None:
