@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 PROVENANCE = "provenance"
 # Fail fast inside one attempt; our buffer does the retrying across steps.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+# A send that has not returned after this long is a server that stopped answering: a flush stops waiting for it
+# (the request itself runs on to its HTTP timeout on the sender thread).
+STALL_S = 1.0
 
 
 def tracking_uri(cfg: TrackingConfig) -> str | None:
@@ -113,6 +116,7 @@ class Tracker:
         self._last_logged: dict[str, int] = {}
         self._last_flush = time.monotonic()
         self._warned = False
+        self._sending_since: float | None = None  # when the sender's current attempt began; None while idle
         self._client = None
         self._cond = threading.Condition()
         self._sender: threading.Thread | None = None
@@ -212,16 +216,23 @@ class Tracker:
     def flush(self, wait_s: float = 10.0) -> bool:
         """Send what is pending; on failure keep it and warn once. True when nothing is left. In the background: ask
         the sender, and wait for it (at most ``wait_s``) only once the server has answered and while it does: a
-        server that never answered, or stopped answering, is not waited for."""
+        server that never answered is not waited for, and one that stopped answering costs at most ``STALL_S``
+        (what is not sent is in the checkpoint that follows; a resumed run drops the steps MLflow already has)."""
         if not self.enabled:
             return True
         if not self.background:
             return self._drain()
+        deadline = time.monotonic() + wait_s
         with self._cond:
             self._last_flush = 0.0  # due now
             self._cond.notify_all()
-            if self._client is not None and not self._warned:
-                self._cond.wait_for(lambda: self._empty() or self._warned, timeout=wait_s)
+            while self._client is not None and not (self._empty() or self._warned):
+                # until the deadline, and not past a send that has stalled (a server that stopped answering mid-run)
+                stalled = (self._sending_since or time.monotonic()) + STALL_S
+                left = min(deadline, stalled) - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
             return self._empty()
 
     def _empty(self) -> bool:
@@ -339,7 +350,11 @@ class Tracker:
         while not self._finished:
             with self._cond:
                 self._cond.wait_for(self._due, timeout=self.flush_every_s)
-            if not self._drain():
+                self._sending_since = time.monotonic()
+            sent = self._drain()
+            with self._cond:
+                self._sending_since = None
+            if not sent:
                 time.sleep(self.retry_s)
 
     def _due(self) -> bool:

@@ -1,4 +1,5 @@
-"""MLflow tracking against a real server that goes away and comes back mid-run, or never answers at first."""
+"""MLflow tracking against a real server that goes away and comes back mid-run, hangs mid-run, or never answers at
+first."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import warnings
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from mlflow.tracking import MlflowClient
 from scaling.core.checkpoint import CheckpointStore
 from scaling.core.config import TrackingConfig
 from scaling.core.run_dir import RunDir
-from scaling.tracking.mlflow_tracker import Tracker, create_sqlite_store
+from scaling.tracking.mlflow_tracker import STALL_S, Tracker, create_sqlite_store
 from tests.helpers import tiny_args
 
 
@@ -52,6 +55,101 @@ def _stop(proc: subprocess.Popen) -> None:
 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+class HangingProxy:
+    """A TCP proxy to a port that can stop answering: after ``hang()`` every connection, new or open, stays open
+    with nothing read from it forwarded and nothing answered (a server that hangs, not one that is down); after
+    ``answer()`` the connections that hung are closed, undelivered, and new ones are forwarded again."""
+
+    def __init__(self, target_port: int):
+        self.target, self.hung = target_port, threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.open.append(client)
+            if self.hung.is_set():
+                continue  # held: never read
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.open.append(upstream)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                if not self.hung.is_set():  # while hung, what arrives is swallowed: no answer comes
+                    dst.sendall(data)
+        except OSError:
+            pass
+
+    def hang(self) -> None:
+        self.hung.set()
+
+    def answer(self) -> None:
+        for conn in self.open:
+            conn.close()
+        self.open = []
+        self.hung.clear()
+
+    def close(self) -> None:
+        self.answer()
+        self.sock.close()
+
+
+@pytest.mark.slow  # a real MLflow server
+def test_a_server_that_stops_answering_mid_run_costs_the_training_nothing(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trainer's tracker (background sends) against a server that answers, then hangs mid-run: no flush waits
+    more than STALL_S for it (a flush is what a checkpoint does), it is said once that tracking is behind, and
+    when the server answers again every point arrives, once."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "4")
+    port = _free_port()
+    server = _start_server(tmp_path / "mlflow.db", tmp_path / "artifacts", port)
+    proxy = HangingProxy(port)
+    uri = f"http://127.0.0.1:{proxy.port}"
+    try:
+        tracker = Tracker(TrackingConfig(uri=uri, experiment="hang"), tmp_path, flush_every_s=0, background=True,
+                          retry_s=0.5)
+        tracker.start({"a": 1}, run_name="hang")
+        for step in range(1, 4):
+            tracker.log_metrics({"train/loss": 1.0 / step}, step)
+        deadline = time.monotonic() + 60
+        while not tracker.flush():  # the server answers: the run is created, then everything is sent
+            assert time.monotonic() < deadline
+        proxy.hang()
+        waited = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for step in range(4, 12):  # a step, then a checkpoint's flush, while the server hangs
+                tracker.log_metrics({"train/loss": 1.0 / step}, step)
+                t0 = time.monotonic()
+                assert not tracker.flush()
+                waited.append(time.monotonic() - t0)
+                time.sleep(0.5)
+        assert max(waited) < STALL_S + 0.5 and sum(waited) < 4, waited  # never the HTTP timeout (4 s) per flush
+        behind = [w for w in caught if "tracking is behind" in str(w.message)]
+        assert len(behind) == 1, [str(w.message) for w in caught]
+        proxy.answer()
+        tracker.log_metrics({"train/loss": 1.0 / 12}, 12)
+        tracker.finish()
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        assert [m.step for m in client.get_metric_history(tracker.run_id, "train/loss")] == list(range(1, 13))
+        assert client.get_run(tracker.run_id).info.status == "FINISHED"
+    finally:
+        proxy.close()
+        _stop(server)
 
 
 @pytest.mark.slow  # a real MLflow server, started twice

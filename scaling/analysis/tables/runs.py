@@ -95,24 +95,42 @@ def _search(client: object, experiment_ids: list[str], filter_string: str = "") 
             return runs
 
 
-def _without_parents(runs: list[object]) -> list[object]:
-    """``runs`` minus the parents of others: a sweep's parent run holds no results of its own."""
-    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}  # type: ignore[attr-defined]
+def _without_sweep_parents(runs: list[object]) -> list[object]:
+    """``runs`` minus the parents of others (a sweep's parent run holds no results of its own), but for trunks:
+    their children are cooldown branches (``train.branch_from`` set), and they are runs like any other."""
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs  # type: ignore[attr-defined]
+               if not r.data.params.get("train.branch_from")}  # type: ignore[attr-defined]
     return [r for r in runs if r.info.run_id not in parents]  # type: ignore[attr-defined]
+
+
+def _descendants(client: object, experiment_ids: list[str], parent: str) -> list[object]:
+    """The runs under ``parent``: its children (a sweep's trials) and theirs (a trunk's cooldown branches)."""
+    children = _search(client, experiment_ids, f"tags.`mlflow.parentRunId` = '{parent}'")
+    if not children:
+        return []
+    by_parent: dict[str, list[object]] = {}
+    for r in _search(client, sorted({c.info.experiment_id for c in children})):  # type: ignore[attr-defined]
+        by_parent.setdefault(r.data.tags.get("mlflow.parentRunId"), []).append(r)  # type: ignore[attr-defined]
+    found, level = [], [parent]
+    while level:
+        below = [r for p in level for r in by_parent.get(p, [])]
+        found += below
+        level = [r.info.run_id for r in below]  # type: ignore[attr-defined]
+    return found
 
 
 def _find_runs(client: object, source: str) -> list[object]:
     """Runs named by ``source``: an experiment name, a parent run id, or a ``sweep`` tag value."""
     exp = client.get_experiment_by_name(source)  # type: ignore[attr-defined]
     if exp is not None:
-        return _without_parents(_search(client, [exp.experiment_id]))
+        return _without_sweep_parents(_search(client, [exp.experiment_id]))
     all_ids = [e.experiment_id for e in client.search_experiments()]  # type: ignore[attr-defined]
     if _RUN_ID.match(source) and all_ids:
-        children = _search(client, all_ids, f"tags.`mlflow.parentRunId` = '{source}'")
-        if children:
-            return children
+        below = _descendants(client, all_ids, source)
+        if below:
+            return below
     if all_ids and "'" not in source:
-        tagged = _without_parents(_search(client, all_ids, f"tags.sweep = '{source}'"))
+        tagged = _without_sweep_parents(_search(client, all_ids, f"tags.sweep = '{source}'"))
         if tagged:
             return tagged
     return []

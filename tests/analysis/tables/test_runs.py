@@ -91,3 +91,19 @@ def test_analyze_reads_mlflow(store, tmp_path: Path, cli) -> None:
     fits = pd.read_csv(tmp_path / "fits.csv")
     gfid_groups = set(fits.loc[fits["metric"] == "probe/gfid", "group"])
     assert gfid_groups == {"with"}  # no probe metrics without semantic reg.: nothing to fit there
+
+
+def test_a_trunks_cooldown_branches_are_runs_of_the_sweep_and_the_trunk_stays(tmp_path: Path) -> None:
+    """A sweep's trunk is the MLflow parent of its branches: by parent id the branches (grandchildren of the sweep
+    run) are found, and by experiment or tag the trunk is kept (it is a run, not a sweep's parent)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("branches")
+    parent = client.create_run(exp, run_name="sweep", tags={"sweep": "b"}).info.run_id
+    rows = demo_runs(seeds=1).head(2)
+    trunks = [log_run(client, exp, row, parent, probe=False) for _, row in rows.iterrows()]
+    branch = log_run(client, exp, rows.iloc[0], trunks[0], probe=False)
+    client.log_param(branch, "train.branch_from", "runs/trial-0000")
+    expected = sorted(trunks + [branch])
+    for source in (parent, "branches", "size-sweep"):
+        assert sorted(runs_table(source, uri)["run_id"]) == expected, source
