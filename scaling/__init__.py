@@ -24,5 +24,5 @@ class _Deferred(types.ModuleType):
 # scikit-learn: 2.5 of the 5.5 seconds every job, requeue and probe spends importing, for classes the platform never
 # uses (it reads images with streaming.base). Unless streaming is loaded already, those two are deferred.
 if "streaming" not in sys.modules:
-    for _name in ("streaming.text", "streaming.multimodal"):
+    for _name in ("streaming.text", "streaming.multimodal", "streaming.vision"):
         sys.modules.setdefault(_name, _Deferred(_name))

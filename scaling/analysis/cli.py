@@ -4,6 +4,7 @@ inside the commands so that building the CLI parser stays cheap."""
 from __future__ import annotations
 
 import argparse
+import math
 
 from scaling.core.errors import UserError
 
@@ -21,9 +22,12 @@ def _targets(text: str | None) -> tuple[float, ...] | None:
     if text is None:
         return None
     try:
-        return tuple(float(v) for v in text.split(","))
+        values = tuple(float(v) for v in text.split(","))
     except ValueError:
         raise UserError(f"--target wants numbers separated by commas, got {text!r}") from None
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise UserError(f"--target wants positive numbers (a size, data or compute), got {text!r}")
+    return values
 
 
 def _add_fit_parser(subparsers: argparse._SubParsersAction) -> None:

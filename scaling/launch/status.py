@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -74,7 +75,12 @@ def unrecorded_jobs(run_dir: Path, executor: str) -> list[dict]:
         if job_id not in known:
             kind = "probe" if isinstance(DelayedSubmission.load(pkl).function, ProbeJob) else "train"
             jobs.append({"job_id": job_id, "executor": executor, "kind": kind})
-    return jobs
+    return sorted(jobs, key=lambda j: _id_order(j["job_id"]))  # queued order: job 100 after job 99
+
+
+def _id_order(job_id: str) -> list[int]:
+    """A Slurm job id (``99``, ``100_3``) or a local one (a pid) as numbers, compared as the scheduler counts."""
+    return [int(part) for part in re.findall(r"\d+", job_id)]
 
 
 def slurm_states() -> dict[str, str]:

@@ -458,3 +458,19 @@ def test_a_scheduler_that_does_not_answer_is_unknown_never_ended(dev_cluster: No
             cancel(run_dir)
     assert unanswered == UNKNOWN
     assert job_state(job) == "ENDED" and run_state(run_dir, job) == "FAILED"
+
+
+def test_unrecorded_jobs_are_adopted_in_the_order_they_were_queued(tmp_path: Path) -> None:
+    """Job 100 was queued after job 99 (the sweep test met this when the dev cluster's ids passed 99: the probe
+    job was recorded before its training job, and the run's newest job was the wrong one)."""
+    from submitit.core.utils import DelayedSubmission
+
+    from scaling.core.run_dir import RunDir
+    from scaling.launch.job import ProbeJob
+
+    folder = RunDir(tmp_path).submitit
+    folder.mkdir(parents=True)
+    DelayedSubmission(print).dump(folder / "99_submitted.pkl")
+    DelayedSubmission(ProbeJob.__new__(ProbeJob)).dump(folder / "100_submitted.pkl")
+    jobs = launch_status.unrecorded_jobs(tmp_path, "slurm")
+    assert [(j["job_id"], j["kind"]) for j in jobs] == [("99", "train"), ("100", "probe")]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -245,6 +246,15 @@ def write_fits_csv(entries: list[FitEntry], path: Path) -> None:
                     w.writerow(head + [kind, name, repr(value), repr(lo), repr(hi), repr(o.se(name))])
 
 
+def check_options(o: AnalyzeOptions) -> None:
+    """Numbers that make no sense refused in one line, before anything is read or written."""
+    if o.bootstrap < 0:
+        raise UserError(f"--bootstrap must be >= 0, got {o.bootstrap}")
+    for flag, value in (("--target-scale", o.target_scale), ("--target-compute", o.target_compute)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise UserError(f"{flag}: must be a positive number, got {value:g}")
+
+
 def analyze(
     source: str, out_dir: str | Path, *, tracking_uri: str | None = None,
     options: AnalyzeOptions = AnalyzeOptions(),
@@ -253,6 +263,7 @@ def analyze(
     compute), ``compute.json`` (compute-optimal sizes of an isoFLOP grid) and ``runs.csv`` under ``out_dir``;
     return the report's path."""
     out = Path(out_dir)
+    check_options(options)
     check_dir_path(out, "--out")
     runs = with_linear_error(load_runs(source, tracking_uri))
     if options.size not in runs.columns or runs[options.size].notna().sum() == 0:

@@ -42,6 +42,7 @@ POWER_ARGS = ["--form", "power", "--x", "N", "--y", "rfid", "--bootstrap", "0"]
          "column 'rfid' has 1 value(s) <= 0"),
         (power_rows(np.geomspace(1e6, 1e9, 6)), ["--x2", "D"], "--x2 applies only to --form chinchilla"),
         (power_rows(np.geomspace(1e6, 1e9, 6)), ["--target", "1e10,3"], "--target for --form power is X"),
+        (power_rows(np.geomspace(1e6, 1e9, 6)), ["--target=-1e10"], "--target wants positive numbers"),
     ],
 )
 def test_bad_fits_give_one_line(user_error, table, df, extra, expected) -> None:
@@ -77,3 +78,17 @@ def test_derive_rejects_anything_but_arithmetic(expr: str) -> None:
     df = pd.DataFrame({"Model": [1.0, 2.0]})
     with pytest.raises(UserError):
         expressions.derive(df, f"X={expr}")
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--target-scale", "-5", "--target-scale: must be a positive number, got -5"),
+    ("--target-compute", "nan", "--target-compute: must be a positive number, got nan"),
+    ("--bootstrap", "-1", "--bootstrap must be >= 0, got -1"),
+])
+def test_analyze_refuses_numbers_that_make_no_sense_before_writing(user_error, table, tmp_path, flag: str, value: str,
+                                                                   expected: str) -> None:
+    """Each was accepted before (a negative target extrapolated to nonsense; a negative bootstrap skipped every
+    fit in silence) and a report written."""
+    path = table(power_rows(np.geomspace(1e6, 1e9, 6)).rename(columns={"N": "params_total", "rfid": "eval/rfid"}))
+    assert expected in user_error(["analyze", path, "--out", str(tmp_path / "out"), flag, value])
+    assert not (tmp_path / "out").exists()
