@@ -116,6 +116,11 @@ class CheckpointStore:
         _barrier()
         fault_point("checkpoint-saved", step)  # a crash right after a complete save (e.g. a node lost)
 
+    def keys(self, step: int) -> set[str]:
+        """The flat keys checkpoint ``step`` holds (``module.name``), from its metadata alone."""
+        check_readable(self.path(step))
+        return set(dcp.FileSystemReader(self.path(step)).read_metadata().state_dict_metadata)
+
     def load(self, step: int, state: dict[str, Any]) -> None:
         """Load checkpoint ``step`` into ``state`` in place (DCP reshards to this world size)."""
         check_readable(self.path(step))

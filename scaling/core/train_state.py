@@ -41,6 +41,10 @@ def branch(trunk: CheckpointStore, step: int, stateful: dict[str, Any], loader: 
 
 
 def _load(store: CheckpointStore, step: int, stateful: dict[str, Any], loader: Any) -> tuple[int, dict[str, Any]]:
+    keys = store.keys(step)
+    for name, value in stateful.items():  # a checkpoint written before param groups were packed loads as written
+        if isinstance(value, OptimizerState):
+            value.packed = f"{name}.{OptimizerState.GROUPS}" in keys
     loaded = stateful | {"train": b""}  # one pickled value: DCP would flatten a dict, dropping empty parts
     store.load(step, loaded)  # in place; plain values are replaced in ``loaded``
     train_state = pickle.loads(loaded["train"])
@@ -75,6 +79,32 @@ class ModuleState:
         from torch.distributed.checkpoint.state_dict import set_model_state_dict
 
         set_model_state_dict(self.module, state)
+
+
+class OptimizerState:
+    """An optimiser container (torchtitan's: its state keyed by parameter name, so it reshards) as a DCP
+    ``Stateful`` whose param-group settings, which the flat state dict repeats for every parameter (lr, betas, eps
+    and 9 more), travel as one pickled value instead of 12 checkpoint items per parameter: 1,596 items fewer for
+    the tiny config, tens of thousands for the largest presets. ``packed = False`` reads checkpoints written
+    before."""
+
+    GROUPS = "param_groups"
+
+    def __init__(self, optimizers: Any):
+        self.optimizers, self.packed = optimizers, True
+
+    def state_dict(self) -> dict[str, Any]:
+        flat = self.optimizers.state_dict()
+        if not self.packed:
+            return flat
+        groups = {k: v for k, v in flat.items() if k.startswith(self.GROUPS + ".")}
+        return {k: v for k, v in flat.items() if k not in groups} | {self.GROUPS: pickle.dumps(groups)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if self.packed:
+            state |= pickle.loads(state.pop(self.GROUPS))
+        self.optimizers.load_state_dict(state)
 
 
 def seed_everything(seed: int) -> None:

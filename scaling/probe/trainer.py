@@ -24,7 +24,7 @@ from scaling.core.run_dir import ProbeDir
 from scaling.core.runtime import Runtime, global_mean, uses_bf16
 from scaling.core.runtime import autocast as runtime_autocast
 from scaling.core.signals import StopSignals, stop_and_hand_over
-from scaling.core.train_state import ModuleState, resume, save, seed_everything
+from scaling.core.train_state import ModuleState, OptimizerState, resume, save, seed_everything
 from scaling.data.loader import endless
 from scaling.optim.optimizer import build_optimizer, clip_grad_norm
 from scaling.parallel.parallelize import parallelize_tokenizer
@@ -65,7 +65,7 @@ def train_probe(cfg: Config, kind: ProbeKind, probe_dir: Path, meta: dict[str, A
     opt, sched = build_optimizer(model, optim, p.lr, p.steps, rt.device)
     loader = token_loader(ProbeDir(probe_dir).tokens("train"), p.batch_size // rt.world_size, cfg.train.seed)
     store = CheckpointStore(ProbeDir(probe_dir).checkpoints, keep_last=1)
-    stateful = {"model": ModuleState(model), "opt": opt, "sched": sched}
+    stateful = {"model": ModuleState(model), "opt": OptimizerState(opt), "sched": sched}
     step, train_state = resume(store, stateful, loader, rt)
     if train_state is not None:
         tracker.restore_pending(train_state["tracker_pending"])

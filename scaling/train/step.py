@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from scaling.core.config import Config, ParallelConfig
 from scaling.core.runtime import Runtime
-from scaling.core.train_state import ModuleState
+from scaling.core.train_state import ModuleState, OptimizerState
 from scaling.losses.gan import PatchDiscriminator, build_discriminator, hinge_d_loss, hinge_g_loss
 from scaling.losses.perceptual import PerceptualLoss
 from scaling.losses.semantic import SemanticLoss
@@ -102,9 +102,10 @@ class Trainables:
 
     def stateful(self) -> dict[str, Any]:
         """The checkpoint's entries, every one resharded by DCP on load."""
-        out: dict[str, Any] = {"model": ModuleState(self.model), "opt_g": self.opt_g, "sched_g": self.sched_g}
+        out: dict[str, Any] = {"model": ModuleState(self.model), "opt_g": OptimizerState(self.opt_g),
+                               "sched_g": self.sched_g}
         if self.disc is not None:
-            out |= {"disc": ModuleState(self.disc), "opt_d": self.opt_d, "sched_d": self.sched_d}
+            out |= {"disc": ModuleState(self.disc), "opt_d": OptimizerState(self.opt_d), "sched_d": self.sched_d}
         if self.ema is not None:
             out["ema"] = self.ema
         return out
