@@ -113,15 +113,14 @@ def ready(spec: SweepSpec, t: FrozenTrial, trials: list[FrozenTrial]) -> bool:
     return t.user_attrs[BRANCH_ATTR] in CheckpointStore(RunDir(spec.run_dir(trunk.number)).checkpoints).steps()
 
 
-def trial_config(spec: SweepSpec, t: FrozenTrial, parent_run_id: str = "",
-                 trials: list[FrozenTrial] | None = None) -> Config:
-    """The trial's config. A cooldown branch's starts from its trunk's run directory at its step, and its MLflow
-    run is a child of the trunk's (``train.branch.with_trunk_parent``), not of the sweep's."""
+def trial_config(spec: SweepSpec, t: FrozenTrial, trials: list[FrozenTrial], parent_run_id: str = "") -> Config:
+    """The trial's config (``trials``: the study's, where a branch's trunk is found). A cooldown branch's starts
+    from its trunk's run directory at its step, and its MLflow run is a child of the trunk's
+    (``train.branch.with_trunk_parent``), not of the sweep's."""
     run_dir, at = spec.run_dir(t.number), t.user_attrs.get(BRANCH_ATTR)
     if not at:
         return spec.trial_config(trial_params(t), run_dir, parent_run_id)
-    trunk = trunk_of(t, trials if trials is not None else [])
-    return spec.trial_config(trial_params(t), run_dir, branch=(spec.run_dir(trunk.number), at))
+    return spec.trial_config(trial_params(t), run_dir, branch=(spec.run_dir(trunk_of(t, trials).number), at))
 
 
 def supervise(sweep: Sweep, t: FrozenTrial, states: dict[str, str] | None) -> bool:
@@ -212,7 +211,7 @@ def prepare(sweep: Sweep, t: FrozenTrial) -> tuple[FrozenTrial, Prepared] | None
     if spec.pruner.kind != "none":
         reporter = TrialReporter(spec.storage_url(), spec.name, t._trial_id, spec.pruner.metric, sweep.study.pruner)
     try:
-        cfg = trial_config(spec, t, sweep.parent_run_id, sweep.study.get_trials(deepcopy=False))
+        cfg = trial_config(spec, t, sweep.study.get_trials(deepcopy=False), sweep.parent_run_id)
         prepare_run(cfg, sweep.profile, spec.probe)
     except UserError as e:
         tell(sweep, t, TrialState.FAIL, run_dir, error=str(e))
@@ -346,7 +345,7 @@ def spent_flops(spec: SweepSpec, t: FrozenTrial, trials: list[FrozenTrial]) -> f
     logged = run_metric(spec, spec.run_dir(t.number), FLOPS_METRIC) if spec.run_dir(t.number).is_dir() else None
     if logged is None or not t.user_attrs.get(BRANCH_ATTR):
         return logged
-    return logged - trunk_flops(trial_config(spec, t, trials=trials))
+    return logged - trunk_flops(trial_config(spec, t, trials))
 
 
 @dataclass
