@@ -78,7 +78,9 @@ def describe(out: FitOutcome, names: dict[str, str] | None = None) -> str:
         text += f", {where} {num(out.params['E'])} {interval(lo, hi)}".rstrip()
     text += "."
     if s.form == "chinchilla":
-        text += f" Compute-optimal {x} grows as C^{_exponent_plain(out, 'a')} (C = 6 {x} {x2})."
+        # The exponent needs only C proportional to N D (C = 6 N D for a language model; a tokenizer's FLOPs per
+        # image grow with its size too, but not exactly in proportion)
+        text += f" Compute-optimal {x} grows as C^{_exponent_plain(out, 'a')} (where compute grows as {x} x {x2})."
     return text + _prediction(out, y, names)
 
 
