@@ -37,16 +37,19 @@ def run_flops(cfg: Config) -> int:
     return planned_run(cfg)[1]
 
 
-def own_flops(cfg: Config) -> int:
-    """FLOPs a run spends itself: a cooldown branch's whole-run count (what it logs) less its trunk's share."""
-    return run_flops(cfg) - trunk_flops(cfg)
+def own_flops(cfg: Config, parts: dict[str, int] | None = None) -> int:
+    """FLOPs a run spends itself: a cooldown branch's whole-run count (what it logs) less its trunk's share.
+    ``parts``: ``step_flops(cfg)`` where the caller has it (a branch's are its trunk's)."""
+    parts = parts if parts is not None else step_flops(cfg)
+    return planned_run(cfg, parts)[1] - trunk_flops(cfg, parts)
 
 
-def trunk_flops(cfg: Config) -> int:
+def trunk_flops(cfg: Config, parts: dict[str, int] | None = None) -> int:
     """A cooldown branch's FLOPs before its branch step, which its trunk spent; 0 for any other run."""
     if not cfg.train.branch_from:
         return 0
-    return step_flops_done(step_flops(cfg), cfg.train.branch_step, cfg.train.batch_size, cfg.loss.gan_start)
+    parts = parts if parts is not None else step_flops(cfg)
+    return step_flops_done(parts, cfg.train.branch_step, cfg.train.batch_size, cfg.loss.gan_start)
 
 
 def with_budget_steps(cfg: Config) -> Config:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from scaling.core.errors import UserError
 from scaling.plan.cost import gpu_hours, own_flops, peak_tflops, planned_run
+from scaling.plan.count import step_flops
 from scaling.sweep.search import describe
 from scaling.sweep.spec import SweepSpec, space_corners
 
@@ -29,13 +30,19 @@ def forecast(spec: SweepSpec) -> list[TrialPlan]:
         steps, flops = planned_run(spec.trial_config(point, spec.run_dir(0)))
         return TrialPlan(describe(point), flops, steps)
 
-    def branch_cost(point: dict, at: int) -> TrialPlan:
-        cfg = spec.trial_config(point, spec.run_dir(1), branch=(spec.run_dir(0), at))
-        return TrialPlan(describe(point, at), own_flops(cfg), cfg.train.steps - at)
-
     if spec.is_grid:
         points = spec.grid_points()
-        return [cost(p) for p in points] + [branch_cost(p, at) for at in sorted(spec.branches.at) for p in points]
+        trunks = [spec.trial_config(p, spec.run_dir(0)) for p in points]
+        parts = [step_flops(cfg) for cfg in trunks]  # counted once per point: its branches' are the trunk's
+        plans = []
+        for point, cfg, n in zip(points, trunks, parts):
+            steps, flops = planned_run(cfg, n)
+            plans.append(TrialPlan(describe(point), flops, steps))
+        for at in sorted(spec.branches.at):
+            for point, n in zip(points, parts):
+                cfg = spec.trial_config(point, spec.run_dir(1), branch=(spec.run_dir(0), at))
+                plans.append(TrialPlan(describe(point, at), own_flops(cfg, n), cfg.train.steps - at))
+        return plans
     corners = [dict(p) for p in spec.search.enqueue] + space_corners(spec.search.space)
     costly = max((cost(point) for point in corners), key=lambda plan: plan.flops)  # each point counted once
     return [TrialPlan(f"each at most (at {costly.label})", costly.flops, costly.steps, spec.search.n_trials)]

@@ -373,8 +373,9 @@ def trial_rows(spec: SweepSpec) -> list[TrialRow]:
             state = job_state(jobs[-1], states) if jobs else "LAUNCHING"
         step = CheckpointStore(RunDir(run_dir).checkpoints).latest() if run_dir.is_dir() else None
         flops = spent_flops(spec, t, trials)
-        rows.append(TrialRow(t.number, describe(trial_params(t), t.user_attrs.get(BRANCH_ATTR)), state, step if step is not None else t.last_step,
-                             t.value, t.user_attrs.get("job_id", jobs[-1]["job_id"] if jobs else "-"), flops))
+        rows.append(TrialRow(t.number, describe(trial_params(t), t.user_attrs.get(BRANCH_ATTR)), state,
+                             step if step is not None else t.last_step, t.value,
+                             t.user_attrs.get("job_id", jobs[-1]["job_id"] if jobs else "-"), flops))
     return rows
 
 

@@ -117,7 +117,9 @@ def _scaling(state: _State) -> list[plots.Figure]:
     """Power-law fits and one figure per metric that has data."""
     figures = []
     size, runs, groups = state.opts.size, state.runs[state.longest], state.groups[state.longest]
-    for metric in state.opts.metrics or FITTED:
+    metrics = list(state.opts.metrics or FITTED)
+    repeated = repeats(runs, size, metrics, groups)  # the grid points found once for every metric
+    for metric in metrics:
         data = runs[[size, metric]].assign(**{tradeoff.GROUP: groups.to_numpy()})
         data = data.dropna()
         if data.empty:
@@ -132,7 +134,7 @@ def _scaling(state: _State) -> list[plots.Figure]:
                 fits[str(group)] = entry.outcome
         stem = state.plot_dir / f"scaling_{metric.replace('/', '_')}"
         figures.append(plots.scaling_plot(data, metric, LABELS.get(metric, metric), size, fits,
-                                          state.opts.target_scale, stem, repeats(runs, size, [metric], groups)))
+                                          state.opts.target_scale, stem, repeated[repeated["metric"] == metric]))
     return figures
 
 

@@ -220,8 +220,8 @@ def _draw_repeats(ax: plt.Axes, repeated: pd.DataFrame | None, group: str, size:
         return
     mean = rows["mean"].to_numpy(dtype=float)
     err = np.vstack([mean - rows["low"].to_numpy(dtype=float), rows["high"].to_numpy(dtype=float) - mean])
-    ax.errorbar(rows[size].to_numpy(dtype=float), mean, yerr=err, fmt="_", ms=14, mew=2, capsize=4, color=color, zorder=4,
-                label=f"mean of seeds, {BAND_LEVEL}% interval")
+    ax.errorbar(rows[size].to_numpy(dtype=float), mean, yerr=err, fmt="_", ms=14, mew=2, capsize=4, color=color,
+                zorder=4, label=f"mean of seeds, {BAND_LEVEL}% interval")
 
 
 def surface_plot(out: FitOutcome, group: str, label: str, size: str, stem: Path) -> Figure:

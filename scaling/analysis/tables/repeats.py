@@ -20,8 +20,10 @@ from scipy import stats
 
 DATA_AXIS = "train/images_seen"
 LEVEL = 0.95
-# Params that differ between repeats of one grid point: seeds, and where and under which name a run ran.
-NOT_THE_POINT = ("seed", "train.run_dir", "tracking.", "train.progress")
+# Params that differ between repeats of one grid point: seeds (any key ending so), and where and under which name
+# a run ran (keys starting so).
+SEED_SUFFIX = "seed"
+NOT_THE_POINT = ("train.run_dir", "tracking.", "train.progress")
 POINT = "grid point"  # the column ``point_keys`` fills
 
 
@@ -34,7 +36,7 @@ def point_keys(df: pd.DataFrame, size: str) -> pd.Series:
 
 
 def _varies_within_point(column: str) -> bool:
-    return column.endswith("seed") or any(column.startswith(p) or column == p for p in NOT_THE_POINT[1:])
+    return column.endswith(SEED_SUFFIX) or column.startswith(NOT_THE_POINT)
 
 
 def longest_trained(df: pd.DataFrame, size: str, groups: pd.Series) -> pd.Series:
