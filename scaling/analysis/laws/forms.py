@@ -86,7 +86,8 @@ class Form:
     def to_params(self, theta: np.ndarray) -> dict[str, float]:
         """Natural parameters (E, A, B as plain values; exponents as they are)."""
         e, logc, expo = self._split(np.asarray(theta, dtype=float))
-        values = ([float(np.exp(e))] if e is not None else []) + list(np.exp(logc)) + list(expo)
+        with np.errstate(over="ignore"):  # a runaway start's coefficient is inf, and judged as such
+            values = ([float(np.exp(e))] if e is not None else []) + list(np.exp(logc)) + list(expo)
         return {name: float(v) for name, v in zip(self.param_names, values)}
 
     def to_theta(self, params: dict[str, float]) -> np.ndarray:
@@ -106,9 +107,10 @@ class Form:
         y = np.zeros((len(samples[self.param_names[-1]]), xs.shape[1]))
         if self.offset:
             y += samples["E"][:, None]
-        for i in range(self.variables):
-            coef, expo = samples[COEF_NAMES[i]][:, None], samples[EXPONENT_NAMES[i]][:, None]
-            y += coef * xs[i][None, :] ** -expo
+        with np.errstate(over="ignore", invalid="ignore"):  # a wild bootstrap replicate predicts inf or nan
+            for i in range(self.variables):
+                coef, expo = samples[COEF_NAMES[i]][:, None], samples[EXPONENT_NAMES[i]][:, None]
+                y += coef * xs[i][None, :] ** -expo
         return y
 
     def start_grid(self, logx: np.ndarray, logy: np.ndarray) -> np.ndarray:

@@ -194,8 +194,9 @@ def _spread(form: Form, thetas: list[np.ndarray], best: np.ndarray) -> dict[str,
         return {name: 0.0 for name in form.param_names}
     values = np.array([list(form.to_params(t).values()) for t in thetas])
     ref = np.abs(np.array(list(form.to_params(best).values())))
-    span = values.max(axis=0) - values.min(axis=0)
-    return {n: float(s / r) if r > 0 else float(s) for n, s, r in zip(form.param_names, span, ref)}
+    with np.errstate(invalid="ignore"):  # inf - inf or inf / inf where a coefficient ran away: nan
+        span = values.max(axis=0) - values.min(axis=0)
+        return {n: float(s / r) if r > 0 else float(s) for n, s, r in zip(form.param_names, span, ref)}
 
 
 def fit(

@@ -83,7 +83,7 @@ def _convergence(out: FitOutcome) -> list[str]:
         )
     # Coefficients slide along with the exponents in a flat valley; the exponents and E tell the story.
     loose = [
-        f"{spread:.0%} in {name}"
+        (f"{spread:.0%}" if spread < 10 else "orders of magnitude") + f" in {name}"
         for name, spread in res.spread.items()
         if spread > SPREAD_TOLERANCE and name not in COEF_NAMES
     ]

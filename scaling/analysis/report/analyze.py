@@ -1,7 +1,8 @@
 """``scaling analyze``: from runs (MLflow or CSV) to fits, figures, a CSV of parameters and an HTML report.
 
 Per metric and per semantic-regularisation group, the metric is fitted as y = E + A N^-alpha against
-tokenizer size N (counted parameters); linear-probe accuracy is fitted as its error, 1 - accuracy, so
+tokenizer size N (counted parameters; not on an isoFLOP grid, whose loss against size at one budget is a profile);
+linear-probe accuracy is fitted as its error, 1 - accuracy, so
 that every fitted metric falls with scale. When images seen vary across runs too, the reconstruction
 loss also gets the two-variable Chinchilla fit in (N, images seen). Where runs logged their training FLOPs,
 each metric is also fitted against compute over its compute-efficient runs; where the runs form an isoFLOP
@@ -55,6 +56,8 @@ LINEAR_ERROR = {"probe/linear_acc": "probe/linear_err", "flow/linear_acc": "flow
 # The metric that also gets the (N, images seen) Chinchilla fit, first one present.
 TWO_VARIABLE = ("val/recon_loss", "eval/rfid")
 MIN_TWO_VARIABLE_RUNS = 9
+ISOFLOP_SIZES = ("an isoFLOP grid: at a fixed budget a larger tokenizer sees fewer images, so loss against size is "
+                 "a profile with a minimum, not a power law; see each budget's compute-optimal size")
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ def _scaling(state: _State) -> list[plots.Figure]:
     figures = []
     size, runs, groups = state.opts.size, state.runs[state.longest], state.groups[state.longest]
     metrics = list(state.opts.metrics or FITTED)
+    isoflop = budgets(state.runs) >= 2  # each size's longest runs share the largest budget: a profile, no law
     repeated = repeats(runs, size, metrics, groups)  # the grid points found once for every metric
     for metric in metrics:
         data = runs[[size, metric]].assign(**{tradeoff.GROUP: groups.to_numpy()})
@@ -128,6 +132,9 @@ def _scaling(state: _State) -> list[plots.Figure]:
         target = (state.opts.target_scale,) if state.opts.target_scale else None
         request = FitRequest(form="power", x=size, y=metric, target=target)
         for group, rows in data.groupby(tradeoff.GROUP):
+            if isoflop:
+                state.entries.append(FitEntry(metric, LABELS.get(metric, metric), str(group), None, ISOFLOP_SIZES))
+                continue
             entry = _entry(state, request, str(group), rows, sensitivity=state.opts.sensitivity)
             state.entries.append(entry)
             if entry.outcome is not None:
@@ -136,6 +143,14 @@ def _scaling(state: _State) -> list[plots.Figure]:
         figures.append(plots.scaling_plot(data, metric, LABELS.get(metric, metric), size, fits,
                                           state.opts.target_scale, stem, repeated[repeated["metric"] == metric]))
     return figures
+
+
+def budgets(runs: pd.DataFrame) -> int:
+    """The number of distinct isoFLOP budgets (``train.flops_budget`` > 0) among the runs."""
+    if BUDGET not in runs.columns:
+        return 0
+    values = pd.to_numeric(runs[BUDGET], errors="coerce")
+    return int(values[values > 0].nunique())
 
 
 def _two_variable(state: _State) -> list[plots.Figure]:
@@ -182,7 +197,7 @@ def _against_compute(state: _State) -> list[plots.Figure]:
 def _compute_optimal(state: _State, analysis: Analysis) -> list[plots.Figure]:
     """For an isoFLOP grid: per group, each budget's loss-optimal size and the law through them."""
     runs, o = state.runs, state.opts
-    if BUDGET not in runs.columns or pd.to_numeric(runs[BUDGET], errors="coerce").gt(0).sum() == 0:
+    if budgets(runs) == 0:
         return []
     metric = next((m for m in OPTIMAL_METRICS if runs[m].notna().any()), None)
     if metric is None:

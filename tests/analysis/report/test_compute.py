@@ -53,6 +53,13 @@ def test_a_budget_sampled_on_one_side_is_left_out_by_name(report: Path) -> None:
         assert (report / "plots" / f"{stem}.png").stat().st_size > 5000 and f"plots/{stem}.png" in page
 
 
+def test_no_size_law_is_fitted_to_an_isoflop_grid_and_the_report_says_why(report: Path) -> None:
+    """At its largest budget each size's run is a point of an isoFLOP profile: a power law in N would misread it."""
+    fits = json.loads((report / "fits.json").read_text())
+    assert not [f for f in fits if f["form"] == "power" and f["x"] == "params_total"], fits
+    assert "not fitted: an isoFLOP grid: at a fixed budget" in (report / "report.html").read_text()
+
+
 def test_strict_budgets_refuse_the_analysis(tmp_path: Path, user_error) -> None:
     isoflop_runs(one_sided=BUDGETS[1]).to_csv(tmp_path / "runs.csv", index=False)
     msg = user_error(["analyze", str(tmp_path / "runs.csv"), "--out", str(tmp_path / "out"), "--bootstrap", "5",
