@@ -93,7 +93,7 @@ def _train(model: torch.nn.Module, cfg: Config, cache: Path, steps: int = 300) -
 
 @pytest.mark.slow
 def test_nested_dropout_training_improves_every_prefix(synth_data: Path, tmp_path: Path) -> None:
-    """Nested dropout against none, and DetailFlow's coarse-to-fine targets against plain nested dropout."""
+    """Nested dropout against none; DetailFlow's coarse-to-fine targets still leave more tokens better."""
     prefixes, models, errors = (1, 2, 4, 8, 16), {}, {}
     variants = {True: NESTED, False: [], "coarse": NESTED + ["--model.coarse_to_fine", "true"]}
     for nested, args in variants.items():
@@ -114,11 +114,11 @@ def test_nested_dropout_training_improves_every_prefix(synth_data: Path, tmp_pat
     # the first token alone clearly worse than all 16
     assert all(a >= 0.99 * b for a, b in zip(after, after[1:])) and after[0] > 1.08 * after[-1], after
     assert all(a < w for a, w in zip(after[:4], without[:4])), (after, without)  # prefixes of 1-8: nested is better
-    # DetailFlow: the first token meets its own (one-pixel) target better than plain nested dropout's does (by 17%
-    # to 37% across machines and thread counts); against the whole image, more tokens are still better
-    coarse, nested_own = (_prefix_errors(models[m], val, prefixes, coarse=True) for m in ("coarse", True))
+    # DetailFlow: against the whole image more tokens are still better. Whether its degraded targets make short
+    # prefixes meet them better than plain nested dropout does is not asserted: at this scale the two differ by
+    # noise (the first token's own-target error 0.0076 against 0.0066 with AVX-512 kernels, 0.0067 against 0.0089
+    # with AVX2 ones), so the sign depends on the machine
     whole = _prefix_errors(models["coarse"], val, prefixes)
-    assert coarse[0] < 0.95 * nested_own[0], (coarse, nested_own)
     assert whole[0] > whole[-1], whole
 
 
