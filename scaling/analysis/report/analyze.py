@@ -294,7 +294,8 @@ def analyze(
     groups = tradeoff.semantic_groups(runs, options.semantic)
     state = _State(runs, groups, options, out / "plots", longest_trained(runs, options.size, groups))
     analysis = Analysis(source=source, runs=runs, size=options.size, target=options.target_scale,
-                        bootstrap=options.bootstrap, shorter_runs=int((~state.longest).sum()))
+                        bootstrap=options.bootstrap,
+                        shorter_runs=0 if budgets(runs) >= 2 else int((~state.longest).sum()))  # no size law
     analysis.figures["scaling"] = _scaling(state)
     analysis.figures["surface"] = _two_variable(state)
     shown = [m for m in (options.metrics or FITTED) + tradeoff.RECONSTRUCTION + tradeoff.GENERATION

@@ -207,7 +207,7 @@ def scaling_plot(
     caption = (
         f"Points are runs; lines are fitted laws y = E + A N^-alpha with {BAND_LEVEL}% bootstrap bands"
         + ("; dashed: extrapolation, diamond: prediction at the target size." if target else ".")
-    )
+    ) if fits else "Points are runs; no law is fitted (the fitted laws above say why)."
     return _save(fig, stem, f"{label} vs size", caption)
 
 
