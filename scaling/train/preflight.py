@@ -37,14 +37,14 @@ def check_batch_fits(cfg: Config) -> None:
                         f"(train.batch_size = {cfg.train.batch_size})")
 
 
-def preflight(cfg: Config) -> bool:
-    """Data shards, weight files, run directory, and a branch's trunk until the branch has a checkpoint of its
-    own; True when the run directory holds this run (resume)."""
+def preflight(cfg: Config, *, run_dir: bool = True) -> bool:
+    """Data shards, weight files, run directory (unless not ``run_dir``), and a branch's trunk until the branch has
+    a checkpoint of its own; True when the run directory holds this run (resume)."""
     check_splits(cfg.data)
     check_batch_fits(cfg)
     for key, path in weight_files(cfg):
         require_file(path, key)
-    resuming = check_run_dir(cfg)
+    resuming = check_run_dir(cfg) if run_dir else False
     if cfg.train.branch_from and not CheckpointStore(RunDir(Path(cfg.train.run_dir)).checkpoints).steps():
         check_branch(cfg)
     return resuming

@@ -28,7 +28,7 @@ from scaling.core.checkpoint import CheckpointStore
 from scaling.core.config import Config
 from scaling.core.config.loader import config_to_dict, flatten
 from scaling.core.errors import UserError
-from scaling.core.run_dir import RESUMABLE_SECTIONS, RunDir, claim_run_dir
+from scaling.core.run_dir import RESUMABLE_SECTIONS, RunDir, check_run_dir, claim_run_dir
 from scaling.core.runtime import Runtime, global_mean, init_runtime, on_main, uses_bf16
 from scaling.core.runtime import autocast as runtime_autocast
 from scaling.core.signals import StopSignals, stop_and_hand_over
@@ -79,7 +79,10 @@ def _train(cfg: Config, signals: StopSignals, rt: Runtime, on_validation: OnVali
     # ---- checks that must pass before anything is written or trained
     started = time.perf_counter()  # this segment's wall-clock, start-up included (what the devices are held)
     micro, accum = batch_split(cfg, rt.world_size)
-    preflight(cfg)
+    preflight(cfg, run_dir=False)  # every rank reads the data and weight files it will use
+    # The run directory is checked and claimed by rank 0 alone: a slower rank checking it would find rank 0's claim
+    # half made (a non-empty directory with no config yet) and stop with an error.
+    on_main(rt, lambda: check_run_dir(cfg))
     frozen = FrozenLosses.build(cfg)  # LPIPS and the semantic teacher, from their weight files
     run_dir = on_main(rt, lambda: claim_run_dir(cfg))
     run = RunDir(run_dir)
