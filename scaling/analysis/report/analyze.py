@@ -121,7 +121,7 @@ def _scaling(state: _State) -> list[plots.Figure]:
     figures = []
     size, runs, groups = state.opts.size, state.runs[state.longest], state.groups[state.longest]
     metrics = list(state.opts.metrics or FITTED)
-    isoflop = budgets(state.runs) >= 2  # each size's longest runs share the largest budget: a profile, no law
+    isoflop = budgets(state.runs) > 0  # each size's longest runs share the largest budget: a profile, no law
     repeated = repeats(runs, size, metrics, groups)  # the grid points found once for every metric
     for metric in metrics:
         data = runs[[size, metric]].assign(**{tradeoff.GROUP: groups.to_numpy()})
@@ -295,7 +295,7 @@ def analyze(
     state = _State(runs, groups, options, out / "plots", longest_trained(runs, options.size, groups))
     analysis = Analysis(source=source, runs=runs, size=options.size, target=options.target_scale,
                         bootstrap=options.bootstrap,
-                        shorter_runs=0 if budgets(runs) >= 2 else int((~state.longest).sum()))  # no size law
+                        shorter_runs=0 if budgets(runs) else int((~state.longest).sum()))  # no size law
     analysis.figures["scaling"] = _scaling(state)
     analysis.figures["surface"] = _two_variable(state)
     shown = [m for m in (options.metrics or FITTED) + tradeoff.RECONSTRUCTION + tradeoff.GENERATION
