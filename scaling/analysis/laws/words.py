@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from scaling.analysis.laws.outcome import FitOutcome
 
 
@@ -26,6 +28,15 @@ def interval(lo: float, hi: float) -> str:
         return ""
     low = "~0" if 0 < lo < NEGLIGIBLE * abs(hi) else num(lo)
     return f"[{low}, {num(hi)}]"
+
+
+def floor(out: FitOutcome) -> str:
+    """E with its interval; '~0' alone where the whole interval is negligible beside the data (E at its bound)."""
+    lo, hi = out.ci("E")
+    scale = float(np.min(np.abs(out.y))) if np.size(out.y) else 0.0
+    if math.isfinite(hi) and 0 <= hi < NEGLIGIBLE * scale:
+        return "~0"
+    return f"{num(out.params['E'])} {interval(lo, hi)}".rstrip()
 
 
 def plus_minus(v: float, se: float) -> str:
@@ -73,9 +84,8 @@ def describe(out: FitOutcome, names: dict[str, str] | None = None) -> str:
         verb2, term2 = _exponent(out, "beta", x2 or "D")
         text += f" and {term2}" if verb2 == verb else f" and {verb2} as {term2}"
     if s.offset:
-        lo, hi = out.ci("E")
         where = "towards a floor of" if verb == "falls" else "from a base of"
-        text += f", {where} {num(out.params['E'])} {interval(lo, hi)}".rstrip()
+        text += f", {where} {floor(out)}"
     text += "."
     if s.form == "chinchilla":
         # The exponent needs only C proportional to N D (C = 6 N D for a language model; a tokenizer's FLOPs per

@@ -10,6 +10,7 @@ import pytest
 
 from scaling.analysis.laws.quality import warnings_for
 from scaling.analysis.laws.request import FitRequest
+from scaling.analysis.laws.words import describe
 from scaling.analysis.tables.fit import fit_table
 
 SIZES = np.array([1e6, 2e6, 4e6, 8e6, 16e6])
@@ -48,3 +49,15 @@ def test_bootstrap_replicates_that_collapse_are_no_interval() -> None:
     out.boot = replace(out.boot, samples={**out.boot.samples, "alpha": alpha})
     assert "the bootstrap replicates of alpha collapse onto 2 answer(s) of 50: its interval is not an uncertainty" \
         in warnings_for(out)
+
+
+def test_a_floor_at_its_bound_is_said_to_be_zero_not_given_an_interval() -> None:
+    """The compute study's (N, D) law printed "towards a floor of 1.34e-121 [8.27e-122, 2.22e-121]"."""
+    noise = 1 + 0.01 * np.array([1, -1, 0.5, -0.5, 0])
+    out = _fit(list(1 + 50 * SIZES ** -0.3 * noise))
+    assert "floor of ~0" not in out.law and not any("at its bound" in w for w in warnings_for(out))
+    pinned = np.full(50, 1e-121) * np.linspace(0.6, 1.7, 50)  # every replicate at the bound, far below the data
+    out.params["E"] = 1.3e-121
+    out.boot = replace(out.boot, samples={**out.boot.samples, "E": pinned})
+    assert describe(out).endswith("towards a floor of ~0."), describe(out)
+    assert "the floor E is at its bound (~0): the data show no floor" in warnings_for(out)
