@@ -10,7 +10,7 @@ from scaling.analysis.laws.forms import COEF_NAMES, EXPONENT_NAMES
 from scaling.analysis.laws.isoflop import IsoflopResult
 from scaling.analysis.laws.optimize import NEAR_BEST_RTOL, FitResult
 from scaling.analysis.laws.outcome import FitOutcome
-from scaling.analysis.laws.words import floor, interval, num
+from scaling.analysis.laws.words import floor_at_bound, interval, num
 
 # Fewer points per parameter than this gives a weakly constrained fit.
 POINTS_PER_PARAM = 3
@@ -135,7 +135,7 @@ def _bootstrap(out: FitOutcome) -> list[str]:
             )
     if "E" in out.params:
         lo, hi = out.ci("E")
-        if floor(out) == "~0":  # every replicate put it at its bound: not a measured floor
+        if floor_at_bound(out):  # not a measured floor
             notes.append("the floor E is at its bound (~0): the data show no floor")
         elif math.isfinite(lo) and hi - lo > out.params["E"]:
             notes.append(f"the floor E is poorly identified: 95% interval {interval(lo, hi)}")

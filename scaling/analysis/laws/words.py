@@ -30,13 +30,18 @@ def interval(lo: float, hi: float) -> str:
     return f"[{low}, {num(hi)}]"
 
 
-def floor(out: FitOutcome) -> str:
-    """E with its interval; '~0' alone where the whole interval is negligible beside the data (E at its bound)."""
-    lo, hi = out.ci("E")
+def floor_at_bound(out: FitOutcome) -> bool:
+    """Whether E's whole interval is negligible beside the data: every replicate put it at its bound, 0."""
+    hi = out.ci("E")[1]
     scale = float(np.min(np.abs(out.y))) if np.size(out.y) else 0.0
-    if math.isfinite(hi) and 0 <= hi < NEGLIGIBLE * scale:
+    return math.isfinite(hi) and 0 <= hi < NEGLIGIBLE * scale
+
+
+def floor(out: FitOutcome) -> str:
+    """E with its interval; '~0' alone where it is at its bound."""
+    if floor_at_bound(out):
         return "~0"
-    return f"{num(out.params['E'])} {interval(lo, hi)}".rstrip()
+    return f"{num(out.params['E'])} {interval(*out.ci('E'))}".rstrip()
 
 
 def plus_minus(v: float, se: float) -> str:

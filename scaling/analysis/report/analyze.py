@@ -27,7 +27,7 @@ from scaling.analysis.laws.words import describe
 from scaling.analysis.report import plots
 from scaling.analysis.report.html import Analysis, FitEntry, write_report
 from scaling.analysis.tables import tradeoff
-from scaling.analysis.tables.compute import BUDGET, FLOPS, OPTIMAL_METRICS, compute_optimal, frontier
+from scaling.analysis.tables.compute import BUDGET, FLOPS, OPTIMAL_METRICS, compute_optimal, frontier, has_budgets
 from scaling.analysis.tables.fit import fit_table
 from scaling.analysis.tables.provenance import mixed_measurements
 from scaling.analysis.tables.repeats import DATA_AXIS, longest_trained, repeats
@@ -84,6 +84,7 @@ class _State:
     opts: AnalyzeOptions
     plot_dir: Path
     longest: pd.Series  # the runs that saw the most images of their size and group (``tables.repeats``)
+    isoflop: bool  # runs name a train.flops_budget: loss against size is a budget's profile, not a law
     entries: list[FitEntry] = field(default_factory=list)
     compute_entries: list[FitEntry] = field(default_factory=list)
 
@@ -121,7 +122,6 @@ def _scaling(state: _State) -> list[plots.Figure]:
     figures = []
     size, runs, groups = state.opts.size, state.runs[state.longest], state.groups[state.longest]
     metrics = list(state.opts.metrics or FITTED)
-    isoflop = budgets(state.runs) > 0  # each size's longest runs share the largest budget: a profile, no law
     repeated = repeats(runs, size, metrics, groups)  # the grid points found once for every metric
     for metric in metrics:
         data = runs[[size, metric]].assign(**{tradeoff.GROUP: groups.to_numpy()})
@@ -132,7 +132,7 @@ def _scaling(state: _State) -> list[plots.Figure]:
         target = (state.opts.target_scale,) if state.opts.target_scale else None
         request = FitRequest(form="power", x=size, y=metric, target=target)
         for group, rows in data.groupby(tradeoff.GROUP):
-            if isoflop:
+            if state.isoflop:  # each size's longest runs share the largest budget: a profile, no law
                 state.entries.append(FitEntry(metric, LABELS.get(metric, metric), str(group), None, ISOFLOP_SIZES))
                 continue
             entry = _entry(state, request, str(group), rows, sensitivity=state.opts.sensitivity)
@@ -143,14 +143,6 @@ def _scaling(state: _State) -> list[plots.Figure]:
         figures.append(plots.scaling_plot(data, metric, LABELS.get(metric, metric), size, fits,
                                           state.opts.target_scale, stem, repeated[repeated["metric"] == metric]))
     return figures
-
-
-def budgets(runs: pd.DataFrame) -> int:
-    """The number of distinct isoFLOP budgets (``train.flops_budget`` > 0) among the runs."""
-    if BUDGET not in runs.columns:
-        return 0
-    values = pd.to_numeric(runs[BUDGET], errors="coerce")
-    return int(values[values > 0].nunique())
 
 
 def _two_variable(state: _State) -> list[plots.Figure]:
@@ -197,7 +189,7 @@ def _against_compute(state: _State) -> list[plots.Figure]:
 def _compute_optimal(state: _State, analysis: Analysis) -> list[plots.Figure]:
     """For an isoFLOP grid: per group, each budget's loss-optimal size and the law through them."""
     runs, o = state.runs, state.opts
-    if budgets(runs) == 0:
+    if not state.isoflop:
         return []
     metric = next((m for m in OPTIMAL_METRICS if runs[m].notna().any()), None)
     if metric is None:
@@ -292,10 +284,11 @@ def analyze(
             raise UserError(f"no column {missing[0]!r} among the runs (for --metrics)")
     out.mkdir(parents=True, exist_ok=True)
     groups = tradeoff.semantic_groups(runs, options.semantic)
-    state = _State(runs, groups, options, out / "plots", longest_trained(runs, options.size, groups))
+    state = _State(runs, groups, options, out / "plots", longest_trained(runs, options.size, groups),
+                   has_budgets(runs))
     analysis = Analysis(source=source, runs=runs, size=options.size, target=options.target_scale,
                         bootstrap=options.bootstrap,
-                        shorter_runs=0 if budgets(runs) else int((~state.longest).sum()))  # no size law
+                        shorter_runs=0 if state.isoflop else int((~state.longest).sum()))  # no size law
     analysis.figures["scaling"] = _scaling(state)
     analysis.figures["surface"] = _two_variable(state)
     shown = [m for m in (options.metrics or FITTED) + tradeoff.RECONSTRUCTION + tradeoff.GENERATION

@@ -27,6 +27,11 @@ EXTRAPOLATE = 10.0  # without a target, N_opt is predicted at this many times th
 SAME_COMPUTE = 0.05  # runs whose FLOPs differ by less than this share are at one compute level
 
 
+def has_budgets(runs: pd.DataFrame) -> bool:
+    """Whether any run names an isoFLOP budget (``train.flops_budget`` > 0)."""
+    return BUDGET in runs.columns and bool(pd.to_numeric(runs[BUDGET], errors="coerce").gt(0).any())
+
+
 def frontier(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The compute-efficient runs: runs within ``SAME_COMPUTE`` of each other's FLOPs are one compute level (an
     isoFLOP budget's trials differ by part of a step) and only its best counts; in order of compute, each level's
