@@ -8,11 +8,14 @@ pixels directly (a linear map, then depth-to-space), so there is no CNN and the 
 Sizes: ``TITOK_SIZES`` (S is 512 wide with 8 layers). Builds on the meta device; ``init_weights`` sets values.
 
 ``model.flow_decoder`` makes the decoder a rectified-flow decoder conditioned on the tokens, as FlexTok's: its
-per-patch queries also take the patches of a noisy image x_t = (1 - t) x + t e and the time, and it predicts the
-velocity e - x. Decoding integrates from noise (t = 1, seeded: the same tokens decode to the same image) to t = 0
-in ``model.flow_decode_steps`` Euler steps, so a short prefix decodes to a plausible image rather than the
-average of the images it could be. Training returns the one-step estimate x_t - t v as the reconstruction, so
-the trainer's reconstruction loss is the flow loss weighted by t^2 (the x-prediction objective).
+per-patch queries also take the patches of a noisy image x_t = (1 - t) x + t e and the time. It predicts the clean
+image x (x-prediction; the velocity e - x is (x_t - x) / t): a network this small cannot carry the noise from its
+input to a velocity output precisely, and with velocity prediction its samples came out worse than its plain
+decoder's images and no better with more tokens. Training returns the prediction as the reconstruction, so the
+trainer's reconstruction loss is the x-prediction objective (the velocity loss weighted by t^2). Decoding
+integrates from noise (t = 1, seeded: the same tokens decode to the same image) to t = 0 in
+``model.flow_decode_steps`` Euler steps, so a short prefix decodes to a plausible image rather than the average of
+the images it could be.
 """
 
 from __future__ import annotations
@@ -88,20 +91,22 @@ class TiTok(nn.Module):
         """(B, g*g, 3*p*p) patches -> (B, 3, H, W)."""
         return F.pixel_shuffle(patches.transpose(1, 2).unflatten(2, (self.grid, self.grid)), self.patch)
 
-    def _velocity(self, z_q: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The flow decoder's velocity at the noisy image ``x_t``, times ``t`` (B,), given the tokens."""
+    def _denoise(self, z_q: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The flow decoder's estimate of the clean image from the noisy image ``x_t`` at times ``t`` (B,), given
+        the tokens."""
         noisy = F.pixel_unshuffle(x_t, self.patch).flatten(2).transpose(1, 2)
         patches, _ = self.decoder(z_q.transpose(1, 2), query_inputs=noisy, query_cond=self.time_emb(t))
         return self._image(patches)
 
     def _flow_decode(self, z_q: torch.Tensor) -> torch.Tensor:
-        """Euler from seeded noise at t = 1 to the image at t = 0."""
+        """Euler from seeded noise at t = 1 to the image at t = 0, the velocity (x_t - x) / t from the prediction x
+        (the last step lands on the prediction itself)."""
         side = self.grid * self.patch
         noise = torch.Generator(z_q.device).manual_seed(0)
         x = torch.randn((len(z_q), 3, side, side), generator=noise, device=z_q.device, dtype=z_q.dtype)
         times = torch.linspace(1.0, 0.0, self.flow_steps + 1, device=z_q.device)
         for t, t_next in zip(times[:-1], times[1:]):
-            x = x + (t_next - t) * self._velocity(z_q, x, t.expand(len(x)))
+            x = x + (t_next - t) / t * (x - self._denoise(z_q, x, t.expand(len(x))))
         return x
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
@@ -111,7 +116,7 @@ class TiTok(nn.Module):
 
     def forward(self, x: torch.Tensor, entropy_temperature: float | None = None) -> tuple[torch.Tensor, QuantOut]:
         """(recon, QuantOut); with nested dropout in training, ``QuantOut.kept`` is each image's prefix. With a flow
-        decoder in training, recon is its one-step estimate x_t - t v at a random time (from the global RNG,
+        decoder in training, recon is its prediction of the image from x_t at a random time (from the global RNG,
         checkpointed like nested dropout's)."""
         q = self.encode(x, entropy_temperature)
         if self.nested is not None and self.training:
@@ -122,7 +127,7 @@ class TiTok(nn.Module):
         t = torch.rand(len(x), device=x.device)
         tb = t.to(x.dtype)[:, None, None, None]
         x_t = (1 - tb) * x + tb * torch.randn_like(x)
-        return x_t - tb * self._velocity(z_q, x_t, t), q
+        return self._denoise(z_q, x_t, t), q
 
 
 def build(cfg: Config) -> TiTok:
