@@ -129,9 +129,10 @@ def test_nested_dropout_training_improves_every_prefix(synth_data: Path, tmp_pat
 FLOW = NESTED + ["--model.flow_decoder", "true", "--model.flow_decode_steps", "8"]
 
 
-def test_the_flow_decoder_decodes_every_prefix_from_seeded_noise() -> None:
+@pytest.mark.parametrize("prediction", ["x", "v"])
+def test_the_flow_decoder_decodes_every_prefix_from_seeded_noise(prediction: str) -> None:
     torch.manual_seed(0)
-    model = build_tokenizer(load_config("titok-tiny", FLOW))
+    model = build_tokenizer(load_config("titok-tiny", FLOW + ["--model.flow_prediction", f'"{prediction}"']))
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     recon, q = model(x)  # training: the one-step estimate at a random time, every parameter in the graph
     (recon.square().mean() + q.codebook_loss + q.commit_loss).backward()
@@ -143,10 +144,13 @@ def test_the_flow_decoder_decodes_every_prefix_from_seeded_noise() -> None:
         assert torch.equal(model.decode(q.z_q, keep=3), images[2])  # the same tokens, the same image
         assert torch.allclose(model.decode_indices(q.indices[:, :5]), images[4], atol=1e-4)  # ids of a prefix too
         assert not torch.allclose(images[0], images[-1])
-        # x-prediction: one Euler step from the noise x_1 lands on the decoder's prediction from x_1
+        # one Euler step from the noise x_1 to t = 0: the network's image (x), or x_1 less its velocity (v)
         model.flow_steps = 1
         noise = torch.randn((2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
-        expected = model._denoise(model.nested(q.z_q, 16), noise, torch.ones(2))
+        queries = torch.nn.functional.pixel_unshuffle(noise, 4).flatten(2).transpose(1, 2)
+        out = model._image(model.decoder(model.nested(q.z_q, 16).transpose(1, 2), query_inputs=queries,
+                                         query_cond=model.time_emb(torch.ones(2)))[0])
+        expected = out if prediction == "x" else noise - out
         assert torch.allclose(model.decode(q.z_q, keep=16), expected, atol=1e-5)
     with pytest.raises(ConfigError, match=r"model\.flow_decoder: applies to model\.family 'titok' only"):
         load_config("gigatok-tiny", ["--model.flow_decoder", "true"])
@@ -201,7 +205,8 @@ def test_coarse_to_fine_training_compares_each_image_with_its_prefixs_target() -
     (NESTED + ["--model.coarse_to_fine", "true", "--model.flow_decoder", "true"],
      r"model\.coarse_to_fine: not with model\.flow_decoder"),
     (NESTED + ["--model.coarse_to_fine", "true", "--model.coarse_power", "0"], r"model\.coarse_power: must be > 0"),
+    (FLOW + ["--model.flow_prediction", '"eps"'], r"model\.flow_prediction: must be 'x' or 'v', got 'eps'"),
 ])
-def test_coarse_to_fine_settings_that_cannot_work_are_one_line_errors(overrides: list[str], message: str) -> None:
+def test_prefix_settings_that_cannot_work_are_one_line_errors(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config("titok-tiny", overrides)
