@@ -146,7 +146,7 @@ def reconstruct(model: nn.Module, cfg: Config, extractor: InceptionFeatures | Te
     features, outs, first, per_image = [], [], None, 0.0
     prefixes = prefix_decoders(model, cfg)
     prefix_features: dict[str, list[np.ndarray]] = {name: [] for name in prefixes}
-    target_features: dict[str, list[np.ndarray]] = {name: [] for name, p in prefixes.items() if p.target}
+    target_features: dict[str, list[np.ndarray]] = {name: [] for name, p in prefixes.items() if p.target_fid}
     for images, _ in validation_batches(dataset, n, cfg.eval.batch_size, cfg.data.image_size):
         x = to_float(images).to(device)
         with FlopCounterMode(display=False) if first is None else nullcontext() as counter:
@@ -184,7 +184,8 @@ def _measure_batch(model: nn.Module, x: torch.Tensor, extractor: InceptionFeatur
         if prefix.target is not None:
             target = prefix.target(x)
             sums[f"psnr_{name}_target"] = sums.get(f"psnr_{name}_target", 0.0) + float(psnr(partial, target).sum())
-            target_features[name].append(extractor(target))
+            if name in target_features:
+                target_features[name].append(extractor(target))
     sums["psnr"] += float(psnr(recon, x).sum())
     sums["ssim"] += float(ssim(recon, x).sum())
     if perceptual is not None:
@@ -198,19 +199,21 @@ class Prefix:
     """A prefix of a tokenizer's sequence that decodes alone."""
 
     decode: Callable[[QuantOut], torch.Tensor]  # the batch's QuantOut -> that prefix's image
-    target: Callable[[torch.Tensor], torch.Tensor] | None = None  # coarse to fine: images -> what it trained to give
+    # nested dropout: images -> the prefix's DetailFlow target (what a coarse-to-fine model trained to give)
+    target: Callable[[torch.Tensor], torch.Tensor] | None = None
+    target_fid: bool = False  # also the rFID against the targets (coarse to fine only: a feature pass per prefix)
 
 
 def prefix_decoders(model: nn.Module, cfg: Config) -> dict[str, Prefix]:
     """The prefixes of a tokenizer's sequence that decode alone, by metric suffix: ``keepK``, the first K = 1, 2,
-    4, ... 1D tokens of a tokenizer trained with nested dropout (coarse to fine: with their degraded targets);
-    ``scalesK``, the first K scales of multi-scale quantisation; none otherwise."""
+    4, ... 1D tokens of a tokenizer trained with nested dropout, with their DetailFlow targets (the config's map,
+    whether or not it trained on them: a plain model's PSNR against them is the baseline a coarse-to-fine one
+    must beat); ``scalesK``, the first K scales of multi-scale quantisation; none otherwise."""
     if getattr(model, "nested", None) is not None:
         keeps = [2**i for i in range(model.num_tokens.bit_length()) if 2**i < model.num_tokens]
         m = cfg.model
-        return {f"keep{k}": Prefix(functools.partial(_decode_kept, model, k),
-                                   functools.partial(_coarse_target, k, m)
-                                   if m.coarse_to_fine else None) for k in keeps}
+        return {f"keep{k}": Prefix(functools.partial(_decode_kept, model, k), functools.partial(_coarse_target, k, m),
+                                   target_fid=m.coarse_to_fine) for k in keeps}
     if isinstance(model.quantizer, MultiScaleQuantizer):
         ends = model.quantizer.scale_boundaries()[:-1]
         return {f"scales{i + 1}": Prefix(functools.partial(_decode_ids, model, end)) for i, end in enumerate(ends)}
