@@ -184,7 +184,7 @@ def _measure_batch(model: nn.Module, x: torch.Tensor, extractor: InceptionFeatur
         if prefix.target is not None:
             target = prefix.target(x)
             sums[f"psnr_{name}_target"] = sums.get(f"psnr_{name}_target", 0.0) + float(psnr(partial, target).sum())
-            if name in target_features:
+            if prefix.target_fid:
                 target_features[name].append(extractor(target))
     sums["psnr"] += float(psnr(recon, x).sum())
     sums["ssim"] += float(ssim(recon, x).sum())

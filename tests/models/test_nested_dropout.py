@@ -14,6 +14,7 @@ from scaling.core.config import Config, ConfigError
 from scaling.data.loader import to_float, train_loader, validation_images
 from scaling.models.factory import build_tokenizer, load_config
 from scaling.models.nested import NestedDropout, coarse_targets, target_side
+from scaling.optim.schedule import lr_multiplier
 from tests.helpers import tiny_args
 
 NESTED = ["--model.nested_dropout", "true"]
@@ -75,11 +76,12 @@ def _coarse(x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
 
 
 def _train(model: torch.nn.Module, cfg: Config, cache: Path, steps: int = 300, batch: int = 16,
-           cosine: bool = False) -> None:
+           scheduled: bool = False) -> None:
     """The trainer's objective without its machinery: reconstruction, VQ terms and entropy loss; a constant
-    rate of 1e-3, or (``cosine``) one that decays to 1e-4."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=1e-4 if cosine else 1e-3)
+    rate of 1e-3, or (``scheduled``) the config's own rate and schedule (``optim``)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr if scheduled else 1e-3)
+    multiplier = lr_multiplier(cfg.optim, steps) if scheduled else (lambda step: 1.0)
+    decay = torch.optim.lr_scheduler.LambdaLR(opt, multiplier)
     loader, done = train_loader(cfg.data, batch, 0, cache), 0
     while done < steps:
         for images, *_ in itertools.islice(loader, steps - done):  # (images, labels, sample indices)
@@ -147,7 +149,7 @@ def test_the_flow_decoder_decodes_every_prefix_from_seeded_noise(prediction: str
         # one Euler step from the noise x_1 to t = 0: the network's image (x), or x_1 less its velocity (v)
         model.flow_steps = 1
         noise = torch.randn((2, 3, 32, 32), generator=torch.Generator().manual_seed(0))
-        queries = torch.nn.functional.pixel_unshuffle(noise, 4).flatten(2).transpose(1, 2)
+        queries = torch.nn.functional.pixel_unshuffle(noise, model.patch).flatten(2).transpose(1, 2)
         out = model._image(model.decoder(model.nested(q.z_q, 16).transpose(1, 2), query_inputs=queries,
                                          query_cond=model.time_emb(torch.ones(2)))[0])
         expected = out if prediction == "x" else noise - out
@@ -159,14 +161,14 @@ def test_the_flow_decoder_decodes_every_prefix_from_seeded_noise(prediction: str
 @pytest.mark.slow
 def test_the_flow_decoders_prefix_psnr_rises_with_the_tokens_kept(synth_data: Path, tmp_path: Path) -> None:
     """FlexTok's claim at tiny scale: trained, a flow decoder's samples of longer prefixes are closer to the image.
-    600 steps of 32 (the config's run): at half of that, the tiny tokenizer leaves its later tokens nearly unused
-    and the samples' noise can hide what they add."""
+    The config's run (600 steps of 32, its warm-up and cosine): at half of that, the tiny tokenizer leaves its later
+    tokens nearly unused and the samples' noise can hide what they add."""
     cfg = load_config("titok-tiny", FLOW + ["--model.flow_decode_steps", "25"]
                       + tiny_args(synth_data, tmp_path / "run", "sqlite://"))
     torch.manual_seed(0)
     model = build_tokenizer(cfg)
     val = to_float(validation_images(cfg.data, tmp_path / "cache")[0])
-    _train(model, cfg, tmp_path / "cache", steps=600, batch=32, cosine=True)
+    _train(model, cfg, tmp_path / "cache", steps=cfg.train.steps, batch=cfg.train.batch_size, scheduled=True)
     errors = _prefix_errors(model, val, (1, 4, 16))
     assert errors[0] > errors[1] > errors[2], errors  # PSNR, 10 log10(4 / error), rises
 
