@@ -58,21 +58,22 @@ def test_nested_dropout_needs_1d_tokens(config: str, overrides: list[str]) -> No
         load_config(config, overrides)
 
 
-def _prefix_errors(model: torch.nn.Module, x: torch.Tensor, prefixes: tuple[int, ...], coarse: bool = False
-                   ) -> list[float]:
-    """Each prefix's mean squared error against the image or (``coarse``) its DetailFlow target."""
+def _prefix_errors(model: torch.nn.Module, x: torch.Tensor, prefixes: tuple[int, ...],
+                   coarse: Config | None = None) -> list[float]:
+    """Each prefix's mean squared error against the image or, given a config (``coarse``), its DetailFlow target."""
     model.eval()
     with torch.no_grad():
         z_q = model.encode(x).z_q
-        errors = [float((model.decode(z_q, keep=k) - (_coarse(x, k) if coarse else x)).square().mean())
+        errors = [float((model.decode(z_q, keep=k) - (x if coarse is None else _coarse(x, k, coarse))).square().mean())
                   for k in prefixes]
     model.train()
     return errors
 
 
-def _coarse(x: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
-    """The titok-tiny config's DetailFlow targets (16 tokens, power 1.5) of prefixes of k tokens."""
-    return coarse_targets(x, torch.as_tensor(k).expand(len(x)), 16, 1.5)
+def _coarse(x: torch.Tensor, k: int | torch.Tensor, cfg: Config) -> torch.Tensor:
+    """The DetailFlow targets of prefixes of k tokens under ``cfg``'s map."""
+    m = cfg.model
+    return coarse_targets(x, torch.as_tensor(k).expand(len(x)), m.num_tokens, m.coarse_power, m.coarse_min_side)
 
 
 def _train(model: torch.nn.Module, cfg: Config, cache: Path, steps: int = 300, batch: int = 16,
@@ -87,7 +88,7 @@ def _train(model: torch.nn.Module, cfg: Config, cache: Path, steps: int = 300, b
         for images, *_ in itertools.islice(loader, steps - done):  # (images, labels, sample indices)
             x = to_float(images)
             recon, q = model(x, cfg.loss.entropy_temperature)
-            target = _coarse(x, q.kept) if cfg.model.coarse_to_fine else x
+            target = _coarse(x, q.kept, cfg) if cfg.model.coarse_to_fine else x
             loss = ((recon - target).square().mean() + q.codebook_loss + q.commit_loss
                     + cfg.loss.entropy_weight * q.entropy_loss)  # without it the tiny codebook collapses
             opt.zero_grad()
@@ -99,15 +100,15 @@ def _train(model: torch.nn.Module, cfg: Config, cache: Path, steps: int = 300, b
 
 @pytest.mark.slow
 def test_nested_dropout_training_improves_every_prefix(synth_data: Path, tmp_path: Path) -> None:
-    """Nested dropout against none; DetailFlow's coarse-to-fine targets still leave more tokens better."""
+    """Nested dropout against none."""
     prefixes, models, errors = (1, 2, 4, 8, 16), {}, {}
-    variants = {True: NESTED, False: [], "coarse": NESTED + ["--model.coarse_to_fine", "true"]}
-    for nested, args in variants.items():
-        cfg = load_config("titok-tiny", args + tiny_args(synth_data, tmp_path / "run", "sqlite://"))
+    for nested in (True, False):
+        args = (NESTED if nested else []) + tiny_args(synth_data, tmp_path / "run", "sqlite://")
+        cfg = load_config("titok-tiny", args)
         torch.manual_seed(0)
         models[nested] = build_tokenizer(cfg)
         val = to_float(validation_images(cfg.data, tmp_path / "cache")[0][:64])
-        if nested is True:
+        if nested:
             errors["before"] = _prefix_errors(models[nested], val, prefixes)
         _train(models[nested], cfg, tmp_path / "cache")
     plain = models[False]
@@ -120,12 +121,28 @@ def test_nested_dropout_training_improves_every_prefix(synth_data: Path, tmp_pat
     # the first token alone clearly worse than all 16
     assert all(a >= 0.99 * b for a, b in zip(after, after[1:])) and after[0] > 1.08 * after[-1], after
     assert all(a < w for a, w in zip(after[:4], without[:4])), (after, without)  # prefixes of 1-8: nested is better
-    # DetailFlow: against the whole image more tokens are still better. Whether its degraded targets make short
-    # prefixes meet them better than plain nested dropout does is not asserted: at this scale the two differ by
-    # noise (the first token's own-target error 0.0076 against 0.0066 with AVX-512 kernels, 0.0067 against 0.0089
-    # with AVX2 ones), so the sign depends on the machine
-    whole = _prefix_errors(models["coarse"], val, prefixes)
-    assert whole[0] > whole[-1], whole
+
+
+@pytest.mark.slow
+def test_detailflow_targets_beat_plain_nested_dropout_at_short_prefixes(synth_data: Path, tmp_path: Path) -> None:
+    """DetailFlow's claim at tiny scale, on the 1D GigaTok (a CNN decoder): trained against the degraded targets,
+    the first tokens meet those targets better than the same model's trained on the whole image at every prefix;
+    against the whole image, more tokens are still better. By hand, over seeds 0-3, the own-target error at 1 and 2
+    tokens was 0.49-0.63 and 0.63-0.73 times plain nested dropout's; it needs these 300 steps of 32 (at 200 the
+    ratio is 0.7-0.85). titok-tiny's ViT decoder does not show it: its short prefixes are blurs near the targets
+    whether trained on them or not, where this decoder's, trained on the whole image, draw shapes."""
+    prefixes, own, whole = (1, 2, 32), {}, {}
+    for coarse in (False, True):
+        args = NESTED + (["--model.coarse_to_fine", "true"] if coarse else [])
+        cfg = load_config("gigatok-tiny", args + tiny_args(synth_data, tmp_path / "run", "sqlite://"))
+        torch.manual_seed(0)
+        model = build_tokenizer(cfg)
+        val = to_float(validation_images(cfg.data, tmp_path / "cache")[0])
+        _train(model, cfg, tmp_path / "cache", steps=300, batch=32, scheduled=True)
+        # both against the same targets: the map's keys are set whether or not a model trains on it
+        own[coarse], whole[coarse] = _prefix_errors(model, val, prefixes, cfg), _prefix_errors(model, val, prefixes)
+    assert all(c < 0.85 * p for c, p in zip(own[True][:2], own[False][:2])), own  # 1 and 2 tokens: clearly better
+    assert whole[True][0] > whole[True][1] > whole[True][2], whole
 
 
 FLOW = NESTED + ["--model.flow_decoder", "true", "--model.flow_decode_steps", "8"]
