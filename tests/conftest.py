@@ -32,17 +32,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which turns the group marks into node ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first: the suite runs on two pytest-xdist workers, and a long test started last would leave one
-    worker idle while it finishes (the order within each tier is kept). Before them the tests marked
-    ``two_cores``, which keep both cores busy on their own: started first, they run beside the dev Slurm
-    cluster's tests, which mostly wait (time limits, requeues), and fill the core those leave idle. Every test
-    that uses the dev Slurm cluster runs on one worker, one at a time: two tests' jobs on its one node would wait
-    for each other's CPUs and run past their deadlines."""
+    worker idle while it finishes (the order within each tier is kept). Every test that uses the dev Slurm
+    cluster runs on one worker, one at a time: two tests' jobs on its one node would wait for each other's
+    CPUs and run past their deadlines."""
     for item in items:
         callspec = getattr(item, "callspec", None)
         if "dev_cluster" in item.fixturenames or (callspec is not None and callspec.params.get("profile") == "dev"):
             item.add_marker(pytest.mark.xdist_group("dev_cluster"))
-    items.sort(key=lambda item: (item.get_closest_marker("slow") is None,
-                                 item.get_closest_marker("two_cores") is None))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from scaling.launch.status import read_jobs, status
 from scaling.core import events
 from tests.helpers import REPO, run_main
 
-pytestmark = [pytest.mark.slow, pytest.mark.two_cores]  # a whole study, two trials at once
+pytestmark = pytest.mark.slow  # a whole study
 
 SIZES = [4, 8, 12, 16, 20]  # five per group: a 3-parameter power law needs 5 points
 
