@@ -24,6 +24,19 @@ E_JITTER, COEF_JITTER, EXPONENT_JITTER = 0.3, 0.5, 0.1
 MAX_FAILURES_LISTED = 5
 
 
+def percentile(values: np.ndarray | list[float], q: float | list[float], axis: int | None = None) -> np.ndarray:
+    """``np.percentile`` (linear interpolation), except at an infinite replicate: numpy interpolates towards it
+    as inf - inf, NaN, which reads as "no interval" where the interval is unbounded. A replicate of a poorly
+    identified law can overflow a coefficient (A ~ 1e300 -> inf); the percentile at or next to it is that
+    infinity."""
+    values = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):
+        linear = np.percentile(values, q, axis=axis)
+    lower = np.percentile(values, q, axis=axis, method="lower")
+    higher = np.percentile(values, q, axis=axis, method="higher")
+    return np.where(np.isposinf(higher), higher, np.where(np.isneginf(lower), lower, linear))
+
+
 @dataclass
 class BootstrapResult:
     """Natural parameters and derived quantities of every converged replicate."""
@@ -37,12 +50,11 @@ class BootstrapResult:
     failures: list[str]
 
     def ci(self, level: float = 0.95) -> dict[str, list[float]]:
-        """Percentile intervals, one [low, high] per parameter or derived quantity."""
-        lo, hi = 50 * (1 - level), 50 * (1 + level)
-        return {
-            k: [float(np.percentile(v, lo)), float(np.percentile(v, hi))] if v.size else [np.nan, np.nan]
-            for k, v in self.samples.items()
-        }
+        """Percentile intervals, one [low, high] per parameter or derived quantity; an end is infinite where
+        the replicates beyond it are (the interval is unbounded there)."""
+        q = [50 * (1 - level), 50 * (1 + level)]
+        return {k: [float(e) for e in percentile(v, q)] if v.size else [np.nan, np.nan]
+                for k, v in self.samples.items()}
 
     def se(self) -> dict[str, float]:
         """Bootstrap standard errors (sample standard deviation of the replicates); a replicate of a

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from scaling.analysis.laws.bootstrap import BootstrapResult
+from scaling.analysis.laws.bootstrap import BootstrapResult, percentile
 from scaling.core.errors import UserError
 
 MIN_SIZES_PER_BUDGET = 3
@@ -144,7 +144,7 @@ def optimum_intervals(
                 optima.append(profile(c, n[pick], loss[pick]).n_opt)
             except UserError:
                 continue
-        lo, hi = (np.percentile(optima, [50 * (1 - level), 50 * (1 + level)]) if optima else (np.nan, np.nan))
+        lo, hi = (percentile(optima, [50 * (1 - level), 50 * (1 + level)]) if optima else (np.nan, np.nan))
         out[float(c)] = (float(lo), float(hi), 1 - len(optima) / reps if reps else 0.0)
     return out
 

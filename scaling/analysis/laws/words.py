@@ -24,10 +24,12 @@ NEGLIGIBLE = 1e-4
 
 
 def interval(lo: float, hi: float) -> str:
-    if not (math.isfinite(lo) and math.isfinite(hi)):
+    """``[lo, hi]``; an unbounded end as ``inf)`` or ``(-inf``; nothing where there is no interval (NaN)."""
+    if math.isnan(lo) or math.isnan(hi):
         return ""
-    low = "~0" if 0 < lo < NEGLIGIBLE * abs(hi) else num(lo)
-    return f"[{low}, {num(hi)}]"
+    low = "(-inf" if math.isinf(lo) else "[" + ("~0" if 0 < lo < NEGLIGIBLE * abs(hi) < math.inf else num(lo))
+    high = "inf)" if math.isinf(hi) else num(hi) + "]"
+    return f"{low}, {high}"
 
 
 def floor_at_bound(out: FitOutcome) -> bool:

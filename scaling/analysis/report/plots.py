@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
+from scaling.analysis.laws.bootstrap import percentile  # noqa: E402
 from scaling.analysis.laws.outcome import FitOutcome  # noqa: E402
 from scaling.analysis.laws.words import plus_minus  # noqa: E402
 from scaling.analysis.tables.compute import BUDGET, ComputeOptimal  # noqa: E402
@@ -127,9 +128,15 @@ def _band(out: FitOutcome, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray] | 
     if out.boot is None or not len(out.boot.samples.get("alpha", [])):
         return None
     form = out.result.form  # type: ignore[union-attr]
-    preds = form.predict_many(out.boot.samples, grid[None])
+    return _edges(form.predict_many(out.boot.samples, grid[None]))
+
+
+def _edges(preds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The BAND_LEVEL% band of bootstrap predictions (a row per replicate). Where a percentile is infinite the
+    band is unbounded: drawn off the axis, not left out."""
     tail = (100 - BAND_LEVEL) / 2
-    return np.percentile(preds, tail, axis=0), np.percentile(preds, 100 - tail, axis=0)
+    lo, hi = np.clip(percentile(preds, [tail, 100 - tail], axis=0), -1e300, 1e300)
+    return lo, hi
 
 
 def _draw_fit(ax: plt.Axes, out: FitOutcome, color: str, target: float | None, var: str = "N") -> np.ndarray:
@@ -156,7 +163,7 @@ def _draw_fit(ax: plt.Axes, out: FitOutcome, color: str, target: float | None, v
     if target and "prediction" in out.derived:
         lo, hi_ = out.ci("prediction")
         y = out.derived["prediction"]
-        err = [[y - lo], [hi_ - y]] if np.isfinite(lo) else None
+        err = [[y - lo], [hi_ - y]] if np.isfinite([lo, hi_]).all() else None
         ax.errorbar([target], [y], yerr=err, fmt="D", color=color, ms=6, capsize=4)
     return pred
 
@@ -354,7 +361,7 @@ def isoflop_plot(co: ComputeOptimal, label: str, size: str, points: pd.DataFrame
             continue
         grid = np.geomspace(p.n_min, p.n_max, GRID_POINTS)
         left.plot(grid, np.polyval(p.coeffs, np.log(grid)), color=color, lw=1.5)
-        err = [[p.n_opt - b.ci[0]], [b.ci[1] - p.n_opt]] if np.isfinite(b.ci[0]) else None
+        err = [[p.n_opt - b.ci[0]], [b.ci[1] - p.n_opt]] if np.isfinite(b.ci).all() else None
         left.errorbar([p.n_opt], [p.loss_opt], xerr=err, fmt="*", color=color, ms=11, capsize=4, zorder=4)
         right.errorbar([b.budget], [p.n_opt], yerr=err, fmt="o", color=color, ms=6, capsize=4, zorder=3)
     size_axis(left)
@@ -373,14 +380,12 @@ def isoflop_plot(co: ComputeOptimal, label: str, size: str, points: pd.DataFrame
         samples = co.law.boot.samples if co.law.boot is not None else {}
         if len(samples.get("a", [])):
             preds = samples["k"][:, None] * grid[None] ** samples["a"][:, None]
-            tail = (100 - BAND_LEVEL) / 2
-            right.fill_between(grid, np.percentile(preds, tail, axis=0), np.percentile(preds, 100 - tail, axis=0),
-                               color="black", alpha=0.12, lw=0)
+            right.fill_between(grid, *_edges(preds), color="black", alpha=0.12, lw=0)
         if "prediction" in co.law.derived:
             lo, hi = co.law.ci("prediction")
             y = co.law.derived["prediction"]
-            right.errorbar([co.target], [y], yerr=[[y - lo], [hi - y]] if np.isfinite(lo) else None, fmt="D",
-                           color="black", ms=6, capsize=4)
+            err = [[y - lo], [hi - y]] if np.isfinite([lo, hi]).all() else None
+            right.errorbar([co.target], [y], yerr=err, fmt="D", color="black", ms=6, capsize=4)
         right.legend(fontsize=8, frameon=False)
     right.set_xscale("log")
     size_axis(right, which="y")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from scaling.analysis.laws.bootstrap import percentile
 from scaling.analysis.laws.quality import warnings_for
 from scaling.analysis.laws.request import FitRequest
-from scaling.analysis.laws.words import describe
+from scaling.analysis.laws.words import describe, num
 from scaling.analysis.tables.fit import fit_table
 
 SIZES = np.array([1e6, 2e6, 4e6, 8e6, 16e6])
@@ -61,3 +63,28 @@ def test_a_floor_at_its_bound_is_said_to_be_zero_not_given_an_interval() -> None
     out.boot = replace(out.boot, samples={**out.boot.samples, "E": pinned})
     assert describe(out).endswith("towards a floor of ~0."), describe(out)
     assert "the floor E is at its bound (~0): the data show no floor" in warnings_for(out)
+
+
+def test_a_replicate_that_runs_to_infinity_makes_an_unbounded_interval() -> None:
+    """The tiny study's replicates overflowed A to inf; numpy's percentile interpolated inf - inf to NaN, and the
+    interval, printed as none, escaped the "poorly determined" warning."""
+    noise = 1 + 0.01 * np.array([1, -1, 0.5, -0.5, 0])
+    out = _fit(list(1 + 50 * SIZES ** -0.3 * noise))
+    alpha = np.random.default_rng(0).normal(0.3, 0.01, 50)
+    alpha[:3] = np.inf  # 3 of 50 beyond the 97.5th percentile
+    out.boot = replace(out.boot, samples={**out.boot.samples, "alpha": alpha})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "invalid value encountered in subtract"
+        lo, hi = out.ci("alpha")
+        notes = warnings_for(out)
+    assert 0.25 < lo < 0.3 and hi == np.inf
+    assert f"the exponent alpha is poorly determined: {num(out.params['alpha'])}, 95% interval [{num(lo)}, inf)" \
+        in notes, notes
+
+
+@pytest.mark.parametrize("q", [2.5, [2.5, 97.5], [0, 50, 100]])
+def test_percentile_is_numpys_where_every_replicate_is_finite(q: float | list[float]) -> None:
+    values = np.random.default_rng(1).lognormal(0, 3, (41, 7))
+    np.testing.assert_array_equal(percentile(values, q, axis=0), np.percentile(values, q, axis=0))
+    assert (percentile(np.r_[1.0, 2.0, -np.inf, np.inf], [0, 20, 50, 80, 100]) == [-np.inf, -np.inf, 1.5, np.inf,
+                                                                                   np.inf]).all()
