@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from pathlib import Path
 
 import torch
@@ -35,6 +36,17 @@ def vgg_to_lpips_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+def lpips_network() -> nn.Module:
+    """LPIPS-VGG's architecture, random: pnet_rand builds VGG without torchvision's download, pretrained=False
+    loads no heads implicitly. lpips passes torchvision the deprecated ``pretrained`` argument: its warning is
+    silenced here."""
+    import lpips
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+        return lpips.LPIPS(net="vgg", pretrained=False, pnet_rand=True, verbose=False)
+
+
 class PerceptualLoss(nn.Module):
     """Frozen LPIPS-VGG; ``forward(x, y)`` -> mean distance. Inputs in [-1, 1]."""
 
@@ -46,8 +58,7 @@ class PerceptualLoss(nn.Module):
         lin_path = require_file(lpips_weights, "loss.lpips_weights") if lpips_weights else Path(
             os.path.dirname(lpips.__file__), "weights", "v0.1", "vgg.pth")
         lin_state = _load_state(lin_path, "loss.lpips_weights")
-        # pnet_rand: build VGG without torchvision's download; pretrained=False: load nothing implicitly.
-        self.lpips = lpips.LPIPS(net="vgg", pretrained=False, pnet_rand=True, verbose=False)
+        self.lpips = lpips_network()
         self.lpips.load_state_dict(lin_state, strict=False)
         # lin0..lin4 hold the heads (``lins.N`` are aliases of the same modules)
         missing = [k for k in self.lpips.state_dict() if re.match(r"lin\d\.", k) and k not in lin_state]

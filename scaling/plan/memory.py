@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import warnings
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -206,13 +205,12 @@ def loss_networks(cfg: Config) -> dict[str, nn.Module]:
 
 
 def _lpips_network() -> nn.Module:
+    from scaling.losses.perceptual import lpips_network
+
     try:
-        import lpips
+        return lpips_network()
     except ImportError:
         raise UserError("loss.perceptual_weight: planning LPIPS needs the lpips package (or set it to 0)") from None
-    with warnings.catch_warnings():  # torchvision's deprecation of `pretrained`, which lpips passes
-        warnings.simplefilter("ignore", UserWarning)
-        return lpips.LPIPS(net="vgg", pretrained=False, pnet_rand=True, verbose=False)
 
 
 def activations(cfg: Config, model: nn.Module, extras: dict[str, nn.Module]) -> dict[str, Activations]:
