@@ -58,9 +58,10 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, causal: bool = False,
-                cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                cache: dict[str, torch.Tensor] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``cache`` (self-attention, decoding one position at a time): keys and values of the earlier positions,
-        extended in place, so each new position attends to all of them without recomputing them."""
+        extended in place, so each new position attends to all of them without recomputing them. ``mask``: (L, L)
+        booleans, True where a query may attend to a key; given, it replaces ``causal``."""
         if context is None:
             q, k, v = self.qkv(x).chunk(3, dim=-1)
         else:
@@ -73,7 +74,7 @@ class Attention(nn.Module):
                     raise ValueError("a cached attention decodes one position at a time")
                 causal = False  # the new position sees every cached one
             cache["k"], cache["v"] = k, v
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None)
         return self.proj(out.transpose(1, 2).flatten(2))
 
 
@@ -100,8 +101,8 @@ class TransformerBlock(nn.Module):
         self.norm2, self.mlp = nn.LayerNorm(dim), MLP(dim, MLP_RATIO * dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
-                cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x), causal=self.causal, cache=cache)
+                cache: dict[str, torch.Tensor] | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), causal=self.causal, cache=cache, mask=mask)
         if self.cross:
             x = x + self.cross_attn(self.norm_q(x), self.norm_ctx(context))
         return x + self.mlp(self.norm2(x))
@@ -123,11 +124,13 @@ class Transformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, tap: int = 0,
-                cache: list[dict[str, torch.Tensor]] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``cache``: one dict per layer (see ``Attention``), for incremental decoding."""
+                cache: list[dict[str, torch.Tensor]] | None = None, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``cache``: one dict per layer (see ``Attention``), for incremental decoding; ``mask``: its attention
+        mask, for every layer."""
         tapped = None
         for i, layer in enumerate(self.layers, start=1):
-            x = layer(x, context) if cache is None else layer(x, context, cache=cache[i - 1])
+            x = layer(x, context, mask=mask) if cache is None else layer(x, context, cache=cache[i - 1])
             if i == tap:
                 tapped = x
         return self.norm(x), tapped

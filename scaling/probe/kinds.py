@@ -1,6 +1,7 @@
 """The generation probes a run can ask for (``probe.kinds``), each as the shared probe machinery sees it.
 
-``ar``: the class-conditional GPT over code ids (``scaling.probe.gpt``), scored by its next-token loss.
+``ar``: the class-conditional GPT over code ids (``scaling.probe.gpt``), scored by its next-token loss (or, with
+``probe.order = "scale"``, its next-scale loss: VAR's prediction of each scale from the coarser ones).
 ``flow``: the rectified-flow Transformer over continuous latents (``scaling.probe.flow``): a continuous
 tokenizer's own tokens, or the code vectors a discrete one decodes; trained on latents scaled to zero mean and
 unit variance per channel (``meta["norm"]``), its samples scaled back and, for a discrete tokenizer, snapped to
@@ -48,7 +49,12 @@ class ProbeKind:
 def _ar_build(cfg: Config, meta: dict[str, Any]) -> nn.Module:
     p = cfg.probe
     return gpt.ClassConditionalGPT(p.size, cfg.quantizer.codebook_size, meta["num_classes"], meta["seq_len"],
-                                   p.dropout, cfg.quantizer.parts)
+                                   p.dropout, cfg.quantizer.parts, _ar_scales(cfg))
+
+
+def _ar_scales(cfg: Config) -> tuple[int, ...]:
+    """The scales the GPT predicts one after another; none: token by token."""
+    return tuple(cfg.quantizer.scales) if cfg.probe.order == "scale" else ()
 
 
 def _ar_loss(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -57,7 +63,8 @@ def _ar_loss(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor) -> to
 
 def _ar_val_loss(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, index: torch.Tensor,
                  cfg: Config) -> torch.Tensor:
-    """Next-token cross-entropy in nats per token, per image, of the true-class model."""
+    """Cross-entropy in nats per token (of each token given the tokens or scales before it), per image, of the
+    true-class model."""
     return gpt.token_nll(model(tokens, labels), tokens).mean(1)
 
 
@@ -70,7 +77,7 @@ def _ar_sample(model: nn.Module, tokenizer: nn.Module, labels: torch.Tensor, sca
 
 def _ar_flops(cfg: Config, meta: dict[str, Any]) -> int:
     return gpt.sequence_flops(cfg.probe.size, cfg.quantizer.codebook_size, meta["num_classes"], meta["seq_len"],
-                              cfg.quantizer.parts)
+                              cfg.quantizer.parts, _ar_scales(cfg))
 
 
 def _ar_how(cfg: Config) -> dict[str, str]:
@@ -125,7 +132,7 @@ def _flow_how(cfg: Config) -> dict[str, str]:
 
 KINDS: dict[str, ProbeKind] = {
     "ar": ProbeKind("ar", "probe", False, "probe/ar_val_loss", _ar_build, lambda rows, meta: rows, _ar_loss,
-                    _ar_val_loss, _ar_sample, _ar_flops, _ar_how, ("temperature", "top_k")),
+                    _ar_val_loss, _ar_sample, _ar_flops, _ar_how, ("temperature", "top_k", "order")),
     "flow": ProbeKind("flow", "flow", True, "flow/val_loss", _flow_build, _flow_inputs, _flow_loss, _flow_val_loss,
                       _flow_sample, _flow_flops, _flow_how, ("sample_steps", "sampler")),
 }

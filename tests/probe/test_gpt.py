@@ -1,12 +1,18 @@
-"""The probe's GPT: incremental decoding with a key/value cache gives what full forward passes give."""
+"""The probe's GPT: incremental decoding with a key/value cache gives what full forward passes give; next-scale
+prediction (VAR) sees only coarser scales and samples as its forward pass predicts."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
 from scaling.models.quantizers import fold_ids
-from scaling.probe.gpt import ClassConditionalGPT, sequence_flops, token_nll
+from scaling.core.config.loader import ConfigError
+from scaling.models.factory import load_config
+from scaling.probe.gpt import ClassConditionalGPT, scale_blocks, sequence_flops, token_nll
+from tests.helpers import tiny_args
 
 
 def _model(seed: int = 0, parts: int = 1) -> ClassConditionalGPT:
@@ -75,3 +81,66 @@ def test_a_folded_token_is_one_position_with_a_head_per_part() -> None:
     extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in one.parameters())
     assert extra == 2 * 37 * 64  # tok_emb and head rows of the second part (width 64)
     assert sequence_flops("tiny", 37, 5, 12, parts=2) > sequence_flops("tiny", 37, 5, 12)
+
+
+SCALES = (1, 2, 2, 4)  # a side may repeat (ImageFolder's residual scales)
+
+
+def _scale_model(parts: int = 1) -> ClassConditionalGPT:
+    torch.manual_seed(0)
+    model = ClassConditionalGPT("tiny", vocab=37, num_classes=5, seq_len=1 + 4 + 4 + 16, parts=parts, scales=SCALES)
+    model.init_weights()
+    return model.eval()
+
+
+def test_next_scale_predicts_a_scale_from_the_coarser_ones_only() -> None:
+    """Changing scale b's tokens changes no prediction of scales up to b (a scale's own tokens are what it
+    predicts) and changes every later scale's."""
+    model = _scale_model()
+    assert scale_blocks(SCALES) == [(0, 1, 1), (1, 5, 2), (5, 9, 2), (9, 25, 4)]
+    tokens, labels = torch.randint(0, 37, (3, 25)), torch.tensor([0, 1, 2])
+    with torch.no_grad():
+        logits = model(tokens, labels)
+        for start, end, _ in scale_blocks(SCALES)[:-1]:
+            changed = tokens.clone()
+            changed[:, start:end] = (changed[:, start:end] + 1) % 37
+            other = model(changed, labels)
+            assert torch.equal(other[:, :end], logits[:, :end]), (start, end)
+            assert not torch.isclose(other[:, end:], logits[:, end:]).flatten(1).all(1).any(), (start, end)
+        assert not torch.allclose(model(tokens, labels + 1)[:, 0], logits[:, 0])  # the first scale: the class
+
+
+def _greedy_by_scale(model: ClassConditionalGPT, labels: torch.Tensor, scale: float) -> torch.Tensor:
+    """Scale by scale through full forward passes, each scale's likeliest codes (the later scales are zeros)."""
+    seq = torch.zeros(len(labels), model.seq_len, dtype=torch.long)
+    null = torch.full_like(labels, model.null_class)
+    for start, end, _ in scale_blocks(model.scales):
+        cond, uncond = model(seq, labels)[:, start:end], model(seq, null)[:, start:end]
+        logits = cond if scale == 1.0 else uncond + scale * (cond - uncond)
+        seq[:, start:end] = fold_ids(list(logits.argmax(-1).unbind(-1)), model.vocab)
+    return seq
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+def test_next_scale_sampling_is_what_the_forward_pass_predicts(parts: int) -> None:
+    model = _scale_model(parts)
+    labels = torch.tensor([0, 1, 2, 3, 4, 0])
+    with torch.no_grad():
+        for scale in (1.0, 2.5):
+            assert torch.equal(model.generate(labels, cfg_scale=scale, top_k=1), _greedy_by_scale(model, labels, scale))
+    a = model.generate(labels, temperature=1.5, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, model.generate(labels, temperature=1.5, generator=torch.Generator().manual_seed(3)))
+    assert a.shape == (6, 25) and int(a.min()) >= 0 and int(a.max()) < 37**parts and len(a.unique()) > 5
+    assert model.features(a).shape == (6, 64)
+
+
+def test_next_scale_needs_a_multi_scale_tokenizer(synth_data: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"scales \[1, 2\] hold 5 tokens, not seq_len 6"):
+        ClassConditionalGPT("tiny", vocab=37, num_classes=5, seq_len=6, scales=(1, 2))
+    base = tiny_args(synth_data, tmp_path / "run", "sqlite://")
+    assert load_config("var-tiny", base + ["--probe.order", "scale"]).probe.order == "scale"
+    with pytest.raises(ConfigError, match=r"^probe\.order: 'scale' \(next-scale prediction\) needs a multi-scale "
+                                          r"tokenizer \(quantizer\.scales\); this one has one token grid$"):
+        load_config("tiny", base + ["--probe.order", "scale"])
+    with pytest.raises(ConfigError, match=r"^probe\.order: must be one of token, scale, got 'raster'$"):
+        load_config("var-tiny", base + ["--probe.order", "raster"])

@@ -72,8 +72,11 @@ def test_a_token_structure_resumes_bitwise_exports_evaluates_and_probes(structur
             <= set(evaluated)
         assert evaluated["eval/psnr_keep1_target"] > evaluated["eval/psnr_keep1"]  # one token: a flat colour
 
-    # both probes for ImageFolder's: the flow probe on its code vectors, its samples snapped by its own quantiser
-    kinds = {"probe.kinds": ["ar", "flow"] if structure == "imagefolder" else ["ar"], "probe.sample_steps": 5}
+    # both probes for ImageFolder's: the flow probe on its code vectors, its samples snapped by its own quantiser;
+    # the AR probe predicting its next scale, as VAR does (the token cache and decoding are next-token's)
+    kinds = {"probe.kinds": ["ar", "flow"], "probe.order": "scale"} if structure == "imagefolder" else \
+        {"probe.kinds": ["ar"]}
+    kinds["probe.sample_steps"] = 5
     flat = [x for k, v in (PROBE | kinds | {"eval.stats_cache": str(tmp_path / "fid")}).items()
             for x in (f"--{k}", literal(v))]
     probed = run_cli("probe", str(tmp_path / "killed"), *flat)
@@ -85,6 +88,8 @@ def test_a_token_structure_resumes_bitwise_exports_evaluates_and_probes(structur
     parts = cfg.quantizer.parts
     assert results["probe/ar_val_loss"] == pytest.approx(parts * math.log(512), rel=0.2)
     assert results["probe/gfid"] > 0
+    probe_run, _ = history(uris["killed"], "probe/train_loss")
+    assert probe_run.data.params["probe.order"] == ("scale" if structure == "imagefolder" else "token")
     if structure == "imagefolder":
         flow = json.loads((tmp_path / "killed" / "flow-probe" / "results.json").read_text())
         assert flow["flow/gfid"] > 0 and flow["flow/val_loss"] > 0

@@ -9,7 +9,9 @@ Generation is measured by a probe of one kind per metric (``probe/``: the AR pro
 so no table or law mixes probes. Where the runs hold both discrete and continuous tokenizers, the groups split
 by that too ("continuous, with"), and where they hold tokens of different structures (multi-scale, product,
 coarse-to-fine, nested; "plain" for none), by those ("multi-scale, without"), so that no law is fitted, and no two
-runs of one size averaged, across bottleneck kinds or token structures either.
+runs of one size averaged, across bottleneck kinds or token structures either. An AR probe that predicted the next
+scale (``probe.order = "scale"``, VAR's) rather than the next token splits its runs off the same way ("multi-scale,
+next-scale AR, without"): its generation metrics measure another generator.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ QUANTIZER_KIND = "quantizer.kind"
 # the params that structure a run's tokens (as scaling.core.config.schema names them)
 STRUCTURE_PARAMS = {"product": "quantizer.parts", "multi-scale": "quantizer.scales",
                     "coarse-to-fine": "model.coarse_to_fine", "nested": "model.nested_dropout"}
+AR_ORDER = "probe.order"  # "scale": the AR probe predicted the next scale
 CONTINUOUS_KINDS = ("kl", "continuous")  # as scaling.core.config.schema says (the analysis does not import core)
 GROUP = "semantic reg"
 NO_SPLIT = "all runs"
@@ -62,11 +65,14 @@ def bottleneck_kinds(df: pd.DataFrame) -> pd.Series | None:
 
 def token_structures(df: pd.DataFrame) -> pd.Series | None:
     """How each run's tokens are structured: 'multi-scale', 'product', 'coarse-to-fine' (which implies nested
-    dropout), 'nested', joined ('product, multi-scale'), or 'plain'; when the runs hold more than one structure
-    (runs without the params count as plain, the default); None otherwise."""
+    dropout), 'nested', joined ('product, multi-scale'), or 'plain'; 'next-scale AR' joins them where the AR probe
+    predicted the next scale. When the runs hold more than one (runs without the params count as plain and
+    next-token, the defaults); None otherwise."""
     flags = {name: df[col].map(_structured) if col in df.columns else pd.Series(False, index=df.index)
              for name, col in STRUCTURE_PARAMS.items()}
     flags["nested"] = flags["nested"] & ~flags["coarse-to-fine"]
+    flags["next-scale AR"] = df[AR_ORDER].astype(str).eq("scale") if AR_ORDER in df.columns else \
+        pd.Series(False, index=df.index)
     labels = pd.Series([", ".join(name for name, on in flags.items() if on[i]) or "plain" for i in df.index],
                        index=df.index)
     return labels if labels.nunique() > 1 else None

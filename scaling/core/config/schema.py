@@ -435,6 +435,7 @@ PROBE_SIZES: dict[str, tuple[int, int, int]] = {"tiny": (64, 4, 4), "S": (384, 1
                                                 "L": (1024, 24, 16)}
 PROBE_KINDS = ("ar", "flow")
 SAMPLERS = ("euler", "heun")
+AR_ORDERS = ("token", "scale")
 
 
 @dataclass
@@ -460,6 +461,9 @@ class ProbeConfig:
     cfg_scales: tuple[float, ...] = (1.0, 1.5, 2.0)  # searched; 1.0 is no guidance
     temperature: float = 1.0  # ar
     top_k: int = 0  # ar; 0: sample from the whole codebook
+    # ar: "token" predicts the next token (of a multi-scale tokenizer: over its scales' sequence, coarsest first);
+    # "scale" predicts the next scale, every token of it at once, as VAR does (needs quantizer.scales)
+    order: str = "token"
     sample_steps: int = 50  # flow: ODE steps from noise (t = 1) to data (t = 0)
     sampler: str = "euler"  # flow: euler | heun (second order, two model calls a step)
     linear_probe_epochs: int = 30
@@ -473,6 +477,8 @@ class ProbeConfig:
             errs.append(f"probe.kinds: each of {', '.join(PROBE_KINDS)} at most once, got {list(self.kinds)}")
         if self.sampler not in SAMPLERS:
             errs.append(f"probe.sampler: must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        if self.order not in AR_ORDERS:
+            errs.append(f"probe.order: must be one of {', '.join(AR_ORDERS)}, got {self.order!r}")
         if self.size not in PROBE_SIZES:
             errs.append(f"probe.size: unknown size {self.size!r} (known: {', '.join(PROBE_SIZES)})")
         for key in ("steps", "batch_size", "ckpt_every", "log_every", "gfid_samples", "linear_probe_epochs",
@@ -528,6 +534,9 @@ class Config:
         if self.quantizer.scales and self.quantizer.scales[-1] != grid:
             errs.append(f"quantizer.scales: the last scale must be the latent grid's side {grid} "
                         f"(data.image_size / {down}), got {self.quantizer.scales[-1]}")
+        if self.probe.order == "scale" and not self.quantizer.scales:
+            errs.append("probe.order: 'scale' (next-scale prediction) needs a multi-scale tokenizer "
+                        "(quantizer.scales); this one has one token grid")
         if self.quantizer.semantic_part >= 0 and not self.loss.semantic_weight:
             errs.append("quantizer.semantic_part: needs loss.semantic_weight > 0 (it names the regularised part)")
         if self.optim.warmup_steps >= self.train.steps and self.optim.warmup_steps > 0:

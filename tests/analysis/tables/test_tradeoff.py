@@ -117,3 +117,16 @@ def test_runs_of_different_token_structures_never_share_a_group() -> None:
     table = tradeoff.per_size(df.assign(**{"probe/gfid": [1.0, 2.0, 3.0, 4.0, 5.0]}), "params_total",
                               ["probe/gfid"], tradeoff.semantic_groups(df))
     assert len(table) == 5 and table["runs"].tolist() == [1] * 5
+
+
+def test_runs_probed_by_next_scale_prediction_never_share_a_group_with_next_token_ones() -> None:
+    """The structures sweep's VAR tokenizer probed twice, next token and next scale: two generators, two groups."""
+    df = pd.DataFrame({"quantizer.scales": ["[]", "[1, 2, 4, 8]", "[1, 2, 4, 8]"],
+                       "probe.order": ["token", "token", "scale"], "loss.semantic_weight": [0.0] * 3,
+                       "params_total": [253e3] * 3, "probe/gfid": [1.0, 2.0, 3.0]})
+    groups = tradeoff.semantic_groups(df)
+    assert groups.tolist() == ["plain, without", "multi-scale, without", "multi-scale, next-scale AR, without"]
+    table = tradeoff.per_size(df, "params_total", ["probe/gfid"], groups)
+    assert table["runs"].tolist() == [1, 1, 1]
+    assert tradeoff.semantic_groups(df.drop(columns="probe.order")).tolist()[1:] == ["multi-scale, without"] * 2
+    assert tradeoff.semantic_groups(df.iloc[[2]]).tolist() == ["without"]  # one structure, one order
