@@ -113,15 +113,16 @@ def probe_params(cfg: Config, kind: ProbeKind) -> dict[str, Any]:
 
 def claim_probe_dir(run_dir: Path, cfg: Config, kind: ProbeKind) -> Path:
     """The run's directory of probe ``kind``, holding this kind's settings; different ones there are refused
-    (its results would mix)."""
+    (its results would mix). A key the saved settings lack (they predate it) holds its default."""
     probe = RunDir(run_dir).probe_dir(kind.name)
     probe_dir, saved = probe.root, probe.config
     wanted = {"probe": probe_settings(cfg, kind)}
     if saved.is_file():
         old, new = flatten(read_toml(saved)), flatten(wanted)
+        defaults = flatten({"probe": config_to_dict(type(cfg.probe)())})
         for key in sorted(new):
-            if old.get(key) != new[key]:
-                raise UserError(f"{key}: {probe_dir} holds a probe with {key} = {old.get(key)!r}, not {new[key]!r}; "
+            if (was := old.get(key, defaults.get(key))) != new[key]:
+                raise UserError(f"{key}: {probe_dir} holds a probe with {key} = {was!r}, not {new[key]!r}; "
                                 "remove that directory to probe again")
         return probe_dir
     probe_dir.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,11 @@ import torch
 
 from scaling.models.quantizers import fold_ids
 from scaling.core.config.loader import ConfigError
+from scaling.core.errors import UserError
 from scaling.models.factory import load_config
 from scaling.probe.gpt import ClassConditionalGPT, scale_blocks, sequence_flops, token_nll
+from scaling.probe.kinds import KINDS
+from scaling.probe.run import claim_probe_dir
 from tests.helpers import tiny_args
 
 
@@ -144,3 +147,20 @@ def test_next_scale_needs_a_multi_scale_tokenizer(synth_data: Path, tmp_path: Pa
         load_config("tiny", base + ["--probe.order", "scale"])
     with pytest.raises(ConfigError, match=r"^probe\.order: must be one of token, scale, got 'raster'$"):
         load_config("var-tiny", base + ["--probe.order", "raster"])
+
+
+def test_a_probe_directory_refuses_another_order_and_takes_one_saved_before_the_key(synth_data: Path,
+                                                                                   tmp_path: Path) -> None:
+    """Its settings are refused when they differ (the results would mix); a directory written before
+    ``probe.order`` existed holds the default order, next-token, and is taken as such."""
+    base = tiny_args(synth_data, tmp_path / "run", "sqlite://")
+    token, scale = (load_config("var-tiny", base + ["--probe.order", o]) for o in ("token", "scale"))
+    probe_dir = claim_probe_dir(tmp_path / "run", token, KINDS["ar"])
+    with pytest.raises(UserError, match=r"^probe\.order: .* holds a probe with probe\.order = 'token', not 'scale'"):
+        claim_probe_dir(tmp_path / "run", scale, KINDS["ar"])
+    saved = probe_dir / "probe.toml"
+    assert 'order = "token"' in saved.read_text()
+    saved.write_text(saved.read_text().replace('order = "token"\n', ""))  # as written before the key
+    assert claim_probe_dir(tmp_path / "run", token, KINDS["ar"]) == probe_dir
+    with pytest.raises(UserError, match=r"holds a probe with probe\.order = 'token', not 'scale'"):
+        claim_probe_dir(tmp_path / "run", scale, KINDS["ar"])
