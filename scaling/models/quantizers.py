@@ -331,13 +331,20 @@ class ProductQuantizer(nn.Module):
         return torch.cat([q.lookup(d) for q, d in zip(self.quantizers, digits)], dim=1)
 
 
-def _resize(x: torch.Tensor, side: int) -> torch.Tensor:
+def resize_grid(x: torch.Tensor, side: int) -> torch.Tensor:
     """A (B, C, h, h) grid at side ``side``: area-averaged down, bilinear up."""
     if x.shape[-1] == side:
         return x
     if side < x.shape[-1]:
         return F.interpolate(x, size=(side, side), mode="area")
     return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+
+
+def scale_blocks(scales: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """(start, end, side) of each scale's ids in a multi-scale sequence: side x side ids, row-major, coarsest
+    first (``MultiScaleQuantizer``'s layout)."""
+    ends = itertools.accumulate(s * s for s in scales)
+    return [(end - s * s, end, s) for end, s in zip(ends, scales)]
 
 
 class MultiScaleQuantizer(nn.Module):
@@ -364,8 +371,8 @@ class MultiScaleQuantizer(nn.Module):
         """``z``: (B, C, S, S) with S the last scale."""
         side, total, outs = z.shape[-1], torch.zeros_like(z), []
         for i, s in enumerate(self.cfg.scales):
-            out = self._level(i)(_resize(z - total, s), entropy_temperature)
-            total = total + _resize(out.z_q.detach(), side)  # the codes' values: z_q is straight through
+            out = self._level(i)(resize_grid(z - total, s), entropy_temperature)
+            total = total + resize_grid(out.z_q.detach(), side)  # the codes' values: z_q is straight through
             outs.append(out)
         indices = torch.cat([o.indices.flatten(1) for o in outs], dim=1)
         distance = torch.cat([o.distance.flatten(1) for o in outs], dim=1)
@@ -374,19 +381,19 @@ class MultiScaleQuantizer(nn.Module):
 
     def scale_boundaries(self) -> list[int]:
         """Ids in the first 1, 2, ... scales."""
-        return list(itertools.accumulate(s * s for s in self.cfg.scales))
+        return [end for _, end, _ in scale_blocks(self.cfg.scales)]
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """(B, L) ids of the first k scales (L one of ``scale_boundaries``) -> (B, C, S, S): their codes' sum."""
         if indices.shape[1] not in self.scale_boundaries():
             raise ValueError(f"{indices.shape[1]} ids are not whole scales of {list(self.cfg.scales)} "
                              f"(prefixes: {self.scale_boundaries()})")
-        side, total, start = self.cfg.scales[-1], None, 0
-        for i, s in enumerate(self.cfg.scales):
+        side, total = self.cfg.scales[-1], None
+        for i, (start, end, s) in enumerate(scale_blocks(self.cfg.scales)):
             if start == indices.shape[1]:
                 break
-            codes = _resize(self._level(i).lookup(indices[:, start:start + s * s].unflatten(1, (s, s))), side)
-            total, start = codes if total is None else total + codes, start + s * s
+            codes = resize_grid(self._level(i).lookup(indices[:, start:end].unflatten(1, (s, s))), side)
+            total = codes if total is None else total + codes
         return total
 
 

@@ -19,7 +19,6 @@ unchanged, and sampling takes one forward pass per scale.
 
 from __future__ import annotations
 
-import itertools
 from typing import ClassVar
 
 import torch
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from scaling.core.config.schema import PROBE_SIZES
-from scaling.models.quantizers import fold_ids, part_ids
+from scaling.models.quantizers import fold_ids, part_ids, resize_grid, scale_blocks
 from scaling.models.transformer import Transformer, TransformerBlock, init_linear
 
 
@@ -82,10 +81,9 @@ class ClassConditionalGPT(nn.Module):
         pieces = [self.cls_emb(labels)[:, None].expand(-1, blocks[0][1], -1)]
         total = None
         for (start, end, side), nxt in zip(blocks, self.scales[1:]):
-            grid = emb[:, start:end].transpose(1, 2).unflatten(-1, (side, side))
-            up = grid if side == final else F.interpolate(grid, size=(final, final), mode="bilinear")
+            up = resize_grid(emb[:, start:end].transpose(1, 2).unflatten(-1, (side, side)), final)
             total = up if total is None else total + up
-            pieces.append(F.adaptive_avg_pool2d(total, nxt).flatten(2).transpose(1, 2))
+            pieces.append(resize_grid(total, nxt).flatten(2).transpose(1, 2))
         return torch.cat(pieces, dim=1)
 
     def attention_mask(self, length: int, device: torch.device) -> torch.Tensor | None:
@@ -123,10 +121,7 @@ class ClassConditionalGPT(nn.Module):
         out = []
         for i in range(self.seq_len):
             h, _ = self.transformer(x, cache=cache)
-            logits = self.head(h[:, -1]).float().unflatten(-1, (self.parts, self.vocab))
-            if guided:
-                c, u = logits.chunk(2)
-                logits = u + cfg_scale * (c - u)
+            logits = _guided(self.head(h[:, -1]).float().unflatten(-1, (self.parts, self.vocab)), cfg_scale)
             digits = [_sample(logits[:, p] / temperature, top_k, generator) for p in range(self.parts)]
             token = fold_ids(digits, self.vocab)
             out.append(token)
@@ -143,10 +138,7 @@ class ClassConditionalGPT(nn.Module):
         seq = torch.zeros(len(cond), self.seq_len, dtype=torch.long, device=cond.device)
         for start, end, _ in scale_blocks(self.scales):
             h, _ = self.transformer(self._inputs(seq, cond)[:, :end], mask=self.attention_mask(end, cond.device))
-            logits = self.head(h[:, start:end]).float().unflatten(-1, (self.parts, self.vocab))
-            if cfg_scale != 1.0:
-                c, u = logits.chunk(2)
-                logits = u + cfg_scale * (c - u)
+            logits = _guided(self.head(h[:, start:end]).float().unflatten(-1, (self.parts, self.vocab)), cfg_scale)
             digits = [_sample(logits[:, :, p].flatten(0, 1) / temperature, top_k, generator).view(n, end - start)
                       for p in range(self.parts)]
             token = fold_ids(digits, self.vocab)
@@ -154,11 +146,13 @@ class ClassConditionalGPT(nn.Module):
         return seq[:n]
 
 
-def scale_blocks(scales: tuple[int, ...]) -> list[tuple[int, int, int]]:
-    """(start, end, side) of each scale's tokens in a multi-scale sequence: side x side ids, row-major, coarsest
-    first (``MultiScaleQuantizer``'s layout)."""
-    ends = itertools.accumulate(s * s for s in scales)
-    return [(end - s * s, end, s) for end, s in zip(ends, scales)]
+def _guided(logits: torch.Tensor, cfg_scale: float) -> torch.Tensor:
+    """Logits of a batch of conditional rows followed by as many unconditional ones, mixed by classifier-free
+    guidance (uncond + scale * (cond - uncond)); unguided (scale 1), the batch as it is."""
+    if cfg_scale == 1.0:
+        return logits
+    c, u = logits.chunk(2)
+    return u + cfg_scale * (c - u)
 
 
 def _sample(logits: torch.Tensor, top_k: int, generator: torch.Generator | None) -> torch.Tensor:

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from scaling.models.quantizers import fold_ids
+from scaling.models.quantizers import fold_ids, scale_blocks
 from scaling.core.config.loader import ConfigError
 from scaling.core.errors import UserError
 from scaling.models.factory import load_config
-from scaling.probe.gpt import ClassConditionalGPT, scale_blocks, sequence_flops, token_nll
+from scaling.probe.gpt import ClassConditionalGPT, sequence_flops, token_nll
 from scaling.probe.kinds import KINDS
 from scaling.probe.run import claim_probe_dir
 from tests.helpers import tiny_args
