@@ -139,6 +139,8 @@ def supervise(sweep: Sweep, t: FrozenTrial, states: dict[str, str] | None) -> bo
         tell(sweep, t, TrialState.PRUNED, run_dir)
     elif last == "cancelled":
         tell(sweep, t, TrialState.FAIL, run_dir, cancelled=True)
+    elif launches(run_dir) == 0:  # asked by a driver killed before it queued it: queued as if just asked
+        return launch(sweep, [t]) > 0
     elif launches(run_dir) >= sweep.spec.max_launches:
         tell(sweep, t, TrialState.FAIL, run_dir, error=f"{launches(run_dir)} jobs ended without finishing")
     else:
@@ -146,11 +148,9 @@ def supervise(sweep: Sweep, t: FrozenTrial, states: dict[str, str] | None) -> bo
     return False
 
 
-def launch(sweep: Sweep, asked: list[optuna.Trial]) -> int:
+def launch(sweep: Sweep, asked: list[optuna.Trial] | list[FrozenTrial]) -> int:
     """Newly asked trials, queued together (one job array where the profile allows); how many were queued.
-    Each run directory is fixed by the trial's number before anything is queued."""
-    for trial in asked:
-        trial.set_user_attr("run_dir", str(sweep.spec.run_dir(trial.number)))
+    Each run directory is fixed by the trial's number (``launched`` and ``tell`` record it)."""
     ready = [r for r in (prepare(sweep, sweep.study._storage.get_trial(t._trial_id)) for t in asked) if r]
     ready = within_budget(sweep, ready)
     if not ready:
@@ -221,8 +221,11 @@ def prepare(sweep: Sweep, t: FrozenTrial) -> tuple[FrozenTrial, Prepared] | None
 
 def launched(sweep: Sweep, t: FrozenTrial, job: Any) -> None:
     # Optuna has no public setter for another process's trial; the storage call is what Trial.set_user_attr does.
-    sweep.study._storage.set_trial_user_attr(t._trial_id, "job_id", str(job.job_id))
+    # The run directory is recorded here and in ``tell``, not at ``ask``: a driver killed in between leaves a
+    # RUNNING trial with nothing queued, which the next one relaunches through here.
     run_dir = sweep.spec.run_dir(t.number)
+    sweep.study._storage.set_trial_user_attr(t._trial_id, "run_dir", str(run_dir))
+    sweep.study._storage.set_trial_user_attr(t._trial_id, "job_id", str(job.job_id))
     log(f"trial {t.number} {'relaunched' if launches(run_dir) > 1 else 'launched'}: job {job.job_id}, "
         f"{describe(trial_params(t), t.user_attrs.get(BRANCH_ATTR))}, {run_dir}")
 
@@ -284,6 +287,7 @@ def tell(sweep: Sweep, t: FrozenTrial, state: TrialState, run_dir: Path, value: 
          **attrs: Any) -> None:
     """Record the trial's outcome (user attrs first: a finished trial is read-only)."""
     storage = sweep.study._storage
+    attrs["run_dir"] = str(run_dir)
     run_id = RunDir(run_dir).run_id()
     if run_id is not None:
         attrs["mlflow_run_id"] = run_id

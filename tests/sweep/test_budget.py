@@ -11,7 +11,9 @@ import pytest
 from scaling.plan.cost import gpu_hours, run_flops
 from scaling.plan.count import step_flops, step_flops_done
 from scaling.sweep.budget import forecast, total_flops
+from scaling.launch.status import read_jobs
 from scaling.sweep.driver import run_sweep
+from scaling.sweep.search import distributions, enqueue_points, open_study
 from scaling.sweep.spec import load_sweep
 from tests.helpers import run_main, write_sweep
 
@@ -98,13 +100,20 @@ mode = "product"
 @pytest.mark.slow  # trains one tiny trial
 def test_the_driver_queues_no_trial_that_would_cross_the_budget(synth_data: Path, tmp_path: Path) -> None:
     """Run the driver directly (the command line would refuse the sweep outright): the first trial fits, the
-    second would cross the budget, so it fails unqueued and the sweep ends."""
+    second would cross the budget, so it fails unqueued and the sweep ends. The first was asked by a driver
+    killed before it queued or recorded anything: the next one queues it through the same budget check."""
     path = write_sweep(tmp_path, synth_data, GRID, max_concurrent=1)
     costs = grid_cost(path)
     path.write_text(path.read_text() + f"\n[budget]\nflops = {costs[0] + costs[1] / 2}\n")
-    study = run_sweep(load_sweep(path), poll_s=0.5)
+    spec = load_sweep(path)
+    spec.root_dir().mkdir(parents=True)
+    killed = open_study(spec)
+    enqueue_points(spec, killed)
+    assert killed.ask(distributions(spec)).number == 0  # the killed driver's last act
+    study = run_sweep(spec, poll_s=0.5)
     first, second = sorted(study.trials, key=lambda t: t.number)
     assert first.state == optuna.trial.TrialState.COMPLETE and first.user_attrs["planned_flops"] == costs[0]
+    assert first.user_attrs["run_dir"] == str(spec.run_dir(0)) and len(read_jobs(spec.run_dir(0))) == 1
     assert second.state == optuna.trial.TrialState.FAIL and "planned_flops" not in second.user_attrs
     assert second.user_attrs["error"].startswith("budget: ")
     assert not (tmp_path / "root" / "trial-0001" / "jobs.jsonl").exists()  # never queued
