@@ -169,7 +169,9 @@ def within_budget(sweep: Sweep, ready: list[tuple[FrozenTrial, Prepared]]) -> li
     limit = limit_flops(sweep.spec)
     if limit is None:
         return ready
-    planned = sum(t.user_attrs.get(PLANNED_ATTR, 0) for t in sweep.study.get_trials(deepcopy=False))
+    queuing = {t.number for t, _ in ready}  # one a killed driver counted but never queued is counted again below
+    planned = sum(t.user_attrs.get(PLANNED_ATTR, 0) for t in sweep.study.get_trials(deepcopy=False)
+                  if t.number not in queuing)
     out = []
     for t, run in ready:
         flops = own_flops(run.cfg)

@@ -101,15 +101,19 @@ mode = "product"
 def test_the_driver_queues_no_trial_that_would_cross_the_budget(synth_data: Path, tmp_path: Path) -> None:
     """Run the driver directly (the command line would refuse the sweep outright): the first trial fits, the
     second would cross the budget, so it fails unqueued and the sweep ends. The first was asked by a driver
-    killed before it queued or recorded anything: the next one queues it through the same budget check."""
+    killed after counting its FLOPs against the budget but before queueing it: the next one queues it through the
+    same budget check, without counting it twice (the budget holds it once, not twice)."""
     path = write_sweep(tmp_path, synth_data, GRID, max_concurrent=1)
     costs = grid_cost(path)
-    path.write_text(path.read_text() + f"\n[budget]\nflops = {costs[0] + costs[1] / 2}\n")
+    assert costs[1] > costs[0]
+    path.write_text(path.read_text() + f"\n[budget]\nflops = {1.5 * costs[0]}\n")
     spec = load_sweep(path)
     spec.root_dir().mkdir(parents=True)
     killed = open_study(spec)
     enqueue_points(spec, killed)
-    assert killed.ask(distributions(spec)).number == 0  # the killed driver's last act
+    asked = killed.ask(distributions(spec))  # the killed driver's last acts
+    asked.set_user_attr("planned_flops", costs[0])
+    assert asked.number == 0
     study = run_sweep(spec, poll_s=0.5)
     first, second = sorted(study.trials, key=lambda t: t.number)
     assert first.state == optuna.trial.TrialState.COMPLETE and first.user_attrs["planned_flops"] == costs[0]
