@@ -44,6 +44,8 @@ class RunDir(JobDir):
         last_checkpoint      the newest checkpoint's absolute path, as text
         events.jsonl         start, first_step, preempted, timed_out, cancelled, pruned, finished, ...
         mlflow_run_id        the run's MLflow run id: a resume, eval and the probe log to the same run
+        mlflow_claim         a random token, written before the MLflow run is created and set as its tag: a start
+                             killed between creating the run and writing its id finds that run again
         tracking-backlog.jsonl  metric points not sent yet beyond what the tracker keeps in memory (a long outage)
         reconstructions/     step-NNNNNNNN.png: validation images above their reconstructions
         cache/               the data's shards, cached locally (unless data.cache_dir is set)
@@ -73,6 +75,10 @@ class RunDir(JobDir):
     @property
     def mlflow_run_id(self) -> Path:
         return self.root / "mlflow_run_id"
+
+    @property
+    def mlflow_claim(self) -> Path:
+        return self.root / "mlflow_claim"
 
     @property
     def tracking_backlog(self) -> Path:

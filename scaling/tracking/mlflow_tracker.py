@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from scaling.core.config import TrackingConfig
+from scaling.core.hooks import fault_point
 from scaling.core.run_dir import RunDir
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_T
 # A send that has not returned after this long is a server that stopped answering: a flush stops waiting for it
 # (the request itself runs on to its HTTP timeout on the sender thread).
 STALL_S = 1.0
+# The tag that ties an MLflow run to the claim token its run directory holds (``RunDir.mlflow_claim``).
+CLAIM_TAG = "scaling_claim"
 
 
 def tracking_uri(cfg: TrackingConfig) -> str | None:
@@ -164,15 +167,36 @@ class Tracker:
         else:
             exp = client.get_experiment_by_name(self.cfg.experiment)
             exp_id = exp.experiment_id if exp else client.create_experiment(self.cfg.experiment)
-            tags = {"mlflow.parentRunId": self.cfg.parent_run_id} if self.cfg.parent_run_id else None
-            run = client.create_run(exp_id, run_name=self.cfg.run_name or run_name, tags=tags)
-            self.run_id = run.info.run_id
+            self.run_id = self._claimed_run(client, exp_id) or self._create_run(client, exp_id, run_name)
             tmp = id_file.with_suffix(".tmp")
             tmp.write_text(self.run_id)
             os.replace(tmp, id_file)
             with self._cond:
                 self._ops.insert(0, ("params", params))
         self._client, self._opening = client, None
+
+    def _claimed_run(self, client: Any, exp_id: str) -> str | None:
+        """The run that a start killed after creating it, before writing its id, left behind: found by the claim
+        token it wrote first (without this a re-run start would create a second run, the first one RUNNING
+        forever beside it)."""
+        claim = RunDir(self.run_dir).mlflow_claim
+        if not claim.is_file():
+            return None
+        from mlflow.entities import ViewType
+
+        runs = client.search_runs([exp_id], f"tags.{CLAIM_TAG} = '{claim.read_text().strip()}'",
+                                  run_view_type=ViewType.ALL, max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def _create_run(self, client: Any, exp_id: str, run_name: str) -> str:
+        claim, token = RunDir(self.run_dir).mlflow_claim, uuid.uuid4().hex
+        tmp = claim.with_name(f".{claim.name}.tmp")
+        tmp.write_text(token)
+        os.replace(tmp, claim)
+        tags = {CLAIM_TAG: token} | ({"mlflow.parentRunId": self.cfg.parent_run_id} if self.cfg.parent_run_id else {})
+        run = client.create_run(exp_id, run_name=self.cfg.run_name or run_name, tags=tags)
+        fault_point("mlflow-run-created", 0)  # crash tests: the run exists, its id is not written yet
+        return run.info.run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
         """Params of the run (a stage that reopens it, like the probe, adds its own; a value never changes)."""

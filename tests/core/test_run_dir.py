@@ -63,7 +63,7 @@ def test_the_layout_on_disk() -> None:
     run = RunDir("RUN")
     assert isinstance(run.root, Path)
     assert {str(p.relative_to("RUN")) for p in named_paths(run)} == {
-        "config.toml", ".write-test", "checkpoints", "last_checkpoint", "events.jsonl", "mlflow_run_id",
+        "config.toml", ".write-test", "checkpoints", "last_checkpoint", "events.jsonl", "mlflow_run_id", "mlflow_claim",
         "tracking-backlog.jsonl",
         "reconstructions", "reconstructions/step-00000007.png", "cache", "jobs.jsonl", "submitit",
         "submitit/array-NAME.json", "export/generator.safetensors",

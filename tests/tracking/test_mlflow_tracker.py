@@ -220,6 +220,32 @@ def test_a_start_killed_before_its_params_were_sent_gets_them_on_resume(tmp_path
     assert client.get_run(run_id).data.params == {"a": "1", "b": "2", "c": "3"}
 
 
+def test_a_start_killed_between_creating_its_run_and_naming_it_finds_that_run(tmp_path: Path) -> None:
+    """A process SIGKILLed right after MLflow created its run, before the run directory holds the run's id: the
+    next start continues that run (found by the claim token written first), and no second run appears."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    start = ("import sys; from pathlib import Path; from scaling.core.config import TrackingConfig; "
+             "from scaling.tracking.mlflow_tracker import Tracker; "
+             "Tracker(TrackingConfig(uri=sys.argv[1], experiment='killed'), Path(sys.argv[2])).start({}, 'r')")
+    env = {**os.environ, "SCALING_FAULT": "mlflow-run-created:0"}
+    killed = subprocess.run([sys.executable, "-c", start, uri, str(tmp_path)], env=env, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not RunDir(tmp_path).mlflow_run_id.exists()
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("killed").experiment_id
+    (orphan,) = client.search_runs([experiment])
+    tracker = Tracker(TrackingConfig(uri=uri, experiment="killed"), tmp_path)
+    assert tracker.start({"a": 1}, run_name="r") == orphan.info.run_id
+    tracker.log_metrics({"m": 1.0}, 1)
+    tracker.finish()
+    (run,) = client.search_runs([experiment])
+    assert run.info.status == "FINISHED" and run.data.params == {"a": "1"} and run.data.metrics == {"m": 1.0}
+    assert RunDir(tmp_path).run_id() == run.info.run_id
+    other = tmp_path / "other"  # a run directory of its own: a run of its own, not the claimed one
+    other.mkdir()
+    assert Tracker(TrackingConfig(uri=uri, experiment="killed"), other).start({}, "r") != run.info.run_id
+
+
 def test_a_new_sqlite_store_appears_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A sweep driver SIGKILLed while MLflow migrated its new sqlite store left one that every later driver failed
     on ("table _alembic_tmp_latest_metrics already exists"). A store whose creation dies, in building the migrated
