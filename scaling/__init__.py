@@ -22,14 +22,6 @@ class _Deferred(types.ModuleType):
         return getattr(importlib.import_module(self.__name__), name)
 
 
-# mosaicml-streaming's package __init__ imports its text and multimodal datasets, and through them transformers and
-# scikit-learn: 2.5 of the 5.5 seconds every job, requeue and probe spends importing, for classes the platform never
-# uses (it reads images with streaming.base). Unless streaming is loaded already, those two are deferred.
-if "streaming" not in sys.modules:
-    for _name in ("streaming.text", "streaming.multimodal", "streaming.vision"):
-        sys.modules.setdefault(_name, _Deferred(_name))
-
-
 class _WithoutTransformers(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """streaming's data loader imports transformers (0.9 s, half a second of every job's start once torch is
     loaded) for two classes it only tests batches against, neither of which the platform ever builds. While that
@@ -64,5 +56,11 @@ class _WithoutTransformers(importlib.abc.MetaPathFinder, importlib.abc.Loader):
                 sys.modules.pop(name, None)
 
 
+# mosaicml-streaming's package __init__ imports its text and multimodal datasets, and through them transformers and
+# scikit-learn: 2.5 of the 5.5 seconds every job, requeue and probe spends importing, for classes the platform never
+# uses (it reads images with streaming.base). Unless streaming is loaded already, those two are deferred.
+# Its data loader comes without transformers (``_WithoutTransformers``).
 if "streaming" not in sys.modules:
+    for _name in ("streaming.text", "streaming.multimodal", "streaming.vision"):
+        sys.modules.setdefault(_name, _Deferred(_name))
     sys.meta_path.insert(0, _WithoutTransformers())

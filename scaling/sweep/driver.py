@@ -139,10 +139,10 @@ def supervise(sweep: Sweep, t: FrozenTrial, states: dict[str, str] | None) -> bo
         tell(sweep, t, TrialState.PRUNED, run_dir)
     elif last == "cancelled":
         tell(sweep, t, TrialState.FAIL, run_dir, cancelled=True)
-    elif launches(run_dir) == 0:  # asked by a driver killed before it queued it: queued as if just asked
+    elif (n := launches(run_dir)) == 0:  # asked by a driver killed before it queued it: queued as if just asked
         return launch(sweep, [t]) > 0
-    elif launches(run_dir) >= sweep.spec.max_launches:
-        tell(sweep, t, TrialState.FAIL, run_dir, error=f"{launches(run_dir)} jobs ended without finishing")
+    elif n >= sweep.spec.max_launches:
+        tell(sweep, t, TrialState.FAIL, run_dir, error=f"{n} jobs ended without finishing")
     else:
         return relaunch(sweep, t)
     return False

@@ -70,6 +70,13 @@ def create_sqlite_store(uri: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def _write_whole(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file: a reader finds the whole of it or no file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 # What a tracker imports (in its sender thread), for a process to preload at start-up (``core.startup``).
 IMPORTS = ("mlflow", "mlflow.tracking")
 
@@ -168,9 +175,7 @@ class Tracker:
             exp = client.get_experiment_by_name(self.cfg.experiment)
             exp_id = exp.experiment_id if exp else client.create_experiment(self.cfg.experiment)
             self.run_id = self._claimed_run(client, exp_id) or self._create_run(client, exp_id, run_name)
-            tmp = id_file.with_suffix(".tmp")
-            tmp.write_text(self.run_id)
-            os.replace(tmp, id_file)
+            _write_whole(id_file, self.run_id)
             with self._cond:
                 self._ops.insert(0, ("params", params))
         self._client, self._opening = client, None
@@ -189,10 +194,8 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def _create_run(self, client: Any, exp_id: str, run_name: str) -> str:
-        claim, token = RunDir(self.run_dir).mlflow_claim, uuid.uuid4().hex
-        tmp = claim.with_name(f".{claim.name}.tmp")
-        tmp.write_text(token)
-        os.replace(tmp, claim)
+        token = uuid.uuid4().hex
+        _write_whole(RunDir(self.run_dir).mlflow_claim, token)
         tags = {CLAIM_TAG: token} | ({"mlflow.parentRunId": self.cfg.parent_run_id} if self.cfg.parent_run_id else {})
         run = client.create_run(exp_id, run_name=self.cfg.run_name or run_name, tags=tags)
         fault_point("mlflow-run-created", 0)  # crash tests: the run exists, its id is not written yet
